@@ -1,0 +1,1 @@
+"""The calcimage command line (installed as ``calcimage.cli``)."""
