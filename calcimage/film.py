@@ -71,7 +71,8 @@ class Film:
     ----------
     pixels
         float32 array (rows, cols), read-only, brighter = denser, modality LUT applied,
-        VOI/display windows not applied.
+        VOI/display windows not applied. Not copied when already float32: do not modify
+        the array you passed in afterwards.
     spacing_mm
         (row, col) pixel spacing in mm, or None when unknown.
     spacing_source
@@ -95,11 +96,10 @@ class Film:
         px = np.asarray(self.pixels)
         if px.ndim != 2:
             raise ValueError(f"Film pixels must be 2-D (rows, cols), got shape {px.shape}")
-        if px.dtype != np.float32:
-            px = px.astype(np.float32)
-        if px.flags.writeable:
-            px = px.copy() if not px.flags.owndata else px
-            px.flags.writeable = False
+        # A read-only view: the Film cannot change its pixels, the caller's array stays
+        # writeable, and no 40 MB copy is made of a freshly decoded film.
+        px = px.astype(np.float32, copy=False).view()
+        px.flags.writeable = False
         object.__setattr__(self, "pixels", px)
         if self.spacing_mm is not None:
             r, c = (float(v) for v in self.spacing_mm)
