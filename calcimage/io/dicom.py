@@ -1,4 +1,9 @@
-"""DICOM radiograph reading (used by :func:`calcimage.load`)."""
+"""DICOM radiograph reading (used by :func:`calcimage.load`).
+
+Every element value is read defensively: a corrupt or oddly typed element either falls
+back to "absent" (optional elements such as dates or windows) or gives a one-line
+:class:`FilmReadError` (elements the pixels depend on, such as Rows or BitsStored).
+"""
 
 from __future__ import annotations
 
@@ -14,40 +19,22 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ImplicitVRLittleEndian
 
 from calcimage.errors import CalcimageWarning, FilmReadError
 from calcimage.film import Film, FilmMetadata, SpacingSource
+from calcimage.io.load import check_pixel_limit, display_path, image_header_size
 
-__all__ = ["load_dicom", "read_spacing", "parse_da"]
+__all__ = ["load_dicom", "read_spacing", "parse_da", "SPACING_RANGE_MM"]
 
 logger = logging.getLogger(__name__)
 
+#: Spacing values outside this range (mm) are implausible for a radiograph and ignored.
+SPACING_RANGE_MM = (1e-4, 1e3)
 
-def _read_dataset(path: Path, data: bytes) -> tuple[Dataset, list[str]]:
-    notes: list[str] = []
-    try:
-        return pydicom.dcmread(io.BytesIO(data)), notes
-    except InvalidDicomError:
-        pass  # no preamble / file meta: retry below with force=True
-    except Exception as exc:  # pydicom raises many types on corrupt files
-        raise FilmReadError(f"{path}: cannot parse DICOM ({_short(exc)})") from None
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    except Exception as exc:
-        raise FilmReadError(f"{path}: not a DICOM file or image ({_short(exc)})") from None
-    if not isinstance(ds, Dataset) or len(ds) == 0 or ("PixelData" not in ds and "Rows" not in ds):
-        raise FilmReadError(
-            f"{path}: not a DICOM file (no DICM preamble and no readable DICOM elements); "
-            "supported formats are DICOM, PNG, TIFF and JPEG"
-        )
-    if "TransferSyntaxUID" not in ds.file_meta:
-        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
-        note = "no DICOM preamble/file meta: read with an assumed implicit VR little endian syntax"
-        notes.append(note)
-        warnings.warn(f"{path}: {note}", CalcimageWarning, stacklevel=2)
-    return ds, notes
+_SEQUENCE_TYPES = (list, tuple, MultiValue)
 
 
 def _short(exc: BaseException) -> str:
@@ -55,12 +42,40 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+def _read_dataset(path: Path, data: bytes) -> tuple[Dataset, list[str]]:
+    name = display_path(path)
+    notes: list[str] = []
+    try:
+        return pydicom.dcmread(io.BytesIO(data)), notes
+    except InvalidDicomError:
+        pass  # no preamble / file meta: retry below with force=True
+    except Exception as exc:  # pydicom raises many types on corrupt files
+        raise FilmReadError(f"{name}: cannot parse DICOM ({_short(exc)})") from None
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+        readable = isinstance(ds, Dataset) and len(ds) > 0 and ("PixelData" in ds or "Rows" in ds)
+    except Exception as exc:
+        raise FilmReadError(f"{name}: not a DICOM file or image ({_short(exc)})") from None
+    if not readable:
+        raise FilmReadError(
+            f"{name}: not a DICOM file (no DICM preamble and no readable DICOM elements); "
+            "supported formats are DICOM, PNG, TIFF and JPEG"
+        )
+    if "TransferSyntaxUID" not in ds.file_meta:
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        note = "no DICOM preamble/file meta: read with an assumed implicit VR little endian syntax"
+        notes.append(note)
+        warnings.warn(f"{name}: {note}", CalcimageWarning, stacklevel=2)
+    return ds, notes
+
+
 def _get(ds: Dataset, keyword: str) -> Any:
+    """An element's value, or None when absent, empty or unreadable."""
     try:
         value = ds.get(keyword)
     except Exception:  # a malformed element must not stop the whole read
         return None
-    if value is None or value == "":
+    if value is None or value == "" or (isinstance(value, _SEQUENCE_TYPES) and len(value) == 0):
         return None
     return value
 
@@ -69,8 +84,36 @@ def _str(ds: Dataset, keyword: str) -> str | None:
     value = _get(ds, keyword)
     if value is None:
         return None
-    text = str(value).strip()
+    try:
+        text = str(value).strip()
+    except Exception:
+        return None
     return text or None
+
+
+def _int(path: Path, ds: Dataset, keyword: str, default: int | None) -> int:
+    """A single integer element the pixel data depends on; FilmReadError when unusable."""
+    value = _get(ds, keyword)
+    if value is None:
+        if default is None:
+            raise FilmReadError(f"{display_path(path)}: DICOM element {keyword} is missing or empty")
+        return default
+    try:
+        if isinstance(value, _SEQUENCE_TYPES) or isinstance(value, (bytes, bool)):
+            raise TypeError
+        number = float(value)
+        if not number.is_integer():
+            raise ValueError
+        return int(number)
+    except (TypeError, ValueError, OverflowError):
+        raise FilmReadError(
+            f"{display_path(path)}: DICOM element {keyword}={_short_value(value)} is not a single integer"
+        ) from None
+
+
+def _short_value(value: Any) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_da(value: Any) -> dt.date | None:
@@ -78,7 +121,7 @@ def parse_da(value: Any) -> dt.date | None:
     if value is None:
         return None
     text = str(value).strip().replace(".", "").replace("-", "")
-    if len(text) != 8 or not text.isdigit():
+    if len(text) != 8 or not text.isdigit() or not text.isascii():
         return None
     try:
         return dt.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
@@ -86,13 +129,17 @@ def parse_da(value: Any) -> dt.date | None:
         return None
 
 
+def _plausible(v: float) -> bool:
+    return math.isfinite(v) and SPACING_RANGE_MM[0] <= v <= SPACING_RANGE_MM[1]
+
+
 def _pair(value: Any) -> tuple[float, float] | None:
     """A positive finite (row, col) pair from a DS multi-value, or None (``0\\0`` is absent)."""
     if value is None:
         return None
     try:
-        values = [float(v) for v in (value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value])]
-    except (TypeError, ValueError):
+        values = [float(v) for v in (value if isinstance(value, _SEQUENCE_TYPES) else [value])]
+    except (TypeError, ValueError, OverflowError):
         return None
     if len(values) == 1:
         values = values * 2
@@ -106,104 +153,137 @@ def read_spacing(ds: Dataset) -> tuple[tuple[float, float] | None, SpacingSource
 
     PixelSpacing when present and non-zero; else ImagerPixelSpacing divided by
     EstimatedRadiographicMagnificationFactor when that is present and > 0; else
-    ImagerPixelSpacing (detector plane); else none.
+    ImagerPixelSpacing (detector plane); else none. Values outside
+    :data:`SPACING_RANGE_MM` count as absent.
     """
     pixel = _pair(_get(ds, "PixelSpacing"))
-    if pixel is not None:
+    if pixel is not None and all(_plausible(v) for v in pixel):
         return pixel, SpacingSource.PIXEL_SPACING
     imager = _pair(_get(ds, "ImagerPixelSpacing"))
     if imager is None:
         return None, SpacingSource.NONE
     ermf = _get(ds, "EstimatedRadiographicMagnificationFactor")
     try:
-        ermf_value = float(ermf) if ermf is not None else None
-    except (TypeError, ValueError):
+        ermf_value = float(ermf) if ermf is not None and not isinstance(ermf, _SEQUENCE_TYPES) else None
+    except (TypeError, ValueError, OverflowError):
         ermf_value = None
     if ermf_value is not None and math.isfinite(ermf_value) and ermf_value > 0:
-        return (imager[0] / ermf_value, imager[1] / ermf_value), SpacingSource.IMAGER_ERMF
-    return imager, SpacingSource.IMAGER
+        corrected = (imager[0] / ermf_value, imager[1] / ermf_value)
+        if all(_plausible(v) for v in corrected):
+            return corrected, SpacingSource.IMAGER_ERMF
+    if all(_plausible(v) for v in imager):
+        return imager, SpacingSource.IMAGER
+    return None, SpacingSource.NONE
 
 
 def _voi_windows(ds: Dataset) -> tuple[tuple[float, float], ...]:
     centers, widths = _get(ds, "WindowCenter"), _get(ds, "WindowWidth")
     if centers is None or widths is None:
         return ()
-    seq = lambda v: list(v) if isinstance(v, (list, tuple, pydicom.multival.MultiValue)) else [v]  # noqa: E731
+
+    def seq(v: Any) -> list[Any]:
+        return list(v) if isinstance(v, _SEQUENCE_TYPES) else [v]
+
     try:
-        return tuple((float(c), float(w)) for c, w in zip(seq(centers), seq(widths)))
-    except (TypeError, ValueError):
+        windows = tuple((float(c), float(w)) for c, w in zip(seq(centers), seq(widths)))
+    except (TypeError, ValueError, OverflowError):
         return ()
+    return tuple(w for w in windows if all(math.isfinite(v) for v in w))
 
 
-def _stored_range(ds: Dataset, arr: np.ndarray) -> tuple[int, int]:
-    bits = int(_get(ds, "BitsStored") or arr.dtype.itemsize * 8)
-    if int(_get(ds, "PixelRepresentation") or 0) == 1:
-        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    return 0, 2**bits - 1
+def _stored_range(bits_stored: int, signed: bool) -> tuple[int, int]:
+    if signed:
+        return -(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1
+    return 0, 2**bits_stored - 1
+
+
+def _encapsulated_size(ds: Dataset) -> tuple[int, int] | None:
+    """(rows, cols) declared by the first compressed frame's JPEG / JPEG 2000 header."""
+    try:
+        head = bytes(ds.PixelData[:65536])
+    except Exception:
+        return None
+    # Skip the Basic Offset Table and find the first fragment's codestream by its marker.
+    jpeg_at = head.find(b"\xff\xd8\xff")
+    j2k = image_header_size(head, "j2k")
+    if j2k is not None:
+        return j2k
+    if jpeg_at >= 0:
+        return image_header_size(head[jpeg_at:], "jpeg")
+    return None
 
 
 def load_dicom(
     path: Path, data: bytes, *, sha256: str, user_spacing: tuple[float, float] | None
 ) -> Film:
-    """Decode a DICOM radiograph into a :class:`Film` (see :func:`calcimage.load`)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        film = _load_dicom(path, data, sha256=sha256, user_spacing=user_spacing)
-    for w in caught:
-        if issubclass(w.category, CalcimageWarning):
-            warnings.warn(w.message, w.category, stacklevel=3)
-        else:  # pydicom's remarks about odd element values: log, do not alarm the user
-            logger.debug("%s: pydicom: %s", path, w.message)
-    return film
+    """Decode a DICOM radiograph into a :class:`Film` (see :func:`calcimage.load`).
 
-
-def _load_dicom(
-    path: Path, data: bytes, *, sha256: str, user_spacing: tuple[float, float] | None
-) -> Film:
-    from calcimage.io.load import MAX_PIXELS
-
+    Warnings other than :class:`CalcimageWarning` (pydicom's remarks about odd element
+    values) are caught by :func:`calcimage.load` and logged.
+    """
+    name = display_path(path)
     ds, notes = _read_dataset(path, data)
     if "PixelData" not in ds:
         sop = _str(ds, "SOPClassUID")
         what = f" ({pydicom.uid.UID(sop).name})" if sop else ""
-        raise FilmReadError(f"{path}: DICOM object has no pixel data{what}; it is not an image")
-    rows, cols = int(_get(ds, "Rows") or 0), int(_get(ds, "Columns") or 0)
+        raise FilmReadError(f"{name}: DICOM object has no pixel data{what}; it is not an image")
+    rows, cols = _int(path, ds, "Rows", None), _int(path, ds, "Columns", None)
     if rows < 1 or cols < 1:
-        raise FilmReadError(f"{path}: invalid image size Rows={rows} Columns={cols}")
-    if rows * cols > MAX_PIXELS:
-        raise FilmReadError(
-            f"{path}: image of {rows}x{cols} = {rows * cols} pixels exceeds the limit of "
-            f"{MAX_PIXELS} pixels; refusing to decode"
-        )
-    frames = int(_get(ds, "NumberOfFrames") or 1)
+        raise FilmReadError(f"{name}: invalid image size Rows={rows} Columns={cols}")
+    check_pixel_limit(path, rows, cols, "image")
+    frames = _int(path, ds, "NumberOfFrames", 1)
     if frames > 1:
         raise FilmReadError(
-            f"{path}: multi-frame DICOM ({frames} frames) is not supported; export one frame per file"
+            f"{name}: multi-frame DICOM ({frames} frames) is not supported; export one frame per file"
         )
     photometric = (_str(ds, "PhotometricInterpretation") or "MONOCHROME2").upper()
-    samples = int(_get(ds, "SamplesPerPixel") or 1)
-    if samples != 1 or not photometric.startswith("MONOCHROME"):
+    samples = _int(path, ds, "SamplesPerPixel", 1)
+    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        if samples != 1 or photometric in ("RGB", "PALETTE COLOR") or photometric.startswith("YBR"):
+            raise FilmReadError(
+                f"{name}: colour DICOM ({photometric}, {samples} samples per pixel) is refused: "
+                "radiographs must be greyscale; export the original MONOCHROME image"
+            )
         raise FilmReadError(
-            f"{path}: colour DICOM ({photometric}, {samples} samples per pixel) is refused: "
-            "radiographs must be greyscale; export the original MONOCHROME image"
+            f"{name}: PhotometricInterpretation {_short_value(photometric)} is not supported; "
+            "calcimage reads MONOCHROME1 and MONOCHROME2 films"
         )
+    bits_allocated = _int(path, ds, "BitsAllocated", None)
+    bits_stored = _int(path, ds, "BitsStored", bits_allocated)
+    pixel_representation = _int(path, ds, "PixelRepresentation", 0)
+    if bits_allocated not in (1, 8, 16, 32) or not 1 <= bits_stored <= bits_allocated:
+        raise FilmReadError(
+            f"{name}: unsupported BitsAllocated={bits_allocated} / BitsStored={bits_stored}; "
+            "expected BitsAllocated 1, 8, 16 or 32 and 1 <= BitsStored <= BitsAllocated"
+        )
+    if pixel_representation not in (0, 1):
+        raise FilmReadError(f"{name}: PixelRepresentation={pixel_representation} is invalid; must be 0 or 1")
+
     ts = ds.file_meta.get("TransferSyntaxUID")
     ts_name = ts.name if ts is not None else "unknown"
+    if ts is not None and ts.is_transfer_syntax and ts.is_compressed:
+        declared = _encapsulated_size(ds)
+        if declared is not None:
+            # A codestream may declare a far larger image than Rows x Columns: refuse it
+            # before the decoder allocates it.
+            check_pixel_limit(path, *declared, what="compressed frame")
     try:
         stored = ds.pixel_array
     except Exception as exc:  # decoders raise anything from ValueError to RuntimeError
-        raise FilmReadError(f"{path}: cannot decode pixel data ({ts_name}): {_short(exc)}") from None
+        raise FilmReadError(f"{name}: cannot decode pixel data ({ts_name}): {_short(exc)}") from None
     if stored.ndim != 2 or stored.shape != (rows, cols):
-        raise FilmReadError(
-            f"{path}: decoded pixel data has shape {stored.shape}, expected {(rows, cols)}"
-        )
+        raise FilmReadError(f"{name}: decoded pixel data has shape {stored.shape}, expected {(rows, cols)}")
+    if stored.dtype.kind not in "ui":
+        raise FilmReadError(f"{name}: decoded pixel data has unsupported type {stored.dtype}")
 
     modality_lut = "none"
     if "ModalityLUTSequence" in ds:
         modality_lut = "sequence"
     elif _get(ds, "RescaleSlope") is not None or _get(ds, "RescaleIntercept") is not None:
         modality_lut = "rescale"
-    lo_stored, hi_stored = _stored_range(ds, stored)
+    lo_stored, hi_stored = _stored_range(bits_stored, pixel_representation == 1)
+    info = np.iinfo(stored.dtype)
+    lo_stored, hi_stored = max(lo_stored, int(info.min)), min(hi_stored, int(info.max))
     try:
         if modality_lut == "none":
             values = stored.astype(np.float32)
@@ -211,12 +291,21 @@ def _load_dicom(
         else:
             # apply_modality_lut indexes the LUT with the stored values: it needs integers.
             values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
-            ends_in = np.clip(np.array([lo_stored, hi_stored]), np.iinfo(stored.dtype).min, np.iinfo(stored.dtype).max)
-            ends = np.asarray(apply_modality_lut(ends_in.astype(stored.dtype), ds), dtype=np.float64)
+            if modality_lut == "sequence" and hi_stored - lo_stored <= 65535:
+                # A LUT need not be monotonic: its range is the range of all its outputs.
+                domain = np.arange(lo_stored, hi_stored + 1).astype(stored.dtype)
+            else:
+                domain = np.array([lo_stored, hi_stored]).astype(stored.dtype)
+            ends = np.asarray(apply_modality_lut(domain, ds), dtype=np.float64)
     except Exception as exc:
-        raise FilmReadError(f"{path}: cannot apply the modality LUT: {_short(exc)}") from None
-    if not np.all(np.isfinite(values)):
-        raise FilmReadError(f"{path}: pixel values are not finite after the modality LUT")
+        raise FilmReadError(f"{name}: cannot apply the modality LUT ({modality_lut}): {_short(exc)}") from None
+    if values.shape != (rows, cols):
+        raise FilmReadError(f"{name}: the modality LUT changed the image shape to {values.shape}")
+    if not (np.all(np.isfinite(values)) and np.all(np.isfinite(ends))):
+        raise FilmReadError(
+            f"{name}: pixel values are not finite after the modality LUT ({modality_lut}); "
+            "check RescaleSlope / RescaleIntercept"
+        )
     lo = float(min(ends.min(), float(values.min())))
     hi = float(max(ends.max(), float(values.max())))
 
@@ -226,13 +315,15 @@ def _load_dicom(
         # Invert once. PresentationLUTShape INVERSE on a MONOCHROME1 film describes this same
         # inversion (DX requires it), so it never adds a second one.
         values = np.float32(hi + lo) - values
-    elif presentation == "INVERSE":
+        if not np.all(np.isfinite(values)):
+            raise FilmReadError(f"{name}: pixel values overflow when inverting the MONOCHROME1 film")
+    elif presentation is not None and presentation.upper() == "INVERSE":
         notes.append("MONOCHROME2 with PresentationLUTShape INVERSE: values used as stored")
         warnings.warn(
-            f"{path}: MONOCHROME2 film has PresentationLUTShape INVERSE; measuring stored values "
+            f"{name}: MONOCHROME2 film has PresentationLUTShape INVERSE; measuring stored values "
             "as brighter = denser",
             CalcimageWarning,
-            stacklevel=3,
+            stacklevel=2,
         )
 
     if user_spacing is not None:
@@ -240,7 +331,6 @@ def _load_dicom(
     else:
         spacing, source = read_spacing(ds)
 
-    bits_stored = _get(ds, "BitsStored")
     metadata = FilmMetadata(
         source_format="dicom",
         patient_id=_str(ds, "PatientID"),
@@ -255,7 +345,7 @@ def _load_dicom(
         sop_class_uid=_str(ds, "SOPClassUID"),
         photometric_interpretation=photometric,
         presentation_lut_shape=presentation,
-        bits_stored=int(bits_stored) if bits_stored is not None else None,
+        bits_stored=bits_stored,
         transfer_syntax=str(ts) if ts is not None else None,
         inverted=inverted,
         modality_lut=modality_lut,

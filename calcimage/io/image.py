@@ -13,9 +13,9 @@ image is inverted.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
-import struct
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import numpy as np
 from calcimage.errors import CalcimageWarning, FilmReadError
 from calcimage.film import Film, FilmMetadata, SpacingSource
 from calcimage.io.dicom import parse_da
+from calcimage.io.load import check_pixel_limit, display_path, image_header_size, sniff_image_format
 
 __all__ = ["load_image", "read_sidecar", "SIDECAR_KEYS"]
 
@@ -34,114 +35,113 @@ SIDECAR_KEYS = (
     "photometric_interpretation",
 )
 
-_MAGIC = {
-    b"\x89PNG\r\n\x1a\n": "png",
-    b"\xff\xd8\xff": "jpeg",
-    b"II*\x00": "tiff",
-    b"MM\x00*": "tiff",
-}
 _FORMAT_OF_SUFFIX = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}
-
-
-def _sniff(data: bytes) -> str | None:
-    for magic, fmt in _MAGIC.items():
-        if data.startswith(magic):
-            return fmt
-    return None
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:
     """Read ``NAME.json`` beside ``path`` (empty dict when there is none)."""
     sidecar = path.with_suffix(".json")
-    if not sidecar.is_file():
-        return {}
+    name = display_path(sidecar)
     try:
-        data = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FilmReadError(f"{sidecar}: cannot read sidecar JSON: {exc}") from None
+        text = sidecar.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:  # NAME.json is longer than the file system allows
+            return {}
+        raise FilmReadError(f"{name}: cannot read sidecar JSON: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise FilmReadError(f"{name}: sidecar JSON is not UTF-8 text") from None
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise FilmReadError(f"{name}: sidecar is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise FilmReadError(f"{sidecar}: sidecar must hold a JSON object, got {type(data).__name__}")
+        raise FilmReadError(f"{name}: sidecar must hold a JSON object, got {type(data).__name__}")
     unknown = sorted(set(data) - set(SIDECAR_KEYS))
     if unknown:
         raise FilmReadError(
-            f"{sidecar}: unknown sidecar key {unknown[0]!r}; valid keys are {', '.join(SIDECAR_KEYS)}"
+            f"{name}: unknown sidecar key {unknown[0]!r}; valid keys are {', '.join(SIDECAR_KEYS)}"
         )
     return data
 
 
 def _sidecar_spacing(sidecar_path: Path, value: Any) -> tuple[float, float]:
+    items = value if isinstance(value, list) else [value, value]
     try:
-        pair = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)] * 2
-    except (TypeError, ValueError):
+        # JSON true/false would pass float(); strings such as "0.1" are not numbers either.
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items):
+            raise TypeError
+        pair = [float(v) for v in items]
+    except (TypeError, ValueError, OverflowError):
         pair = []
     if len(pair) != 2 or not all(math.isfinite(v) and v > 0 for v in pair):
         raise FilmReadError(
-            f"{sidecar_path}: spacing_mm={value!r} is invalid; write two positive numbers in mm, "
+            f"{display_path(sidecar_path)}: spacing_mm={value!r} is invalid; write two positive numbers in mm, "
             "e.g. [0.1, 0.1]"
         )
     return (pair[0], pair[1])
 
 
-def _png_size(data: bytes) -> tuple[int, int] | None:
-    if len(data) >= 24 and data[12:16] == b"IHDR":
-        width, height = struct.unpack(">II", data[16:24])
-        return int(height), int(width)
-    return None
-
-
 def load_image(
     path: Path, data: bytes, *, sha256: str, user_spacing: tuple[float, float] | None
 ) -> Film:
-    """Decode a PNG/TIFF/JPEG radiograph into a :class:`Film` (see :func:`calcimage.load`)."""
-    from calcimage.io.load import MAX_PIXELS
+    """Decode a PNG/TIFF/JPEG radiograph into a :class:`Film` (see :func:`calcimage.load`).
 
-    fmt = _sniff(data)
+    The format comes from the content; a name that says otherwise gives a warning. The size
+    the header declares is checked against :data:`calcimage.io.load.MAX_PIXELS` before
+    decoding.
+    """
+    name = display_path(path)
+    fmt = sniff_image_format(data)
     if fmt is None:
-        raise FilmReadError(f"{path}: not a PNG, TIFF, JPEG or DICOM file (unrecognised content)")
+        raise FilmReadError(f"{name}: not a PNG, TIFF, JPEG or DICOM file (unrecognised content)")
     expected = _FORMAT_OF_SUFFIX.get(path.suffix.lower())
-    if expected is not None and expected != fmt:
-        raise FilmReadError(
-            f"{path}: file content is {fmt.upper()} but its name says {expected.upper()}; "
-            f"rename it with the right extension"
+    if expected != fmt and path.suffix:
+        warnings.warn(
+            f"{name}: file content is {fmt.upper()} but its name says {path.suffix[1:].upper()}; "
+            f"decoded as {fmt.upper()} (rename the file to silence this warning)",
+            CalcimageWarning,
+            stacklevel=2,
         )
-    size = _png_size(data) if fmt == "png" else None
-    if size is not None and size[0] * size[1] > MAX_PIXELS:
-        raise FilmReadError(
-            f"{path}: image of {size[0]}x{size[1]} = {size[0] * size[1]} pixels exceeds the limit "
-            f"of {MAX_PIXELS} pixels; refusing to decode"
-        )
+    size = image_header_size(data, fmt)
+    if size is not None:
+        check_pixel_limit(path, *size, what=f"{fmt.upper()} image")
     sidecar = read_sidecar(path)
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
-        raise FilmReadError(f"{path}: cannot decode {fmt.upper()} image: {' '.join(str(exc).split())[:200]}") from None
+        raise FilmReadError(f"{name}: cannot decode {fmt.upper()} image: {' '.join(str(exc).split())[:200]}") from None
     if img is None:
-        raise FilmReadError(f"{path}: cannot decode {fmt.upper()} image (corrupt or truncated)")
+        raise FilmReadError(f"{name}: cannot decode {fmt.upper()} image (corrupt or truncated)")
+    if img.ndim < 2 or img.size == 0:
+        raise FilmReadError(f"{name}: decoded image has unsupported shape {img.shape}")
+    check_pixel_limit(path, int(img.shape[0]), int(img.shape[1]), what=f"{fmt.upper()} image")
     if img.ndim == 3:
         channels = img.shape[2]
         if channels in (2, 4):
-            warnings.warn(f"{path}: alpha channel ignored", CalcimageWarning, stacklevel=3)
+            warnings.warn(f"{name}: alpha channel ignored", CalcimageWarning, stacklevel=2)
             img = img[:, :, : channels - 1]
         if img.shape[2] == 3:
             if not (np.array_equal(img[:, :, 0], img[:, :, 1]) and np.array_equal(img[:, :, 1], img[:, :, 2])):
                 warnings.warn(
-                    f"{path}: colour image converted to grey (luma); radiographs should be greyscale",
+                    f"{name}: colour image converted to grey (luma); radiographs should be greyscale",
                     CalcimageWarning,
-                    stacklevel=3,
+                    stacklevel=2,
                 )
                 img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
             else:
                 img = img[:, :, 0]
         else:
             img = img[:, :, 0]
-    if img.ndim != 2 or img.size == 0:
-        raise FilmReadError(f"{path}: decoded image has unsupported shape {img.shape}")
+    if img.ndim != 2:
+        raise FilmReadError(f"{name}: decoded image has unsupported shape {img.shape}")
     if img.dtype.kind not in "uif":
-        raise FilmReadError(f"{path}: unsupported pixel type {img.dtype}")
+        raise FilmReadError(f"{name}: unsupported pixel type {img.dtype}")
     values = img.astype(np.float32)
     if not np.all(np.isfinite(values)):
-        raise FilmReadError(f"{path}: image holds non-finite pixel values")
+        raise FilmReadError(f"{name}: image holds non-finite pixel values (or values beyond float32)")
     if img.dtype.kind in "ui":
         info = np.iinfo(img.dtype)
         lo, hi = float(info.min), float(info.max)
@@ -151,7 +151,7 @@ def load_image(
     photometric = str(sidecar.get("photometric_interpretation", "MONOCHROME2")).upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise FilmReadError(
-            f"{sidecar_path}: photometric_interpretation={photometric!r} is invalid; "
+            f"{display_path(sidecar_path)}: photometric_interpretation={photometric!r} is invalid; "
             "use MONOCHROME1 (dark = dense) or MONOCHROME2"
         )
     inverted = photometric == "MONOCHROME1"
@@ -167,12 +167,27 @@ def load_image(
 
     def text(key: str) -> str | None:
         value = sidecar.get(key)
-        return str(value).strip() or None if value is not None else None
+        if value is None:
+            return None
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise FilmReadError(
+                f"{display_path(sidecar_path)}: {key}={value!r} is invalid; write it as a JSON string"
+            )
+        return str(value).strip() or None
+
+    study_date = None
+    if sidecar.get("study_date") is not None:
+        study_date = parse_da(sidecar["study_date"])
+        if study_date is None:
+            raise FilmReadError(
+                f"{display_path(sidecar_path)}: study_date={sidecar['study_date']!r} is not a date; "
+                "write it as \"YYYY-MM-DD\" or \"YYYYMMDD\""
+            )
 
     metadata = FilmMetadata(
         source_format=fmt,
         patient_id=text("patient_id"),
-        study_date=parse_da(sidecar.get("study_date")),
+        study_date=study_date,
         laterality=text("laterality"),
         view_position=text("view_position"),
         body_part=text("body_part"),
