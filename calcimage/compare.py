@@ -1,19 +1,52 @@
-"""Longitudinal comparison: ``compare(base, follow, params) -> Comparison``."""
+"""Longitudinal comparison: ``compare(base, follow, params) -> Comparison``.
+
+The flow of :func:`compare`:
+
+1. **Safety** — refuse films of different patients, laterality, view or body part, and films
+   without a pixel spacing (:class:`~calcimage.errors.IncompatibleFilmsError`).
+2. **Registration** (:func:`calcimage.register.register`) of the follow-up onto the baseline,
+   in millimetres, with the body masks and without the lesions themselves (they change).
+3. **Magnification** — follow-up areas are divided by the registration scale squared, so they
+   are expressed at the baseline's magnification; raw figures are kept.
+4. **Matching** (:func:`calcimage.match.match_lesions`) — follow-up labels warped into baseline
+   space, optimal assignment on overlap and centroid distance, merges and splits grouped.
+5. **Change** — totals and per-region Δcount, Δarea, Δburden, the interval between study dates
+   and the film-level category (SCTC convention: ±25 % total area).
+"""
 
 from __future__ import annotations
 
 import enum
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from calcimage.errors import IncompatibleFilmsError
 from calcimage.measure import Measurement
+from calcimage.params import params_to_dict, require, require_positive, require_range
 
-__all__ = ["Status", "Category", "CompareParams", "Registration", "LesionChange", "Comparison", "compare"]
+__all__ = [
+    "Status",
+    "Category",
+    "Relation",
+    "TransformKind",
+    "CompareParams",
+    "Registration",
+    "LesionChange",
+    "Comparison",
+    "compare",
+    "check_compatible",
+    "classify_change",
+    "DAYS_PER_MONTH",
+]
 
 logger = logging.getLogger(__name__)
+
+#: Mean length of a month in days (365.25 / 12), for "months between study dates".
+DAYS_PER_MONTH = 30.4375
 
 
 class Status(str, enum.Enum):
@@ -34,12 +67,112 @@ class Category(str, enum.Enum):
     REGRESSION = "regression"
 
 
+class Relation(str, enum.Enum):
+    """How the lesions of one match group correspond."""
+
+    ONE_TO_ONE = "one_to_one"
+    #: Several baseline lesions became one follow-up lesion.
+    MERGE = "merge"
+    #: One baseline lesion became several follow-up lesions.
+    SPLIT = "split"
+    #: Several baseline lesions correspond to several follow-up lesions.
+    COMPLEX = "complex"
+    NEW = "new"
+    RESOLVED = "resolved"
+
+
+class TransformKind(str, enum.Enum):
+    """Geometric model of the registration."""
+
+    #: Rotation, isotropic scale and translation (patient repositioned, different distance).
+    SIMILARITY = "similarity"
+    #: Full affine (adds shear and anisotropic scale; for tilted detectors).
+    AFFINE = "affine"
+
+
 @dataclass(frozen=True)
 class CompareParams:
-    """Every knob of :func:`compare`."""
+    """Every knob of :func:`compare`. Sizes are in mm, changes in percent.
+
+    Attributes
+    ----------
+    progression_pct, regression_pct
+        Film-level category thresholds on the total area change (SCTC: +25 / −25 %).
+    stable_pct, stable_mm2
+        A matched lesion is ``stable`` when its area changed by at most ``stable_pct`` percent
+        **or** at most ``stable_mm2`` mm²; otherwise ``grown`` or ``shrunk``.
+    transform
+        Geometric model of the registration.
+    registration_spacings_mm
+        Pixel sizes of the registration pyramid, coarse to fine (never finer than the films).
+    max_iterations
+        ECC iterations per pyramid level.
+    min_quality
+        Registration quality (gradient correlation over the overlap, in [0, 1]) below which
+        the films are declared not to align.
+    min_overlap
+        Fraction of the baseline body the registered follow-up must cover.
+    max_scale_change
+        Largest plausible magnification difference (0.25 = follow-up 25 % larger or smaller).
+    lesion_margin_mm
+        Lesions, dilated by this margin, are left out of the registration (they change).
+    match_distance_mm
+        Lesions that do not overlap after registration may still match when their centroids
+        are at most this far apart (in baseline mm).
+    group_overlap
+        A non-assigned lesion joins a merge/split group when its overlap with a lesion of the
+        group is at least this fraction of the smaller of the two.
+    allow_different_patients
+        Compare films whose PatientIDs differ (e.g. anonymised with different ids).
+    allow_different_views
+        Compare films whose laterality, view position or body part differ.
+    """
 
     progression_pct: float = 25.0
     regression_pct: float = -25.0
+    stable_pct: float = 20.0
+    stable_mm2: float = 2.0
+    transform: TransformKind = TransformKind.SIMILARITY
+    registration_spacings_mm: tuple[float, ...] = (4.0, 2.0, 1.0)
+    max_iterations: int = 60
+    min_quality: float = 0.5
+    min_overlap: float = 0.3
+    max_scale_change: float = 0.25
+    lesion_margin_mm: float = 2.0
+    match_distance_mm: float = 3.0
+    group_overlap: float = 0.25
+    allow_different_patients: bool = False
+    allow_different_views: bool = False
+
+    def __post_init__(self) -> None:
+        require_positive("progression_pct", self.progression_pct, allow_zero=True)
+        require(
+            isinstance(self.regression_pct, (int, float)) and -100.0 <= self.regression_pct <= 0.0,
+            "regression_pct", self.regression_pct, "a number in [-100, 0]",
+        )
+        require_positive("stable_pct", self.stable_pct, allow_zero=True)
+        require_positive("stable_mm2", self.stable_mm2, allow_zero=True)
+        require(isinstance(self.transform, TransformKind), "transform", self.transform,
+                "one of " + ", ".join(repr(t.value) for t in TransformKind))
+        spacings = self.registration_spacings_mm
+        require(
+            isinstance(spacings, tuple) and len(spacings) >= 1
+            and all(isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in spacings)
+            and all(a >= b for a, b in zip(spacings, spacings[1:])),
+            "registration_spacings_mm", spacings, "positive sizes in mm, coarse to fine",
+        )
+        require(isinstance(self.max_iterations, int) and self.max_iterations >= 1,
+                "max_iterations", self.max_iterations, "an integer >= 1")
+        require_range("min_quality", self.min_quality, 0.0, 1.0)
+        require_range("min_overlap", self.min_overlap, 0.0, 1.0)
+        require_range("max_scale_change", self.max_scale_change, 0.0, 0.9)
+        require_positive("lesion_margin_mm", self.lesion_margin_mm, allow_zero=True)
+        require_positive("match_distance_mm", self.match_distance_mm, allow_zero=True)
+        require_range("group_overlap", self.group_overlap, 0.0, 1.0)
+        require(isinstance(self.allow_different_patients, bool), "allow_different_patients",
+                self.allow_different_patients, "true or false")
+        require(isinstance(self.allow_different_views, bool), "allow_different_views",
+                self.allow_different_views, "true or false")
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,7 +181,22 @@ class Registration:
 
     ``matrix`` is 2×3 and maps a follow-up point ``(row, col, 1)`` to baseline ``(row, col)``.
     ``scale`` is the isotropic magnification of follow-up relative to baseline (follow-up
-    objects look ``scale`` times larger); ``quality`` is in [0, 1].
+    objects look ``scale`` times larger, in mm — the films' pixel spacings are accounted for);
+    ``quality`` is in [0, 1].
+
+    Attributes
+    ----------
+    matrix_mm
+        2×3, maps a follow-up position in mm ``(row_mm, col_mm, 1)`` to the baseline's, where
+        the position of pixel index ``i`` is ``(i + 0.5) × spacing`` (origin at the film's
+        top-left corner).
+    rotation_deg
+        Rotation of the follow-up → baseline map in degrees; positive turns +row towards
+        +col (anticlockwise as displayed, rows running down).
+    translation_mm
+        (row, col) translation of ``matrix_mm``.
+    overlap
+        Fraction of the baseline's registration mask covered by the registered follow-up.
     """
 
     matrix: np.ndarray
@@ -56,22 +204,105 @@ class Registration:
     quality: float
     rotation_deg: float = 0.0
     method: str = ""
+    translation_mm: tuple[float, float] = (0.0, 0.0)
+    matrix_mm: np.ndarray | None = None
+    overlap: float = 1.0
+    transform: TransformKind = TransformKind.SIMILARITY
+
+    def map_points(self, rows: Any, cols: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Map follow-up pixel positions (rows, cols) to baseline pixel positions."""
+        r = np.asarray(rows, dtype=np.float64)
+        c = np.asarray(cols, dtype=np.float64)
+        m = np.asarray(self.matrix, dtype=np.float64)
+        return m[0, 0] * r + m[0, 1] * c + m[0, 2], m[1, 0] * r + m[1, 1] * c + m[1, 2]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the ``registration`` object of comparison.json)."""
+        return {
+            "matrix": [[float(v) for v in row] for row in np.asarray(self.matrix)],
+            "scale": float(self.scale),
+            "quality": float(self.quality),
+            "rotation_deg": float(self.rotation_deg),
+            "translation_mm": [float(v) for v in self.translation_mm],
+            "overlap": float(self.overlap),
+            "transform": self.transform.value,
+            "method": self.method,
+        }
 
 
 @dataclass(frozen=True)
 class LesionChange:
-    """One row of changes.csv."""
+    """One row of changes.csv.
+
+    Rows of a merge or split group share ``group``, ``status`` and the group totals. So that
+    column sums equal the film totals, each row carries its own lesion's area on the side with
+    more lesions and a share of the other side's group area proportional to it (a merge of
+    baseline 1 (3 mm²) and 2 (1 mm²) into follow-up 7 (8 mm²) gives rows (1, 7, 3, 6) and
+    (2, 7, 1, 2)).
+    """
 
     baseline_id: int | None
     followup_id: int | None
     status: Status
     area_baseline_mm2: float | None
     area_followup_mm2: float | None  # at the baseline's magnification
+    group: int = 0
+    relation: Relation = Relation.ONE_TO_ONE
+    #: Same share, before dividing by the registration scale squared.
+    area_followup_raw_mm2: float | None = None
+    group_area_baseline_mm2: float = 0.0
+    group_area_followup_mm2: float = 0.0
+    #: Group change in percent of the baseline area (None for new lesions).
+    change_pct: float | None = None
+    #: Overlap (Dice) of the pair after registration, 0 when matched by distance only.
+    overlap_dice: float = 0.0
+    #: Distance between the pair's centroids after registration, in baseline mm.
+    centroid_distance_mm: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (one item of comparison.json ``lesions``)."""
+        return {
+            "baseline_id": self.baseline_id,
+            "followup_id": self.followup_id,
+            "status": self.status.value,
+            "area_baseline_mm2": _num(self.area_baseline_mm2),
+            "area_followup_mm2": _num(self.area_followup_mm2),
+            "area_followup_raw_mm2": _num(self.area_followup_raw_mm2),
+            "group": self.group,
+            "relation": self.relation.value,
+            "group_area_baseline_mm2": _num(self.group_area_baseline_mm2),
+            "group_area_followup_mm2": _num(self.group_area_followup_mm2),
+            "change_pct": _num(self.change_pct),
+            "overlap_dice": _num(self.overlap_dice),
+            "centroid_distance_mm": _num(self.centroid_distance_mm),
+        }
+
+
+def _num(value: float | None, digits: int = 6) -> float | None:
+    """Round for JSON; None and non-finite values become None."""
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return round(float(value), digits)
 
 
 @dataclass(frozen=True, eq=False)
 class Comparison:
-    """Result of :func:`compare`."""
+    """Result of :func:`compare`.
+
+    Attributes
+    ----------
+    change
+        Film totals: ``total_area_mm2`` (Δ, follow-up at baseline magnification),
+        ``total_area_pct``, ``lesion_count`` (Δ), ``total_burden_pct``, plus the figures they
+        come from (``total_area_baseline_mm2``, ``total_area_followup_mm2``,
+        ``total_area_followup_raw_mm2``, ``lesion_count_baseline``/``_followup``,
+        ``total_burden_baseline``/``_followup``, ``total_burden_mm2``).
+    regions
+        One dict per region (union of both films' regions, baseline order first) with the
+        same Δ figures per region.
+    interval_days, interval_months
+        Between the StudyDates, None when either is unknown.
+    """
 
     baseline: Measurement
     followup: Measurement
@@ -82,8 +313,272 @@ class Comparison:
     category: Category
     interval_days: int | None
     params: CompareParams = field(default_factory=CompareParams)
+    interval_months: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """comparison.json without the ``baseline`` and ``followup`` summaries.
+
+        The CLI adds those two (the per-film summary.json objects) and writes the file.
+        """
+        return {
+            "registration": self.registration.to_dict(),
+            "interval_days": self.interval_days,
+            "interval_months": _num(self.interval_months, 3),
+            "change": {k: (_num(v) if isinstance(v, float) else v) for k, v in self.change.items()},
+            "category": self.category.value,
+            "lesions": [row.to_dict() for row in self.lesions],
+            "regions": [
+                {k: (_num(v) if isinstance(v, float) else v) for k, v in r.items()} for r in self.regions
+            ],
+            "params": params_to_dict(self.params),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# safety
+
+
+def _norm(value: str | None) -> str | None:
+    if value is None:
+        return None
+    text = " ".join(str(value).split()).upper()
+    return text or None
+
+
+def check_compatible(base: Measurement, follow: Measurement, params: CompareParams = CompareParams()) -> None:
+    """Refuse pairs that must not be compared.
+
+    Raises
+    ------
+    IncompatibleFilmsError
+        Different PatientID (unless ``allow_different_patients``); different laterality, view
+        position or body part when both films record it (unless ``allow_different_views``);
+        a film without pixel spacing.
+    """
+    for role, m in (("baseline", base), ("follow-up", follow)):
+        if m.film.spacing_mm is None:
+            raise IncompatibleFilmsError(
+                f"{role} film {m.film.name!r} has no pixel spacing: comparing areas needs mm; "
+                "give the spacing with --spacing MM (calcimage.load(path, spacing_mm=...))"
+            )
+    mb, mf = base.film.metadata, follow.film.metadata
+    pb, pf = _norm(mb.patient_id), _norm(mf.patient_id)
+    if pb is not None and pf is not None and pb != pf and not params.allow_different_patients:
+        raise IncompatibleFilmsError(
+            f"films belong to different patients (PatientID {mb.patient_id!r} vs {mf.patient_id!r}); "
+            "set allow_different_patients = true in [compare] if this is intended"
+        )
+    if params.allow_different_views:
+        return
+    for label, attr in (("laterality", "laterality"), ("view position", "view_position"),
+                        ("body part", "body_part")):
+        vb, vf = _norm(getattr(mb, attr)), _norm(getattr(mf, attr))
+        if vb is not None and vf is not None and vb != vf:
+            raise IncompatibleFilmsError(
+                f"films differ in {label} ({getattr(mb, attr)!r} vs {getattr(mf, attr)!r}); "
+                "compare films of the same side and view, or set allow_different_views = true in [compare]"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# change figures
+
+
+def _pct(before: float, after: float) -> float | None:
+    if before <= 0.0:
+        return None
+    return 100.0 * (after - before) / before
+
+
+def classify_change(total_area_pct: float | None, area_baseline_mm2: float, area_followup_mm2: float,
+                    params: CompareParams = CompareParams()) -> Category:
+    """Film-level category from the total area change.
+
+    With no calcinosis at baseline the percentage is undefined: any follow-up calcinosis larger
+    than ``stable_mm2`` is progression, otherwise stable.
+    """
+    if total_area_pct is None:
+        if area_followup_mm2 - area_baseline_mm2 > params.stable_mm2:
+            return Category.PROGRESSION
+        return Category.STABLE
+    if total_area_pct > params.progression_pct:
+        return Category.PROGRESSION
+    if total_area_pct < params.regression_pct:
+        return Category.REGRESSION
+    return Category.STABLE
+
+
+def _burden(m: Measurement, region: str | None = None) -> float:
+    return float(sum(l.burden for l in m.lesions if region is None or l.region == region))
+
+
+def _area(m: Measurement, region: str | None = None) -> float:
+    return float(sum(l.area_mm2 or 0.0 for l in m.lesions if region is None or l.region == region))
+
+
+def _count(m: Measurement, region: str | None = None) -> int:
+    return sum(1 for l in m.lesions if region is None or l.region == region)
+
+
+def _change_figures(base: Measurement, follow: Measurement, scale2: float,
+                    region: str | None = None) -> dict[str, Any]:
+    ab, af_raw = _area(base, region), _area(follow, region)
+    af = af_raw / scale2
+    bb, bf_raw = _burden(base, region), _burden(follow, region)
+    bf = bf_raw / scale2
+    nb, nf = _count(base, region), _count(follow, region)
+    return {
+        "total_area_mm2": af - ab,
+        "total_area_pct": _pct(ab, af),
+        "lesion_count": nf - nb,
+        "total_burden_pct": _pct(bb, bf),
+        "total_burden_mm2": bf - bb,
+        "total_area_baseline_mm2": ab,
+        "total_area_followup_mm2": af,
+        "total_area_followup_raw_mm2": af_raw,
+        "lesion_count_baseline": nb,
+        "lesion_count_followup": nf,
+        "total_burden_baseline": bb,
+        "total_burden_followup": bf,
+    }
+
+
+def _region_names(base: Measurement, follow: Measurement) -> list[str]:
+    names: list[str] = []
+    for m in (base, follow):
+        for r in m.regions:
+            if r.name not in names:
+                names.append(r.name)
+        for l in m.lesions:
+            if l.region not in names:
+                names.append(l.region)
+    return names
+
+
+def _region_rows(base: Measurement, follow: Measurement, scale2: float) -> tuple[dict[str, Any], ...]:
+    rows = []
+    for name in _region_names(base, follow):
+        fig = _change_figures(base, follow, scale2, name)
+        rows.append({
+            "name": name,
+            "lesion_count_baseline": fig["lesion_count_baseline"],
+            "lesion_count_followup": fig["lesion_count_followup"],
+            "delta_lesion_count": fig["lesion_count"],
+            "area_baseline_mm2": fig["total_area_baseline_mm2"],
+            "area_followup_mm2": fig["total_area_followup_mm2"],
+            "area_followup_raw_mm2": fig["total_area_followup_raw_mm2"],
+            "delta_area_mm2": fig["total_area_mm2"],
+            "delta_area_pct": fig["total_area_pct"],
+            "burden_baseline": fig["total_burden_baseline"],
+            "burden_followup": fig["total_burden_followup"],
+            "delta_burden_pct": fig["total_burden_pct"],
+        })
+    return tuple(rows)
+
+
+def _interval_days(base: Measurement, follow: Measurement) -> int | None:
+    db, df = base.film.metadata.study_date, follow.film.metadata.study_date
+    if db is None or df is None:
+        return None
+    days = (df - db).days
+    if days < 0:
+        logger.warning("follow-up study date %s is before the baseline's %s", df, db)
+    return int(days)
+
+
+# --------------------------------------------------------------------------------------------
+# masks handed to the registration
+
+
+def registration_mask(m: Measurement, lesion_margin_mm: float) -> np.ndarray | None:
+    """Pixels of ``m`` the registration may use: the body, without lesions, markers and
+    collimation (each dilated by ``lesion_margin_mm``, since they differ between films).
+
+    Returns None when the segmentation excluded nothing and found no lesions.
+    """
+    import cv2
+
+    shape = m.film.shape
+    spacing = m.film.mean_spacing_mm or 1.0
+    radius_px = max(1, int(round(lesion_margin_mm / spacing)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px + 1, 2 * radius_px + 1))
+    keep = np.ones(shape, dtype=bool)
+    excluded = dict(m.segmentation.excluded) if m.segmentation is not None else {}
+    outside = excluded.get("outside_body")
+    if outside is not None and np.shape(outside) == shape and not np.all(outside):
+        # Keep a margin outside the skin line: its edge is the strongest stable feature.
+        body = cv2.dilate((~np.asarray(outside, dtype=bool)).astype(np.uint8), kernel) > 0
+        keep &= body
+    for name in ("collimation", "marker"):
+        mask = excluded.get(name)
+        if mask is not None and np.shape(mask) == shape and np.any(mask):
+            keep &= ~(cv2.dilate(np.asarray(mask, dtype=np.uint8), kernel) > 0)
+    labels = np.asarray(m.labels)
+    if labels.shape == shape and np.any(labels):
+        keep &= ~(cv2.dilate((labels > 0).astype(np.uint8), kernel) > 0)
+    if keep.all():
+        return None
+    return keep
+
+
+# --------------------------------------------------------------------------------------------
 
 
 def compare(base: Measurement, follow: Measurement, params: CompareParams = CompareParams()) -> Comparison:
-    """Compare a follow-up film with its baseline."""
-    raise NotImplementedError("compare() lands with issue 5")
+    """Compare a follow-up film with its baseline.
+
+    Parameters
+    ----------
+    base, follow
+        Measured films (:func:`calcimage.measure`) of the same patient, side and view, both
+        with a pixel spacing.
+    params
+        Registration, matching and category parameters.
+
+    Returns
+    -------
+    Comparison
+        Registration, one :class:`LesionChange` row per lesion (or per member of a merge or
+        split group), total and per-region change, category and interval.
+
+    Raises
+    ------
+    IncompatibleFilmsError
+        The films must not be compared (see :func:`check_compatible`).
+    RegistrationError
+        The films do not align (quality below ``params.min_quality``).
+    """
+    # Imported here: register/match import this module's types.
+    from calcimage.match import match_lesions
+    from calcimage.register import register
+
+    check_compatible(base, follow, params)
+    reg = register(
+        base.film, follow.film,
+        base_mask=registration_mask(base, params.lesion_margin_mm),
+        follow_mask=registration_mask(follow, params.lesion_margin_mm),
+        params=params,
+    )
+    scale2 = float(reg.scale) ** 2
+    rows = match_lesions(base, follow, reg, params)
+    change = _change_figures(base, follow, scale2)
+    category = classify_change(change["total_area_pct"], change["total_area_baseline_mm2"],
+                               change["total_area_followup_mm2"], params)
+    days = _interval_days(base, follow)
+    logger.info(
+        "compare: scale %.4f, quality %.3f, area %.1f -> %.1f mm2 (%s %%), %s",
+        reg.scale, reg.quality, change["total_area_baseline_mm2"], change["total_area_followup_mm2"],
+        "n/a" if change["total_area_pct"] is None else f"{change['total_area_pct']:+.1f}", category.value,
+    )
+    return Comparison(
+        baseline=base,
+        followup=follow,
+        registration=reg,
+        lesions=rows,
+        change=change,
+        regions=_region_rows(base, follow, scale2),
+        category=category,
+        interval_days=days,
+        params=params,
+        interval_months=None if days is None else days / DAYS_PER_MONTH,
+    )

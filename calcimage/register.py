@@ -1,0 +1,414 @@
+"""Registration of a follow-up film onto its baseline.
+
+Method
+------
+Both films are resampled onto isotropic millimetre grids (a pyramid, coarse to fine, by
+default 4, 2 and 1 mm per pixel), so films of different pixel spacing agree and the fitted
+scale is the physical magnification. On each grid the image is replaced by its smoothed
+gradient magnitude: edges (skin line, bone cortex, soft-tissue planes) survive exposure
+changes, while the global exposure level and the heel-effect ramp do not matter.
+
+The transform (similarity by default, or affine) is fitted by the enhanced correlation
+coefficient (ECC, Evangelidis & Psarakis 2008) — a Gauss–Newton maximisation of the
+normalised correlation that is invariant to gain and offset — computed over the baseline's
+mask and the warped follow-up's mask. OpenCV's ``findTransformECC`` has no similarity model
+and takes no template mask, so the few lines of the ECC update are written here over
+OpenCV warps and gradients.
+
+Large motion: the coarsest level is started from several guesses — identity, phase
+correlation (translation) and ORB feature matches fitted by RANSAC
+(``cv2.estimateAffinePartial2D``) — and the best-correlating one is refined down the pyramid.
+
+Coordinates: internally (x = col, y = row) in mm, OpenCV's order; the returned
+:class:`~calcimage.compare.Registration` holds (row, col) matrices. The mm position of pixel
+index ``i`` is ``(i + 0.5) × spacing``, which ``cv2.resize`` preserves.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from calcimage.compare import CompareParams, Registration, TransformKind
+from calcimage.errors import IncompatibleFilmsError, RegistrationError
+from calcimage.film import Film
+
+__all__ = ["register", "registration_quality"]
+
+logger = logging.getLogger(__name__)
+
+#: Swaps (x, y, 1) and (row, col, 1) in homogeneous 3×3 matrices: M_rc = _SWAP @ M_xy @ _SWAP.
+_SWAP = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+@dataclass(frozen=True)
+class _Level:
+    """One film resampled for registration."""
+
+    image: np.ndarray  # float32 smoothed gradient magnitude
+    grad_x: np.ndarray  # d image / d x_mm
+    grad_y: np.ndarray  # d image / d y_mm
+    mask: np.ndarray  # bool, pixels usable for registration
+    spacing_rc: tuple[float, float]  # mm per pixel (row, col) of this grid
+
+    @property
+    def px_to_mm(self) -> np.ndarray:
+        """3×3 (x, y) pixel index → mm."""
+        sr, sc = self.spacing_rc
+        return np.array([[sc, 0.0, 0.5 * sc], [0.0, sr, 0.5 * sr], [0.0, 0.0, 1.0]])
+
+
+class _EccFailure(Exception):
+    """ECC could not proceed (no overlap, uncorrelated images, implausible scale)."""
+
+
+def _resample(pixels: np.ndarray, spacing_rc: tuple[float, float], target_mm: float,
+              mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Area-average ``pixels`` to about ``target_mm`` per pixel (never upsampled)."""
+    rows, cols = pixels.shape
+    new_rows = max(8, min(rows, int(round(rows * spacing_rc[0] / target_mm))))
+    new_cols = max(8, min(cols, int(round(cols * spacing_rc[1] / target_mm))))
+    spacing = (rows * spacing_rc[0] / new_rows, cols * spacing_rc[1] / new_cols)
+    if (new_rows, new_cols) == (rows, cols):
+        image = np.asarray(pixels, dtype=np.float32)
+        small_mask = np.ones((rows, cols), bool) if mask is None else np.asarray(mask, bool)
+    else:
+        image = cv2.resize(np.asarray(pixels, dtype=np.float32), (new_cols, new_rows),
+                           interpolation=cv2.INTER_AREA)
+        if mask is None:
+            small_mask = np.ones((new_rows, new_cols), bool)
+        else:
+            small_mask = cv2.resize(np.asarray(mask, dtype=np.float32), (new_cols, new_rows),
+                                    interpolation=cv2.INTER_AREA) > 0.5
+    return image, small_mask, spacing
+
+
+def _level(pixels: np.ndarray, spacing_rc: tuple[float, float], target_mm: float,
+           mask: np.ndarray | None) -> _Level:
+    image, small_mask, spacing = _resample(pixels, spacing_rc, target_mm, mask)
+    # Robust intensity normalisation so thresholds of the 8-bit copy (ORB) are comparable.
+    lo, hi = np.percentile(image, [1.0, 99.0])
+    image = ((image - lo) / max(float(hi - lo), 1e-6)).astype(np.float32)
+    image = cv2.GaussianBlur(image, (0, 0), 1.0)
+    gx = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3, scale=1.0 / 8.0)
+    gy = cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3, scale=1.0 / 8.0)
+    magnitude = cv2.GaussianBlur(cv2.magnitude(gx, gy), (0, 0), 1.0)
+    # Gradients of the magnitude image, in units per mm, for the ECC Jacobian.
+    mgx = cv2.Sobel(magnitude, cv2.CV_32F, 1, 0, ksize=3, scale=1.0 / 8.0) / np.float32(spacing[1])
+    mgy = cv2.Sobel(magnitude, cv2.CV_32F, 0, 1, ksize=3, scale=1.0 / 8.0) / np.float32(spacing[0])
+    return _Level(magnitude, mgx, mgy, small_mask, spacing)
+
+
+def _warp(image: np.ndarray, m_px: np.ndarray, shape: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """Sample ``image`` at ``m_px @ (x, y, 1)`` for every pixel of a ``shape`` grid."""
+    flags = (cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR) | cv2.WARP_INVERSE_MAP
+    return cv2.warpAffine(image, np.ascontiguousarray(m_px[:2], dtype=np.float64), (shape[1], shape[0]),
+                          flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def _params_to_warp(p: np.ndarray, kind: TransformKind) -> np.ndarray:
+    if kind is TransformKind.SIMILARITY:
+        a, b, tx, ty = p
+        return np.array([[a, -b, tx], [b, a, ty], [0.0, 0.0, 1.0]])
+    return np.array([[p[0], p[1], p[2]], [p[3], p[4], p[5]], [0.0, 0.0, 1.0]])
+
+
+def _warp_to_params(w: np.ndarray, kind: TransformKind) -> np.ndarray:
+    if kind is TransformKind.SIMILARITY:
+        # Nearest similarity of a general 2×2 (Frobenius): a = mean diagonal, b = mean skew.
+        a = 0.5 * (w[0, 0] + w[1, 1])
+        b = 0.5 * (w[1, 0] - w[0, 1])
+        return np.array([a, b, w[0, 2], w[1, 2]])
+    return np.array([w[0, 0], w[0, 1], w[0, 2], w[1, 0], w[1, 1], w[1, 2]])
+
+
+def _overlap(t: _Level, f: _Level, w_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Composite pixel map template → follow-up and the valid-pixel mask on the template grid."""
+    m_px = np.linalg.inv(f.px_to_mm) @ w_mm @ t.px_to_mm
+    inside = _warp(f.mask.astype(np.uint8), m_px, t.image.shape, nearest=True) > 0
+    # Stay one pixel clear of the follow-up's border, where interpolation reads the zero pad.
+    ones = np.ones(f.image.shape, np.float32)
+    inside &= _warp(ones, m_px, t.image.shape) > 0.999
+    return m_px, inside & t.mask
+
+
+def _ecc(t: _Level, f: _Level, w0: np.ndarray, kind: TransformKind, iterations: int,
+         max_scale_change: float) -> tuple[np.ndarray, float]:
+    """Maximise the correlation of ``t`` and ``f`` warped by ``w`` (base mm → follow-up mm).
+
+    Returns the warp and the final correlation coefficient.
+    """
+    rows, cols = t.image.shape
+    p = _warp_to_params(w0, kind)
+    xs = (np.arange(cols, dtype=np.float64) + 0.5) * t.spacing_rc[1]
+    ys = (np.arange(rows, dtype=np.float64) + 0.5) * t.spacing_rc[0]
+    # Centre the coordinates so the normal equations are well conditioned.
+    cx, cy = float(xs.mean()), float(ys.mean())
+    centre = np.array([[1.0, 0.0, cx], [0.0, 1.0, cy], [0.0, 0.0, 1.0]])
+    p = _warp_to_params(_params_to_warp(p, kind) @ centre, kind)  # warp of centred coords
+    xx, yy = np.meshgrid(xs - cx, ys - cy)
+    half_diag = 0.5 * math.hypot(xs[-1] - xs[0], ys[-1] - ys[0])
+    step_tol = 0.01 * min(t.spacing_rc)
+    rho = -1.0
+    uncentre = np.linalg.inv(centre)
+    for _ in range(iterations):
+        w_mm = _params_to_warp(p, kind) @ uncentre
+        m_px, valid = _overlap(t, f, w_mm)
+        idx = np.flatnonzero(valid)
+        if idx.size < 50:
+            raise _EccFailure("the films hardly overlap")
+        tmpl = t.image.ravel()[idx].astype(np.float64)
+        warped = _warp(f.image, m_px, t.image.shape).ravel()[idx].astype(np.float64)
+        gx = _warp(f.grad_x, m_px, t.image.shape).ravel()[idx].astype(np.float64)
+        gy = _warp(f.grad_y, m_px, t.image.shape).ravel()[idx].astype(np.float64)
+        x = xx.ravel()[idx]
+        y = yy.ravel()[idx]
+        if kind is TransformKind.SIMILARITY:
+            jac = np.stack([gx * x + gy * y, gy * x - gx * y, gx, gy], axis=1)
+        else:
+            jac = np.stack([gx * x, gx * y, gx, gy * x, gy * y, gy], axis=1)
+        tmpl -= tmpl.mean()
+        warped -= warped.mean()
+        t_norm = float(np.linalg.norm(tmpl))
+        w_norm = float(np.linalg.norm(warped))
+        if t_norm == 0.0 or w_norm == 0.0:
+            raise _EccFailure("an image is flat over the overlap")
+        correlation = float(tmpl @ warped)
+        rho = correlation / (t_norm * w_norm)
+        hessian = jac.T @ jac
+        try:
+            h_inv = np.linalg.inv(hessian)
+        except np.linalg.LinAlgError:
+            raise _EccFailure("singular ECC Hessian") from None
+        proj_w = jac.T @ warped
+        proj_t = jac.T @ tmpl
+        h_proj_w = h_inv @ proj_w
+        lambda_n = w_norm * w_norm - float(proj_w @ h_proj_w)
+        lambda_d = correlation - float(proj_t @ h_proj_w)
+        if lambda_d <= 0.0:
+            raise _EccFailure("the images are uncorrelated")
+        error = (lambda_n / lambda_d) * tmpl - warped
+        delta = h_inv @ (jac.T @ error)
+        p = p + delta
+        if kind is TransformKind.SIMILARITY:
+            scale = math.hypot(p[0], p[1])
+            motion = abs(delta[2]) + abs(delta[3]) + half_diag * (abs(delta[0]) + abs(delta[1]))
+        else:
+            scale = math.sqrt(abs(p[0] * p[4] - p[1] * p[3]))
+            motion = abs(delta[2]) + abs(delta[5]) + half_diag * float(np.abs(delta[[0, 1, 3, 4]]).sum())
+        if not (1.0 - max_scale_change - 0.1 <= scale <= 1.0 / (1.0 - max_scale_change) + 0.1):
+            raise _EccFailure(f"implausible magnification {scale:.3f}")
+        if motion < step_tol:
+            break
+    return _params_to_warp(p, kind) @ uncentre, rho
+
+
+def registration_quality(t: _Level, f: _Level, w_mm: np.ndarray) -> tuple[float, float]:
+    """Correlation of the gradient images over the overlap, clipped to [0, 1], and the
+    fraction of the baseline mask the follow-up covers."""
+    m_px, valid = _overlap(t, f, w_mm)
+    n_template = int(t.mask.sum())
+    overlap = float(valid.sum()) / max(n_template, 1)
+    if valid.sum() < 50:
+        return 0.0, overlap
+    a = t.image[valid].astype(np.float64)
+    b = _warp(f.image, m_px, t.image.shape)[valid].astype(np.float64)
+    a -= a.mean()
+    b -= b.mean()
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    rho = float(a @ b) / denom if denom > 0 else 0.0
+    return max(0.0, min(1.0, rho)), overlap
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(image, [0.5, 99.5])
+    return np.clip((image - lo) * (255.0 / max(float(hi - lo), 1e-6)), 0, 255).astype(np.uint8)
+
+
+def _orb_guess(tb: np.ndarray, tm: np.ndarray, t_sp: tuple[float, float],
+               fb: np.ndarray, fm: np.ndarray, f_sp: tuple[float, float]) -> np.ndarray | None:
+    """Similarity base mm → follow-up mm from ORB matches and RANSAC, or None."""
+    orb = cv2.ORB_create(nfeatures=1500, edgeThreshold=15, patchSize=15)
+    kt, dt = orb.detectAndCompute(_to_uint8(tb), tm.astype(np.uint8) * 255)
+    kf, df = orb.detectAndCompute(_to_uint8(fb), fm.astype(np.uint8) * 255)
+    if dt is None or df is None or len(kt) < 8 or len(kf) < 8:
+        return None
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(dt, df)
+    if len(matches) < 8:
+        return None
+    pt = np.array([kt[m.queryIdx].pt for m in matches], np.float64)
+    pf = np.array([kf[m.trainIdx].pt for m in matches], np.float64)
+    pt = (pt + 0.5) * np.array([t_sp[1], t_sp[0]])
+    pf = (pf + 0.5) * np.array([f_sp[1], f_sp[0]])
+    model, inliers = cv2.estimateAffinePartial2D(pt, pf, method=cv2.RANSAC, ransacReprojThreshold=3.0,
+                                                 maxIters=2000, confidence=0.99)
+    if model is None or inliers is None or int(inliers.sum()) < 8:
+        return None
+    return np.vstack([model, [0.0, 0.0, 1.0]])
+
+
+def _phase_guess(t: _Level, f: _Level) -> np.ndarray | None:
+    """Translation base mm → follow-up mm by phase correlation of the gradient images."""
+    if not np.allclose(t.spacing_rc, f.spacing_rc, rtol=0.02):
+        return None
+    rows = max(t.image.shape[0], f.image.shape[0])
+    cols = max(t.image.shape[1], f.image.shape[1])
+    a = np.zeros((rows, cols), np.float32)
+    b = np.zeros((rows, cols), np.float32)
+    a[: t.image.shape[0], : t.image.shape[1]] = t.image * t.mask
+    b[: f.image.shape[0], : f.image.shape[1]] = f.image * f.mask
+    window = cv2.createHanningWindow((cols, rows), cv2.CV_32F)
+    (dx, dy), response = cv2.phaseCorrelate(a, b, window)
+    if not np.isfinite(dx) or not np.isfinite(dy):
+        return None
+    return np.array([[1.0, 0.0, dx * t.spacing_rc[1]], [0.0, 1.0, dy * t.spacing_rc[0]], [0.0, 0.0, 1.0]])
+
+
+def _check_film(film: Film, role: str) -> tuple[float, float]:
+    if film.spacing_mm is None:
+        raise IncompatibleFilmsError(
+            f"{role} film {film.name!r} has no pixel spacing: registration works in mm; "
+            "give the spacing with --spacing MM (calcimage.load(path, spacing_mm=...))"
+        )
+    return film.spacing_mm
+
+
+def _check_mask(mask: np.ndarray | None, film: Film, role: str) -> np.ndarray | None:
+    if mask is None:
+        return None
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != film.shape:
+        raise ValueError(f"{role} mask has shape {mask.shape}, the film {film.shape}")
+    if mask.sum() < 0.01 * mask.size:
+        # Almost nothing usable: fall back to the whole film rather than fail on a bad mask.
+        logger.warning("%s registration mask covers %.1f %% of the film: ignored", role, 100 * mask.mean())
+        return None
+    return mask
+
+
+def register(base_film: Film, follow_film: Film, *, base_mask: np.ndarray | None = None,
+             follow_mask: np.ndarray | None = None, params: CompareParams = CompareParams()) -> Registration:
+    """Align a follow-up film onto its baseline.
+
+    Parameters
+    ----------
+    base_film, follow_film
+        Films with pixel spacing (any spacing; they need not agree).
+    base_mask, follow_mask
+        Optional boolean masks (each the shape of its film) of the pixels registration may use:
+        the body without changing structures (lesions) and without collimation and markers.
+    params
+        ``transform``, ``registration_spacings_mm``, ``max_iterations``, ``min_quality``,
+        ``min_overlap`` and ``max_scale_change`` are used.
+
+    Returns
+    -------
+    Registration
+        ``matrix`` maps follow-up (row, col, 1) to baseline (row, col); ``scale`` is the
+        physical magnification of the follow-up relative to the baseline.
+
+    Raises
+    ------
+    RegistrationError
+        The films do not align: the fit failed, its quality is below ``min_quality``, the
+        overlap below ``min_overlap`` or the magnification implausible.
+    IncompatibleFilmsError
+        A film has no pixel spacing.
+    """
+    sp_b = _check_film(base_film, "baseline")
+    sp_f = _check_film(follow_film, "follow-up")
+    base_mask = _check_mask(base_mask, base_film, "baseline")
+    follow_mask = _check_mask(follow_mask, follow_film, "follow-up")
+    kind = params.transform
+    finest_native = max(min(sp_b), min(sp_f))
+    targets = [max(s, finest_native) for s in params.registration_spacings_mm]
+    targets = sorted(set(targets), reverse=True)
+
+    levels = [
+        (_level(base_film.pixels, sp_b, s, base_mask), _level(follow_film.pixels, sp_f, s, follow_mask))
+        for s in targets
+    ]
+
+    # Candidate starts on the coarsest level, then keep the best-correlating one.
+    t0, f0 = levels[0]
+    candidates: list[tuple[str, np.ndarray]] = [("identity", np.eye(3))]
+    phase = _phase_guess(t0, f0)
+    if phase is not None:
+        candidates.append(("phase", phase))
+    # ORB on a grid of ~1-2 mm, where trabecular and soft-tissue texture gives corners.
+    orb_target = max(min(2.0, targets[0]), finest_native)
+    tb, tm, tsp = _resample(base_film.pixels, sp_b, orb_target, base_mask)
+    fb, fm, fsp = _resample(follow_film.pixels, sp_f, orb_target, follow_mask)
+    orb = _orb_guess(tb, tm, tsp, fb, fm, fsp)
+    if orb is not None:
+        candidates.append(("orb", orb))
+
+    coarse_iterations = min(params.max_iterations, 40)
+    best: tuple[float, str, np.ndarray] | None = None
+    for name, guess in candidates:
+        try:
+            w, rho = _ecc(t0, f0, guess, kind, coarse_iterations, params.max_scale_change)
+        except _EccFailure as exc:
+            logger.debug("registration start %s failed: %s", name, exc)
+            continue
+        logger.debug("registration start %s: correlation %.3f", name, rho)
+        if best is None or rho > best[0]:
+            best = (rho, name, w)
+    if best is None:
+        raise RegistrationError(
+            "films do not align: registration found no overlap or correlation; different body part or view?"
+        )
+    _, start, w = best
+    for t, f in levels[1:]:
+        try:
+            w, _ = _ecc(t, f, w, kind, params.max_iterations, params.max_scale_change)
+        except _EccFailure as exc:
+            raise RegistrationError(
+                f"films do not align: refinement at {t.spacing_rc[0]:.1f} mm failed ({exc}); "
+                "different body part or view?"
+            ) from None
+
+    t_fine, f_fine = levels[-1]
+    quality, overlap = registration_quality(t_fine, f_fine, w)
+    scale = math.sqrt(abs(float(np.linalg.det(w[:2, :2]))))
+    if abs(math.log(scale)) > -math.log(1.0 - params.max_scale_change):
+        raise RegistrationError(
+            f"films do not align: magnification {scale:.3f} is implausible "
+            f"(limit ±{params.max_scale_change:.0%}); different body part or view?"
+        )
+    if quality < params.min_quality:
+        raise RegistrationError(
+            f"films do not align: quality {quality:.2f} < {params.min_quality:.2f}; different body part or view?"
+        )
+    if overlap < params.min_overlap:
+        raise RegistrationError(
+            f"films do not align: the registered follow-up covers {overlap:.0%} of the baseline "
+            f"(< {params.min_overlap:.0%}); different body part or view?"
+        )
+
+    # Follow-up mm -> baseline mm, then into each film's full-resolution pixel grid.
+    inv_mm_xy = np.linalg.inv(w)
+    inv_mm_rc = _SWAP @ inv_mm_xy @ _SWAP
+    q_b = np.array([[sp_b[0], 0.0, 0.5 * sp_b[0]], [0.0, sp_b[1], 0.5 * sp_b[1]], [0.0, 0.0, 1.0]])
+    q_f = np.array([[sp_f[0], 0.0, 0.5 * sp_f[0]], [0.0, sp_f[1], 0.5 * sp_f[1]], [0.0, 0.0, 1.0]])
+    matrix_px = np.linalg.inv(q_b) @ inv_mm_rc @ q_f
+    lin = inv_mm_rc[:2, :2]
+    rotation = math.degrees(math.atan2(lin[1, 0] - lin[0, 1], lin[0, 0] + lin[1, 1]))
+    reg = Registration(
+        matrix=matrix_px[:2].copy(),
+        scale=scale,
+        quality=quality,
+        rotation_deg=rotation,
+        method=f"ecc-{kind.value} on gradient magnitude, levels {','.join(f'{s:g}' for s in targets)} mm, start {start}",
+        translation_mm=(float(inv_mm_rc[0, 2]), float(inv_mm_rc[1, 2])),
+        matrix_mm=inv_mm_rc[:2].copy(),
+        overlap=overlap,
+        transform=kind,
+    )
+    logger.info("registration: scale %.4f, rotation %.2f deg, quality %.3f (start %s)",
+                scale, rotation, quality, start)
+    return reg
