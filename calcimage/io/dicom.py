@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut
-from pydicom.uid import ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from calcimage.errors import CalcimageWarning, FilmReadError
 from calcimage.film import Film, FilmMetadata, SpacingSource
@@ -61,12 +61,40 @@ def _read_dataset(path: Path, data: bytes) -> tuple[Dataset, list[str]]:
             f"{name}: not a DICOM file (no DICM preamble and no readable DICOM elements); "
             "supported formats are DICOM, PNG, TIFF and JPEG"
         )
-    if "TransferSyntaxUID" not in ds.file_meta:
-        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
-        note = "no DICOM preamble/file meta: read with an assumed implicit VR little endian syntax"
-        notes.append(note)
-        warnings.warn(f"{name}: {note}", CalcimageWarning, stacklevel=2)
     return ds, notes
+
+
+def _transfer_syntax(path: Path, ds: Dataset, notes: list[str]) -> UID:
+    """The file's transfer syntax; assumed from how the data set was encoded when absent.
+
+    A file without file meta (or with an empty or unknown TransferSyntaxUID) and native
+    pixel data is read with the syntax pydicom found the elements in, with a warning.
+    """
+    name = display_path(path)
+    ts = ds.file_meta.get("TransferSyntaxUID")
+    if isinstance(ts, UID) and ts.is_transfer_syntax:
+        return ts
+    try:
+        encapsulated = ds["PixelData"].is_undefined_length
+    except Exception:
+        encapsulated = False
+    if encapsulated:
+        raise FilmReadError(
+            f"{name}: compressed pixel data with a missing or unknown TransferSyntaxUID "
+            f"{_short_value(str(ts) if ts is not None else None)}; cannot tell how to decode it"
+        )
+    implicit, little = ds.original_encoding
+    if implicit is None or little is None:
+        implicit, little = True, True
+    guess = ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    if ts is None:
+        note = f"no DICOM preamble/file meta: read with an assumed {guess.name} transfer syntax"
+    else:
+        note = f"TransferSyntaxUID {_short_value(str(ts))} is not a known syntax: assumed {guess.name}"
+    notes.append(note)
+    warnings.warn(f"{name}: {note}", CalcimageWarning, stacklevel=2)
+    ds.file_meta.TransferSyntaxUID = guess
+    return guess
 
 
 def _get(ds: Dataset, keyword: str) -> Any:
@@ -259,9 +287,9 @@ def load_dicom(
     if pixel_representation not in (0, 1):
         raise FilmReadError(f"{name}: PixelRepresentation={pixel_representation} is invalid; must be 0 or 1")
 
-    ts = ds.file_meta.get("TransferSyntaxUID")
-    ts_name = ts.name if ts is not None else "unknown"
-    if ts is not None and ts.is_transfer_syntax and ts.is_compressed:
+    ts = _transfer_syntax(path, ds, notes)
+    ts_name = ts.name
+    if ts.is_compressed:
         declared = _encapsulated_size(ds)
         if declared is not None:
             # A codestream may declare a far larger image than Rows x Columns: refuse it
@@ -346,7 +374,7 @@ def load_dicom(
         photometric_interpretation=photometric,
         presentation_lut_shape=presentation,
         bits_stored=bits_stored,
-        transfer_syntax=str(ts) if ts is not None else None,
+        transfer_syntax=str(ts),
         inverted=inverted,
         modality_lut=modality_lut,
         voi_windows=_voi_windows(ds),
