@@ -1,17 +1,36 @@
-"""Shared CLI plumbing: error handling and exit codes."""
+"""Shared CLI plumbing: error handling, exit codes, options, progress, parallel jobs, summaries."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
 
 from calcimage.errors import CalcimageError
 
-__all__ = ["EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_PARTIAL", "fail_on_errors"]
+__all__ = [
+    "EXIT_OK",
+    "EXIT_INTERNAL",
+    "EXIT_BAD_INPUT",
+    "EXIT_PARTIAL",
+    "fail_on_errors",
+    "is_quiet",
+    "default_workers",
+    "stderr_console",
+    "stdout_console",
+    "run_jobs",
+    "exit_code_for",
+    "report_failures",
+    "load_run_config",
+]
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -19,6 +38,7 @@ EXIT_BAD_INPUT = 2
 EXIT_PARTIAL = 3
 
 logger = logging.getLogger("calcimage.cli")
+R = TypeVar("R")
 
 
 @contextlib.contextmanager
@@ -35,3 +55,123 @@ def fail_on_errors() -> Iterator[None]:
         logger.debug("internal error", exc_info=True)
         typer.echo(f"calcimage: internal error: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(EXIT_INTERNAL) from None
+
+
+def is_quiet(ctx: typer.Context | None) -> bool:
+    """True when the root ``--quiet`` flag was given."""
+    while ctx is not None:
+        if isinstance(ctx.obj, dict) and "quiet" in ctx.obj:
+            return bool(ctx.obj["quiet"])
+        ctx = ctx.parent
+    return False
+
+
+def default_workers() -> int:
+    """Number of CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def stdout_console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+def run_jobs(
+    fn: Callable[..., R],
+    calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
+    *,
+    workers: int,
+    description: str,
+    quiet: bool,
+    on_crash: Callable[[int, BaseException], R],
+) -> list[R]:
+    """Run ``fn(*args, **kwargs)`` for every call, in worker processes when ``workers > 1``.
+
+    Results come back in the order of ``calls`` whatever order the workers finish in, so the
+    outputs do not depend on ``workers``. A rich progress bar runs on stderr when it is a
+    terminal and ``quiet`` is off. ``fn`` must be a top-level function (workers are spawned).
+    ``on_crash(i, exc)`` makes a result for a call whose worker died.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = stderr_console()
+    results: list[R | None] = [None] * len(calls)
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, disable=quiet or not console.is_terminal, transient=False,
+    )
+    with progress:
+        task = progress.add_task(description, total=len(calls))
+        if workers <= 1 or len(calls) <= 1:
+            for i, (args, kwargs) in enumerate(calls):
+                try:
+                    results[i] = fn(*args, **kwargs)
+                except Exception as exc:  # the job itself catches film errors; this is a bug
+                    logger.debug("job crashed", exc_info=True)
+                    results[i] = on_crash(i, exc)
+                progress.advance(task)
+        else:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=min(workers, len(calls)), mp_context=context) as pool:
+                futures = {pool.submit(fn, *args, **kwargs): i for i, (args, kwargs) in enumerate(calls)}
+                for future in as_completed(futures):
+                    i = futures[future]
+                    try:
+                        results[i] = future.result()
+                    except Exception as exc:  # a worker died (killed, out of memory, ...)
+                        results[i] = on_crash(i, exc)
+                    progress.advance(task)
+    return results  # type: ignore[return-value]
+
+
+def exit_code_for(n_ok: int, failures: Sequence[Any]) -> int:
+    """0 all fine; 1 any internal error; 2 nothing succeeded (bad input); 3 partial."""
+    if not failures:
+        return EXIT_OK
+    if any(getattr(f, "internal", False) for f in failures):
+        return EXIT_INTERNAL
+    return EXIT_BAD_INPUT if n_ok == 0 else EXIT_PARTIAL
+
+
+def report_failures(out: Path, failures: Sequence[Any], total: int) -> None:
+    """Write (or clear) ``out/errors.csv`` and print the failures, one line each, on stderr."""
+    from calcimage.report.tables import write_errors_csv
+
+    errors_path = out / "errors.csv"
+    if not failures:
+        with contextlib.suppress(FileNotFoundError):
+            errors_path.unlink()  # a stale list from an earlier run would mislead
+        return
+    write_errors_csv(errors_path, [(f.source, f.error) for f in failures])
+    if total == 1:
+        typer.echo(f"calcimage: error: {failures[0].error}", err=True)
+        return
+    for f in failures:
+        typer.echo(f"calcimage: failed: {f.error}", err=True)
+    typer.echo(f"calcimage: {len(failures)} of {total} failed; listed in {errors_path}", err=True)
+
+
+def load_run_config(config: Path | None) -> Any:
+    """The stage parameters from ``--config FILE`` (defaults without one)."""
+    from calcimage.params import Config, load_config
+
+    return load_config(config) if config is not None else Config()
+
+
+def log_warnings(results: Sequence[Any]) -> None:
+    """Re-emit, through logging, the warnings workers captured."""
+    for r in results:
+        for message in getattr(r, "warnings", ()):
+            logging.getLogger("calcimage").warning("%s", message)
+
+

@@ -7,7 +7,10 @@ from typing import Annotated
 
 import typer
 
+from calcimage.cli.compare_cmd import compare
 from calcimage.cli.inspect_cmd import inspect
+from calcimage.cli.measure_cmd import measure
+from calcimage.cli.study_cmd import study
 
 app = typer.Typer(
     name="calcimage",
@@ -28,6 +31,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details to stderr.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
     version: Annotated[
@@ -35,6 +39,7 @@ def _root(
     ] = False,
 ) -> None:
     """Measure calcinosis on plain radiographs and its change over time."""
+    ctx.obj = {"quiet": quiet, "verbose": verbose}
     # Only the CLI configures logging; the library just logs.
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
     logging.basicConfig(level=level, format="calcimage: %(levelname)s: %(message)s")
@@ -44,6 +49,9 @@ def _root(
 
 
 app.command("inspect")(inspect)
+app.command("measure")(measure)
+app.command("compare")(compare)
+app.command("study")(study)
 
 
 def main() -> None:
