@@ -1,0 +1,529 @@
+"""DICOM SEG + Comprehensive SR (TID 1500) output: write, read back, compare with the lesions."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import cv2
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+from skimage.draw import polygon2mask
+
+import calcimage
+from calcimage.compare import Category, Comparison, LesionChange, Registration, Status
+from calcimage.errors import CalcimageWarning, OutputError
+from calcimage.measure import Lesion, Measurement
+from calcimage.report.dicom import (
+    CODES,
+    SEG_SUFFIX,
+    SR_SUFFIX,
+    TimePoint,
+    TrackingMap,
+    build_tracking,
+    dicom_skip_reason,
+    film_key,
+    lesion_outline,
+    time_points,
+    write_dicom_results,
+)
+from calcimage.segment import LesionKind, Segmentation
+
+N, P = LesionKind.NODULE, LesionKind.PLAQUE
+
+
+# ------------------------------------------------------------------------------------------
+# helpers
+
+
+def write_dx(
+    path: Path,
+    *,
+    rows: int = 40,
+    cols: int = 50,
+    spacing: tuple[float, float] | None = (0.2, 0.2),
+    study_date: str = "20250101",
+    study_uid: str | None = None,
+    orientation: bool = False,
+) -> Path:
+    """A small uncompressed DX (MONOCHROME2) with the UIDs a reference needs."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientID = "CALC-001"
+    ds.PatientName = "Test^Patient"
+    ds.PatientBirthDate = ""
+    ds.PatientSex = "F"
+    ds.StudyDate = study_date
+    ds.StudyTime = "120000"
+    ds.AccessionNumber = "ACC1"
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = "1"
+    ds.Modality = "DX"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    if spacing is not None:
+        ds.PixelSpacing = list(spacing)
+    if orientation:
+        ds.PatientOrientation = ["L", "F"]
+        ds.ImagerPixelSpacing = list(spacing or (0.1, 0.1))
+    ds.ImageLaterality = "L"
+    ds.ViewPosition = "PA"
+    ds.BodyPartExamined = "HAND"
+    ds.PixelData = (np.arange(rows * cols, dtype=np.uint16).reshape(rows, cols) % 4096).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def measured(film: calcimage.Film, labels: np.ndarray, kinds, grades=None) -> Measurement:
+    """A Measurement built by hand from a label image (values computed exactly here)."""
+    labels = labels.astype(np.int32)
+    grades = grades or [1 + (k % 4) for k in range(len(kinds))]
+    px_mm2 = film.pixel_area_mm2
+    lesions = []
+    for k, (kind, grade) in enumerate(zip(kinds, grades), start=1):
+        rr, cc = np.nonzero(labels == k)
+        area_px = int(rr.size)
+        area_mm2 = area_px * px_mm2 if px_mm2 is not None else None
+        lesions.append(
+            Lesion(
+                lesion_id=k, region="all", kind=kind, area_mm2=area_mm2, area_px=area_px,
+                centroid_row=float(rr.mean()), centroid_col=float(cc.mean()),
+                equivalent_diameter_mm=None, major_axis_mm=None, minor_axis_mm=None, perimeter_mm=None,
+                eccentricity=0.0, solidity=1.0, mean_intensity=1.0, max_intensity=2.0,
+                density_grade=grade, burden=(area_mm2 if area_mm2 is not None else area_px) * grade,
+            )
+        )
+    seg = Segmentation(labels, tuple(kinds), 1.0, 0.5, np.zeros(film.shape, np.float32))
+    return Measurement(film=film, segmentation=seg, labels=labels, lesions=tuple(lesions), regions=())
+
+
+def three_lesions(shape=(40, 50)) -> tuple[np.ndarray, tuple[LesionKind, ...]]:
+    labels = np.zeros(shape, np.int32)
+    labels[5:10, 5:10] = 1  # square nodule
+    labels[20:24, 10:40] = 2  # long plaque
+    labels[30:33, 3:6] = 3  # small nodule
+    labels[30, 6] = 3  # with a bump, so not a rectangle
+    return labels, (N, P, N)
+
+
+def group_num(group, code) -> list[float]:
+    """Values of the NUM items named ``code`` directly in a measurement group."""
+    return [float(item.value) for item in group.get_measurements(name=code)]
+
+
+def time_point_items(group) -> dict[str, object]:
+    """TID 1502 items of a group, by code meaning."""
+    out: dict[str, object] = {}
+    for item in group[0].ContentSequence:
+        name = item.ConceptNameCodeSequence[0].CodeMeaning
+        if name in ("Time Point", "Subject Time Point Identifier"):
+            out[name] = item.TextValue
+        elif name in ("Time Point Order", "Longitudinal Temporal Offset from Event"):
+            out[name] = float(item.MeasuredValueSequence[0].NumericValue)
+    return out
+
+
+def comparison(base: Measurement, follow: Measurement, rows) -> Comparison:
+    return Comparison(
+        baseline=base,
+        followup=follow,
+        registration=Registration(matrix=np.eye(2, 3), scale=1.0, quality=1.0),
+        lesions=tuple(rows),
+        change={},
+        regions=(),
+        category=Category.STABLE,
+        interval_days=None,
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# round trip
+
+
+@pytest.mark.parametrize("spacing", [(0.2, 0.2), (0.1, 0.15)])
+def test_seg_and_sr_round_trip(tmp_path: Path, spacing: tuple[float, float]) -> None:
+    path = write_dx(tmp_path / "hand.dcm", spacing=spacing)
+    film = calcimage.load(path)
+    labels, kinds = three_lesions()
+    m = measured(film, labels, kinds, grades=[3, 2, 4])
+
+    written = write_dicom_results(m, tmp_path / "out")
+
+    assert written == [tmp_path / "out" / f"hand{SEG_SUFFIX}", tmp_path / "out" / f"hand{SR_SUFFIX}"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in written)
+    src = pydicom.dcmread(path)
+
+    # --- SEG
+    seg = hd.seg.segread(written[0])
+    assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
+    assert seg.SegmentationType == "BINARY"
+    assert seg.StudyInstanceUID == src.StudyInstanceUID
+    assert seg.get_source_image_uids() == [(src.StudyInstanceUID, src.SeriesInstanceUID, src.SOPInstanceUID)]
+    assert seg.number_of_segments == 2
+    d1, d2 = seg.get_segment_description(1), seg.get_segment_description(2)
+    assert (d1.segment_label, d2.segment_label) == ("calcinosis nodule", "calcinosis plaque")
+    assert d1.segmented_property_type == CODES.nodule and d2.segmented_property_type == CODES.plaque
+    assert d1.segmented_property_category == codes.SCT.MorphologicallyAbnormalStructure
+    assert d1.SegmentedPropertyTypeModifierCodeSequence[0].CodeValue == "237897009"  # Calcified
+    assert d1.algorithm_type == hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+    alg = d1.algorithm_identification[0]
+    assert (alg.AlgorithmName, alg.AlgorithmVersion) == ("calcimage", calcimage.__version__)
+    assert alg.AlgorithmFamilyCodeSequence[0].CodeValue == "123105"  # Histogram Analysis, not AI
+    masks = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=[src.SOPInstanceUID], segment_numbers=[1, 2]
+    )
+    assert masks.shape == (1, 40, 50, 2)
+    np.testing.assert_array_equal(masks[0, ..., 0] > 0, np.isin(labels, [1, 3]))
+    np.testing.assert_array_equal(masks[0, ..., 1] > 0, labels == 2)
+
+    # --- SR
+    sr = hd.sr.srread(written[1])
+    assert isinstance(sr, hd.sr.ComprehensiveSR)
+    assert sr.StudyInstanceUID == src.StudyInstanceUID
+    assert sr.CompletionFlag == "COMPLETE"
+    evidence = {
+        item.ReferencedSOPInstanceUID
+        for study in sr.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    }
+    assert evidence == {src.SOPInstanceUID, seg.SOPInstanceUID}
+    report = sr.content
+    observer = report.get_observer_contexts()[0]
+    assert observer.observer_type == codes.DCM.Device
+    assert observer.observer_identifying_attributes.name == "calcimage"
+
+    planar = report.get_planar_roi_measurement_groups()
+    per_lesion = [g for g in planar if g.reference_type == codes.DCM.ImageRegion]
+    per_class = [g for g in planar if g.reference_type == codes.DCM.ReferencedSegmentationFrame]
+    assert len(per_lesion) == 3 and len(per_class) == 2
+    for lesion, group in zip(m.lesions, per_lesion):
+        assert group.tracking_identifier == f"lesion {lesion.lesion_id}"
+        assert group.finding_type == {N: CODES.nodule, P: CODES.plaque}[lesion.kind]
+        assert group_num(group, codes.SCT.Area) == [pytest.approx(lesion.area_mm2, rel=1e-12)]
+        assert group.get_measurements(name=codes.SCT.Area)[0].unit == codes.UCUM.SquareMillimeter
+        assert group_num(group, CODES.density_grade) == [lesion.density_grade]
+        assert group_num(group, CODES.burden) == [pytest.approx(lesion.burden, rel=1e-12)]
+        roi = group.roi
+        assert roi.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+        assert roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+        xy = roi.value
+        raster = polygon2mask(labels.shape, np.stack([xy[:, 1] - 0.5, xy[:, 0] - 0.5], axis=1))
+        np.testing.assert_array_equal(raster, labels == lesion.lesion_id)
+    for kind, number, group in zip((N, P), (1, 2), per_class):
+        ref = group.referenced_segmentation_frame[0].ReferencedSOPSequence[0]
+        assert ref.ReferencedSOPInstanceUID == seg.SOPInstanceUID
+        assert int(ref.ReferencedSegmentNumber) == number
+        members = [l for l in m.lesions if l.kind is kind]
+        assert group_num(group, codes.SCT.Area) == [pytest.approx(sum(l.area_mm2 for l in members), rel=1e-12)]
+        assert group_num(group, CODES.count) == [len(members)]
+    (totals,) = report.get_image_measurement_groups()
+    assert totals.tracking_identifier == "calcinosis total"
+    assert group_num(totals, codes.SCT.Area) == [pytest.approx(m.total_area_mm2, rel=1e-12)]
+    assert group_num(totals, CODES.count) == [3]
+    assert group_num(totals, CODES.burden) == [pytest.approx(m.total_burden, rel=1e-12)]
+    assert time_point_items(totals) == {
+        "Time Point": "T0",
+        "Time Point Order": 1.0,
+        "Subject Time Point Identifier": "2025-01-01",
+        "Longitudinal Temporal Offset from Event": 0.0,
+    }
+
+
+def test_patient_module_is_copied_from_the_source_only(tmp_path: Path) -> None:
+    path = write_dx(tmp_path / "f.dcm")
+    m = measured(calcimage.load(path), *three_lesions())
+    seg_path, sr_path = write_dicom_results(m, tmp_path)
+    for out in (seg_path, sr_path):
+        ds = pydicom.dcmread(out)
+        assert (str(ds.PatientName), ds.PatientID, ds.PatientSex) == ("Test^Patient", "CALC-001", "F")
+        assert ds.StudyInstanceUID != "" and ds.SeriesInstanceUID not in (pydicom.dcmread(path).SeriesInstanceUID,)
+
+
+def test_single_class_gives_one_segment(tmp_path: Path) -> None:
+    path = write_dx(tmp_path / "f.dcm")
+    labels = np.zeros((40, 50), np.int32)
+    labels[10:30, 20:22] = 1
+    m = measured(calcimage.load(path), labels, (P,))
+    seg_path, sr_path = write_dicom_results(m, tmp_path / "o")
+    seg = hd.seg.segread(seg_path)
+    assert seg.number_of_segments == 1
+    assert seg.get_segment_description(1).segmented_property_type == CODES.plaque
+    sr = hd.sr.srread(sr_path)
+    (cls,) = [g for g in sr.content.get_planar_roi_measurement_groups() if g.referenced_segmentation_frame]
+    ref = cls.referenced_segmentation_frame[0].ReferencedSOPSequence[0]
+    assert (int(ref.ReferencedSegmentNumber), int(ref.ReferencedFrameNumber)) == (1, 1)
+
+
+def test_film_without_lesions_gets_sr_only(tmp_path: Path) -> None:
+    path = write_dx(tmp_path / "clean.dcm")
+    m = measured(calcimage.load(path), np.zeros((40, 50), np.int32), ())
+    written = write_dicom_results(m, tmp_path / "o")
+    assert written == [tmp_path / "o" / f"clean{SR_SUFFIX}"]
+    sr = hd.sr.srread(written[0])
+    assert sr.content.get_planar_roi_measurement_groups() == []
+    (totals,) = sr.content.get_image_measurement_groups()
+    assert group_num(totals, codes.SCT.Area) == [0.0]
+    assert group_num(totals, CODES.count) == [0.0]
+
+
+def test_image_library_written_when_the_source_describes_itself(tmp_path: Path) -> None:
+    path = write_dx(tmp_path / "f.dcm", orientation=True)
+    m = measured(calcimage.load(path), *three_lesions())
+    _, sr_path = write_dicom_results(m, tmp_path / "o")
+    sr = pydicom.dcmread(sr_path)
+    names = [item.ConceptNameCodeSequence[0].CodeMeaning for item in sr.ContentSequence]
+    assert "Image Library" in names
+    # Without PatientOrientation the (optional) library is left out rather than failing.
+    path2 = write_dx(tmp_path / "g.dcm", orientation=False)
+    _, sr2_path = write_dicom_results(measured(calcimage.load(path2), *three_lesions()), tmp_path / "o")
+    names2 = [item.ConceptNameCodeSequence[0].CodeMeaning for item in pydicom.dcmread(sr2_path).ContentSequence]
+    assert "Image Library" not in names2 and "Imaging Measurements" in names2
+
+
+# ------------------------------------------------------------------------------------------
+# skipping, safety, determinism
+
+
+def test_png_film_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    png = tmp_path / "film.png"
+    cv2.imwrite(str(png), (np.arange(2000, dtype=np.uint16) % 50 * 100).reshape(40, 50))
+    film = calcimage.load(png, spacing_mm=0.2)
+    m = measured(film, *three_lesions())
+    assert "not a DICOM film (png)" in dicom_skip_reason(m)
+    with pytest.warns(CalcimageWarning, match=r"film: not a DICOM film \(png\)"):
+        assert write_dicom_results(m, tmp_path / "o") == []
+    assert not (tmp_path / "o").exists()
+
+
+def test_film_without_spacing_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    path = write_dx(tmp_path / "nospace.dcm", spacing=None)
+    film = calcimage.load(path)
+    assert film.spacing_mm is None
+    m = measured(film, *three_lesions())
+    with pytest.warns(CalcimageWarning, match=r"nospace: no pixel spacing, so areas in mm² cannot be reported"):
+        assert write_dicom_results(m, tmp_path / "o") == []
+    assert not (tmp_path / "o").exists()
+
+
+def test_reruns_give_the_same_uids_and_changes_give_new_ones(tmp_path: Path) -> None:
+    path = write_dx(tmp_path / "f.dcm")
+    film = calcimage.load(path)
+    labels, kinds = three_lesions()
+    first = [pydicom.dcmread(p) for p in write_dicom_results(measured(film, labels, kinds), tmp_path / "a")]
+    again = [pydicom.dcmread(p) for p in write_dicom_results(measured(film, labels, kinds), tmp_path / "b")]
+    assert [d.SOPInstanceUID for d in first] == [d.SOPInstanceUID for d in again]
+    assert [d.SeriesInstanceUID for d in first] == [d.SeriesInstanceUID for d in again]
+    grown = labels.copy()
+    grown[10, 5:10] = 1
+    changed = [pydicom.dcmread(p) for p in write_dicom_results(measured(film, grown, kinds), tmp_path / "c")]
+    assert changed[0].SOPInstanceUID != first[0].SOPInstanceUID
+    assert changed[1].SOPInstanceUID != first[1].SOPInstanceUID
+    assert all(d.SOPInstanceUID.startswith("2.25.") and len(d.SOPInstanceUID) <= 64 for d in first)
+    assert not [p for p in (tmp_path / "a").iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_source_changed_after_measuring_is_refused(tmp_path: Path) -> None:
+    path = write_dx(tmp_path / "f.dcm")
+    m = measured(calcimage.load(path), *three_lesions())
+    ds = pydicom.dcmread(path)
+    ds.InstanceNumber = 2
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(OutputError, match="changed since it was measured"):
+        write_dicom_results(m, tmp_path / "o")
+
+
+def test_mismatched_labels_are_rejected(tmp_path: Path) -> None:
+    path = write_dx(tmp_path / "f.dcm")
+    labels, kinds = three_lesions()
+    m = measured(calcimage.load(path), labels, kinds)
+    bad = Measurement(m.film, m.segmentation, labels[:, :-1], m.lesions, ())
+    with pytest.raises(ValueError, match=r"labels shape \(40, 49\) differs"):
+        write_dicom_results(bad, tmp_path / "o")
+
+
+# ------------------------------------------------------------------------------------------
+# outline
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        [(3, 4)],  # one pixel
+        [(2, 2), (2, 3), (2, 4), (3, 2)],  # L
+        [(2, 2), (3, 3), (4, 4)],  # diagonal chain: 8-connected
+        [(1, 3), (2, 2), (2, 3), (2, 4), (3, 3)],  # plus
+    ],
+)
+def test_outline_encloses_exactly_the_lesion_pixel_centres(pixels) -> None:
+    mask = np.zeros((8, 9), bool)
+    for r, c in pixels:
+        mask[r, c] = True
+    xy = lesion_outline(mask)
+    assert xy.dtype == np.float32 and xy.shape[1] == 2
+    np.testing.assert_array_equal(xy[0], xy[-1])
+    raster = polygon2mask(mask.shape, np.stack([xy[:, 1] - 0.5, xy[:, 0] - 0.5], axis=1))
+    np.testing.assert_array_equal(raster, mask)
+
+
+def test_outline_of_one_pixel_is_a_diamond_in_dicom_coordinates() -> None:
+    mask = np.zeros((5, 5), bool)
+    mask[1, 3] = True  # row 1, col 3: centre at (x=3.5, y=1.5)
+    xy = lesion_outline(mask)
+    assert sorted(map(tuple, xy[:-1].tolist())) == [(3.0, 1.5), (3.5, 1.0), (3.5, 2.0), (4.0, 1.5)]
+
+
+# ------------------------------------------------------------------------------------------
+# longitudinal identity
+
+
+def _series(tmp_path: Path, dates: list[str]) -> list[calcimage.Film]:
+    study = generate_uid()
+    return [calcimage.load(write_dx(tmp_path / f"t{i}.dcm", study_date=d, study_uid=study)) for i, d in enumerate(dates)]
+
+
+def test_time_points_order_by_date_and_count_months(tmp_path: Path) -> None:
+    f0, f1, f2 = _series(tmp_path, ["20250101", "20250402", "20251001"])
+    labels, kinds = three_lesions()
+    ms = [measured(f, labels, kinds) for f in (f2, f0, f1)]  # given out of order
+    tps = time_points(ms)
+    assert tps[film_key(f0)] == TimePoint(0, 0.0, dt.date(2025, 1, 1))
+    assert tps[film_key(f1)] == TimePoint(1, round(91 / 30.4375, 2), dt.date(2025, 4, 2))
+    assert tps[film_key(f2)].index == 2 and tps[film_key(f2)].months_since_baseline == round(273 / 30.4375, 2)
+    assert tps[film_key(f2)].label == "T2"
+
+
+def test_matched_lesions_keep_tracking_ids_across_time_points(tmp_path: Path) -> None:
+    f0, f1 = _series(tmp_path, ["20250101", "20250402"])
+    base_labels, base_kinds = three_lesions()
+    base = measured(f0, base_labels, base_kinds)
+    # Follow-up: baseline lesion 2 is now lesion 1, lesion 1 is now lesion 2, lesion 3
+    # resolved, and a new lesion 3 appeared.
+    fl = np.zeros((40, 50), np.int32)
+    fl[21:24, 10:38] = 1
+    fl[5:9, 5:9] = 2
+    fl[35:38, 40:45] = 3
+    follow = measured(f1, fl, (P, N, N))
+    rows = [
+        LesionChange(2, 1, Status.SHRUNK, 4.8, 3.36),
+        LesionChange(1, 2, Status.SHRUNK, 1.0, 0.64),
+        LesionChange(3, None, Status.RESOLVED, 0.4, None),
+        LesionChange(None, 3, Status.NEW, None, 0.6),
+    ]
+    tracking = build_tracking([comparison(base, follow, rows)])
+    assert build_tracking([comparison(base, follow, rows)]) == tracking  # deterministic
+    assert tracking.lesion(f1, 1) == tracking.lesion(f0, 2)
+    assert tracking.lesion(f1, 2) == tracking.lesion(f0, 1)
+    assert tracking.lesion(f1, 3).identifier == "lesion T1-3"
+    assert tracking.lesion(f1, 3).uid not in {tracking.lesion(f0, k).uid for k in (1, 2, 3)}
+    # An untracked run of the baseline names its lesions exactly as the tracked run does.
+    assert [TrackingMap().lesion(f0, k) for k in (1, 2, 3)] == [tracking.lesion(f0, k) for k in (1, 2, 3)]
+
+    out0 = write_dicom_results(base, tmp_path / "o0", tracking=tracking)
+    out1 = write_dicom_results(follow, tmp_path / "o1", tracking=tracking)
+    sr0, sr1 = hd.sr.srread(out0[1]).content, hd.sr.srread(out1[1]).content
+
+    def ids(report) -> list[tuple[str, str]]:
+        groups = report.get_planar_roi_measurement_groups() + report.get_image_measurement_groups()
+        return [(g.tracking_identifier, g.tracking_uid) for g in groups]
+
+    ids0, ids1 = ids(sr0), ids(sr1)
+    # per-lesion groups first (in lesion order), then classes, then the film total
+    assert ids1[0] == ids0[1] and ids1[1] == ids0[0]
+    assert ids1[2][0] == "lesion T1-3"
+    assert ids1[3:] == ids0[3:]  # class groups and total keep their identity too
+    seg0, seg1 = hd.seg.segread(out0[0]), hd.seg.segread(out1[0])
+    assert seg0.get_tracking_ids() == seg1.get_tracking_ids()
+    tp1 = time_point_items(sr1.get_image_measurement_groups()[0])
+    assert tp1 == {
+        "Time Point": "T1",
+        "Time Point Order": 2.0,
+        "Subject Time Point Identifier": "2025-04-02",
+        "Longitudinal Temporal Offset from Event": round(91 / 30.4375, 2),
+    }
+
+
+def test_tracking_chains_through_intermediate_follow_ups(tmp_path: Path) -> None:
+    f0, f1, f2 = _series(tmp_path, ["20250101", "20250401", "20251001"])
+    one = np.zeros((40, 50), np.int32)
+    one[5:10, 5:10] = 1
+    two = one.copy()
+    two[30:34, 30:34] = 2
+    m0, m1, m2 = measured(f0, one, (N,)), measured(f1, two, (N, N)), measured(f2, two, (N, N))
+    chain = [
+        comparison(m1, m2, [LesionChange(1, 1, Status.STABLE, 1, 1), LesionChange(2, 2, Status.STABLE, 0.64, 0.64)]),
+        comparison(m0, m1, [LesionChange(1, 1, Status.STABLE, 1, 1), LesionChange(None, 2, Status.NEW, None, 0.64)]),
+    ]
+    tracking = build_tracking(chain)
+    assert tracking.lesion(f2, 1) == tracking.lesion(f1, 1) == tracking.lesion(f0, 1)
+    assert tracking.lesion(f2, 2) == tracking.lesion(f1, 2)
+    assert tracking.lesion(f2, 2).identifier == "lesion T1-2"
+    assert tracking.group(f2) == tracking.group(f1) == film_key(f0)
+    assert tracking.time_point(f2).index == 2
+
+
+def test_merged_lesions_give_each_identity_at_most_once_per_film(tmp_path: Path) -> None:
+    f0, f1 = _series(tmp_path, ["20250101", "20250401"])
+    base = np.zeros((40, 50), np.int32)
+    base[5:8, 5:8] = 1
+    base[5:8, 10:14] = 2
+    merged = np.zeros((40, 50), np.int32)
+    merged[5:8, 5:14] = 1
+    m0, m1 = measured(f0, base, (N, N)), measured(f1, merged, (P,))
+    rows = [LesionChange(1, 1, Status.GROWN, 0.36, 1.08), LesionChange(2, 1, Status.GROWN, 0.48, 1.08)]
+    tracking = build_tracking([comparison(m0, m1, rows)])
+    assert tracking.lesion(f1, 1) == tracking.lesion(f0, 2)  # the larger partner wins
+
+
+def test_split_lesion_identity_goes_to_the_larger_part(tmp_path: Path) -> None:
+    f0, f1 = _series(tmp_path, ["20250101", "20250401"])
+    whole = np.zeros((40, 50), np.int32)
+    whole[5:8, 5:14] = 1
+    parts = np.zeros((40, 50), np.int32)
+    parts[5:8, 5:8] = 1
+    parts[5:8, 10:14] = 2
+    m0, m1 = measured(f0, whole, (P,)), measured(f1, parts, (N, N))
+    rows = [LesionChange(1, 1, Status.SHRUNK, 1.08, 0.36), LesionChange(1, 2, Status.SHRUNK, 1.08, 0.48)]
+    tracking = build_tracking([comparison(m0, m1, rows)])
+    assert tracking.lesion(f1, 2) == tracking.lesion(f0, 1)
+    assert tracking.lesion(f1, 1).identifier == "lesion T1-1"
+
+
+# ------------------------------------------------------------------------------------------
+# real film
+
+
+def test_real_cr_film_round_trip(real_dir: Path, tmp_path: Path) -> None:
+    path = real_dir / "CR1_6154_16x16_MONO1_rescale.dcm"
+    film = calcimage.load(path)
+    assert film.spacing_mm == (0.1, 0.1)
+    labels = np.zeros(film.shape, np.int32)
+    labels[2:5, 3:7] = 1
+    labels[10:12, 10:13] = 2
+    m = measured(film, labels, (N, P))
+    seg_path, sr_path = write_dicom_results(m, tmp_path)
+    src = pydicom.dcmread(path)
+    seg = hd.seg.segread(seg_path)
+    assert seg.get_source_image_uids()[0][2] == src.SOPInstanceUID
+    masks = seg.get_pixels_by_source_instance([src.SOPInstanceUID], segment_numbers=[1, 2])
+    np.testing.assert_array_equal(masks[0, ..., 0] > 0, labels == 1)
+    sr = hd.sr.srread(sr_path)
+    areas = [group_num(g, codes.SCT.Area)[0] for g in sr.content.get_planar_roi_measurement_groups()[:2]]
+    assert areas == [pytest.approx(12 * 0.01), pytest.approx(6 * 0.01)]
+    assert str(pydicom.dcmread(sr_path).PatientName) == str(src.PatientName)
