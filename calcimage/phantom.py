@@ -1,0 +1,1283 @@
+"""Synthetic limb radiographs with exact ground truth (the accuracy yardstick).
+
+A phantom is a projection radiograph of a limb segment rendered from a small anatomical
+model. The physics is done in the attenuation (log) domain, so overlapping structures add:
+
+- soft tissue of an elliptical cross-section (skin, a subcutaneous fat layer, muscle with a
+  faint fibre texture), with a wobbling outline and a taper along the limb;
+- one or two tubular bones (radius/ulna, tibia/fibula) with a bright cortex, a flared
+  metaphysis and an anisotropic trabecular texture in the medulla; bones displace muscle;
+- calcinosis of two kinds, **nodules** (round or irregular, 1-12 mm, mottled) and
+  **plaques** (curved sheets 10-40 mm long, 1-6 mm wide), with densities from faint to
+  bone-like, most in the subcutaneous soft tissue, some projected over bone;
+- a film frame: anode-heel exposure gradient, scatter, collimation borders with a penumbra,
+  a lead side marker in a plastic holder, signal-dependent (quantum) plus electronic noise,
+  detector blur, a log transform and quantisation to ``bits_stored`` bits.
+
+Every anatomical structure lives in a *world* frame in mm, which is the baseline film's
+pixel grid times its spacing. A film is rendered through a pose (film pixel -> world mm), so a
+follow-up (:func:`make_followup`) shows the *same* limb rotated, shifted and magnified, with
+its lesions grown, shrunk, resolved or new, at another exposure. Lesion footprints are
+evaluated analytically on each film's own pixel grid: the truth label of a pixel is the lesion
+whose thickness there is > 0 (before blur), so truth areas are the areas on that film.
+
+Generation is deterministic: every random draw comes from ``numpy.random.Generator(PCG64(seed))``
+and arithmetic is done in float64 so the quantised values do not depend on SIMD details.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+import cv2
+import numpy as np
+
+from calcimage.errors import ParameterError
+from calcimage.film import Film, FilmMetadata, SpacingSource
+from calcimage.params import require, require_positive, require_range
+from calcimage.segment import LesionKind
+
+__all__ = [
+    "ChangeMode",
+    "PhantomParams",
+    "FollowupParams",
+    "LesionSpec",
+    "Anatomy",
+    "PhantomTruth",
+    "Phantom",
+    "make_phantom",
+    "make_followup",
+    "MASK_NAMES",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Names of the boolean masks in :attr:`PhantomTruth.masks`.
+MASK_NAMES = ("body", "bone", "cortex", "marker", "collimation")
+
+# Linear attenuation coefficients in 1/mm at an effective ~40 keV (extremity technique).
+_MU_MUSCLE = 0.027
+_MU_FAT = 0.021
+_MU_SKIN = 0.030
+_MU_CORTEX = 0.13
+_MU_MARROW = 0.022  # fatty marrow of the diaphysis
+_MU_TRABECULAR = 0.055  # cancellous bone of the metaphysis (bone + marrow mixture)
+_MU_LEAD_PATH = 7.0  # total attenuation of the lead letter (transmission ~ 0.1 %)
+_MU_HOLDER = 0.08  # attenuation of the marker's plastic holder
+# Displayed value: density D = -ln(I) mapped linearly from [_D_LO, _D_HI] onto the stored range.
+_D_LO = -0.7
+_D_HI = 5.0
+#: Largest linear growth any lesion may undergo in a follow-up; placement keeps room for it.
+_MAX_LINEAR_GROWTH = 1.6
+#: Clear gap kept between the bounding circles of two lesions, in mm.
+_LESION_GAP_MM = 1.0
+
+
+class ChangeMode(str, enum.Enum):
+    """How the lesions of a follow-up differ from those of the film it is made from."""
+
+    #: Same lesions, same sizes: only positioning, exposure and noise change.
+    RETEST = "retest"
+    #: Lesions grow or shrink (per-lesion randomness around ``area_factor``), some resolve,
+    #: some new ones appear.
+    EVOLVE = "evolve"
+
+
+def _require_int(name: str, value: Any, lo: int, hi: int) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+    require(ok, name, value, f"an integer in [{lo}, {hi}]")
+
+
+def _require_span(name: str, value: Any, lo: float, hi: float) -> None:
+    ok = (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        and lo <= value[0] <= value[1] <= hi
+    )
+    require(ok, name, value, f"a (min, max) pair with {lo} <= min <= max <= {hi}")
+
+
+@dataclass(frozen=True)
+class PhantomParams:
+    """Everything :func:`make_phantom` can vary. Sizes in mm, doses in photons/mm².
+
+    Attributes
+    ----------
+    rows, cols, spacing_mm
+        Film grid; the film covers ``rows * spacing_mm`` by ``cols * spacing_mm`` mm.
+    bits_stored
+        Quantisation depth of the film (10-16 bits).
+    monochrome1
+        Recorded in the film's metadata; the writers store the film inverted (dark = dense).
+        The Film's pixels are always brighter = denser.
+    n_nodules, n_plaques
+        Number of lesions of each kind to place (fewer when the limb has no room).
+    n_bones
+        Tubular bones in the limb (0-2).
+    fraction_over_bone
+        Share of lesions projected over a bone; the rest lie in soft tissue clear of bone.
+    limb_width_mm
+        (min, max) of the limb's width across the film.
+    nodule_diameter_mm, plaque_length_mm, plaque_width_mm
+        (min, max) lesion sizes at baseline.
+    density
+        (min, max) lesion density as a fraction of cortical bone's attenuation (faint .. bone-like).
+    dose_photons_per_mm2
+        Photons per mm² reaching the detector without an object (sets quantum noise).
+    electronic_noise
+        Detector read noise as a fraction of the unattenuated signal.
+    blur_mm
+        Sigma of the detector's Gaussian point spread, in mm.
+    heel
+        Relative exposure drop across the film along the rows (anode heel effect).
+    scatter_fraction
+        Scatter added to the primary beam, relative to the local primary (broad blur).
+    marker_text
+        Letter(s) of the lead side marker.
+    """
+
+    rows: int = 1500
+    cols: int = 1200
+    spacing_mm: float = 0.15
+    bits_stored: int = 12
+    monochrome1: bool = False
+    n_nodules: int = 9
+    n_plaques: int = 3
+    n_bones: int = 2
+    fraction_over_bone: float = 0.2
+    limb_width_mm: tuple[float, float] = (60.0, 85.0)
+    nodule_diameter_mm: tuple[float, float] = (1.0, 12.0)
+    plaque_length_mm: tuple[float, float] = (10.0, 40.0)
+    plaque_width_mm: tuple[float, float] = (1.0, 6.0)
+    density: tuple[float, float] = (0.08, 1.0)
+    dose_photons_per_mm2: float = 60000.0
+    electronic_noise: float = 0.002
+    blur_mm: float = 0.12
+    heel: float = 0.15
+    scatter_fraction: float = 0.25
+    marker_text: str = "L"
+
+    def __post_init__(self) -> None:
+        _require_int("rows", self.rows, 64, 10000)
+        _require_int("cols", self.cols, 64, 10000)
+        require_range("spacing_mm", self.spacing_mm, 0.02, 1.0)
+        _require_int("bits_stored", self.bits_stored, 10, 16)
+        require(isinstance(self.monochrome1, bool), "monochrome1", self.monochrome1, "true or false")
+        _require_int("n_nodules", self.n_nodules, 0, 200)
+        _require_int("n_plaques", self.n_plaques, 0, 50)
+        _require_int("n_bones", self.n_bones, 0, 2)
+        require_range("fraction_over_bone", self.fraction_over_bone, 0.0, 1.0)
+        _require_span("limb_width_mm", self.limb_width_mm, 20.0, 400.0)
+        _require_span("nodule_diameter_mm", self.nodule_diameter_mm, 0.3, 30.0)
+        _require_span("plaque_length_mm", self.plaque_length_mm, 3.0, 100.0)
+        _require_span("plaque_width_mm", self.plaque_width_mm, 0.3, 20.0)
+        _require_span("density", self.density, 0.01, 2.0)
+        require_positive("dose_photons_per_mm2", self.dose_photons_per_mm2)
+        require_range("electronic_noise", self.electronic_noise, 0.0, 0.1)
+        require_range("blur_mm", self.blur_mm, 0.0, 2.0)
+        require_range("heel", self.heel, 0.0, 0.5)
+        require_range("scatter_fraction", self.scatter_fraction, 0.0, 1.0)
+        require(
+            isinstance(self.marker_text, str) and 0 < len(self.marker_text) <= 3,
+            "marker_text", self.marker_text, "one to three characters, e.g. 'L'",
+        )
+        width_mm = self.cols * self.spacing_mm
+        require(
+            self.limb_width_mm[1] <= 0.8 * width_mm, "limb_width_mm", self.limb_width_mm,
+            f"a limb narrower than 80 % of the film width ({0.8 * width_mm:.0f} mm); "
+            "use more cols or a larger spacing_mm",
+        )
+
+
+@dataclass(frozen=True)
+class FollowupParams:
+    """How a follow-up film differs from the film it is made from.
+
+    Attributes
+    ----------
+    rotation_deg
+        In-plane rotation of the limb about the film centre; positive turns it clockwise as
+        displayed (rows down, columns right).
+    translation_mm
+        (row, col) shift of the limb on the film, in mm.
+    magnification
+        Relative magnification against the baseline (source/object/detector distances
+        differ); 1.02 shows everything 2 % larger.
+    exposure
+        Relative exposure (mAs) against the baseline; lower means noisier and denser-looking.
+    change
+        RETEST keeps the lesions; EVOLVE grows/shrinks them towards ``area_factor``.
+    area_factor
+        EVOLVE: target ratio of total lesion area (at baseline magnification) against the
+        film the follow-up is made from. Per-lesion factors scatter around it.
+    lesion_spread
+        EVOLVE: standard deviation of the log of per-lesion area factors.
+    resolve_fraction
+        EVOLVE: chance that a lesion resolves completely.
+    n_new
+        EVOLVE: number of new small nodules.
+    months
+        Months since the baseline (recorded; the sample set uses it for study dates).
+    """
+
+    rotation_deg: float = 2.0
+    translation_mm: tuple[float, float] = (3.0, -4.0)
+    magnification: float = 1.02
+    exposure: float = 0.9
+    change: ChangeMode = ChangeMode.EVOLVE
+    area_factor: float = 1.0
+    lesion_spread: float = 0.25
+    resolve_fraction: float = 0.1
+    n_new: int = 1
+    months: int = 3
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.change, ChangeMode):
+            try:
+                object.__setattr__(self, "change", ChangeMode(self.change))
+            except ValueError:
+                choices = ", ".join(repr(m.value) for m in ChangeMode)
+                raise ParameterError(
+                    f"parameter change={self.change!r} is invalid: expected one of {choices}"
+                ) from None
+        require_range("rotation_deg", self.rotation_deg, -10.0, 10.0)
+        _require_span_any("translation_mm", self.translation_mm, -20.0, 20.0)
+        require_range("magnification", self.magnification, 0.9, 1.1)
+        require_range("exposure", self.exposure, 0.5, 2.0)
+        require_range("area_factor", self.area_factor, 0.0, _MAX_LINEAR_GROWTH**2)
+        require_range("lesion_spread", self.lesion_spread, 0.0, 1.0)
+        require_range("resolve_fraction", self.resolve_fraction, 0.0, 1.0)
+        _require_int("n_new", self.n_new, 0, 50)
+        _require_int("months", self.months, 0, 600)
+
+
+def _require_span_any(name: str, value: Any, lo: float, hi: float) -> None:
+    ok = (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        and all(lo <= v <= hi for v in value)
+    )
+    require(ok, name, value, f"a (row, col) pair of numbers in [{lo}, {hi}]")
+
+
+@dataclass(frozen=True)
+class LesionSpec:
+    """One lesion in the world frame (mm). ``scale`` and ``fade`` carry follow-up changes."""
+
+    lesion_id: int
+    kind: LesionKind
+    centre_mm: tuple[float, float]  # (row, col) in the world frame
+    angle_rad: float  # orientation of the lesion's long axis against the row axis
+    size_mm: float  # nodule: radius; plaque: half-length
+    width_mm: float  # nodule: aspect ratio (minor/major); plaque: half-width
+    curvature_per_mm: float  # plaques only
+    thickness_mm: float  # path length through the lesion at its thickest
+    delta_mu_per_mm: float  # attenuation above the soft tissue it displaces
+    harmonics: tuple[tuple[float, float], ...]  # outline wobble (amplitude, phase) for k=2..
+    mottle: tuple[tuple[float, float, float], ...]  # internal texture (k_row, k_col, phase)
+    mottle_amplitude: float
+    over_bone: bool
+    scale: float = 1.0
+    fade: float = 1.0
+
+    @property
+    def bounding_radius_mm(self) -> float:
+        """Radius of a circle about ``centre_mm`` that holds the whole footprint."""
+        wobble = 1.0 + sum(abs(a) for a, _ in self.harmonics)
+        if self.kind is LesionKind.NODULE:
+            return self.size_mm * self.scale * wobble
+        half_len = self.size_mm * self.scale
+        bow = abs(self.curvature_per_mm) * half_len**2 / self.scale
+        return math.hypot(half_len, self.width_mm * self.scale * wobble + bow)
+
+    @property
+    def peak_contrast(self) -> float:
+        """Largest added attenuation (log units) through the lesion."""
+        return self.delta_mu_per_mm * self.thickness_mm * self.fade * (1.0 + self.mottle_amplitude)
+
+
+@dataclass(frozen=True, eq=False)
+class Anatomy:
+    """The limb, in the world frame (mm): soft tissue, bones and texture fields."""
+
+    axis_origin_mm: tuple[float, float]  # a point on the limb axis (row, col)
+    axis_angle_rad: float  # limb axis against the row direction
+    u_table_mm: np.ndarray  # positions along the axis where the profiles below are tabulated
+    half_width_mm: np.ndarray  # limb half-width across the film
+    depth_ratio: float  # half-depth along the beam / half-width
+    fat_mm: np.ndarray  # subcutaneous fat thickness
+    bone_offset_mm: np.ndarray  # (n_bones, len(u_table)) bone axis offset across the limb
+    bone_radius_mm: np.ndarray  # (n_bones, len(u_table)) outer radius
+    cortex_mm: np.ndarray  # (n_bones, len(u_table)) cortical thickness
+    trabecular: np.ndarray  # (n_bones, len(u_table)) share of cancellous bone in the medulla
+    texture_origin_px: tuple[int, int]  # world pixel (0, 0) sits at this texture index
+    texture_spacing_mm: float
+    bone_texture: np.ndarray  # float64 in [-1, 1], trabecular pattern
+    tissue_texture: np.ndarray  # float64 ~N(0, 1), fibre/lobule pattern
+
+    @property
+    def n_bones(self) -> int:
+        """Number of tubular bones."""
+        return int(self.bone_offset_mm.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class PhantomTruth:
+    """What is really on a phantom film.
+
+    Attributes
+    ----------
+    labels
+        int32 (rows, cols): 0 = no lesion, k = lesion k (1-based index into the tuples below);
+        a pixel is labelled where the lesion's thickness is > 0 (before detector blur).
+    kinds, areas_mm2, centroids, lesion_ids, contrasts, over_bone
+        Per lesion k (index k - 1): kind, area on this film (pixel count × pixel area),
+        footprint centroid (row, col) in px, stable identity across baseline and follow-ups,
+        peak added attenuation (log units; ~0.02 is faint, > 0.5 bone-like) and whether the
+        lesion projects over bone.
+    total_area_mm2
+        Sum of ``areas_mm2``.
+    masks
+        Boolean (rows, cols) masks: ``body`` (soft tissue present), ``bone`` (bone
+        projection), ``cortex`` (cortical wall), ``marker`` (lead letter), ``collimation``
+        (outside the exposed field).
+    magnification
+        Magnification against the baseline (1.0 on the baseline).
+    transform
+        float64 (2, 3) matrix mapping this film's (row, col, 1) onto the baseline's (row, col);
+        the identity on the baseline.
+    baseline_total_area_mm2
+        Total lesion area on the baseline film of this series.
+    baseline_areas_mm2
+        Lesion id -> area on the baseline film (for per-lesion truth of a follow-up).
+    true_change_pct
+        Change of total area against the baseline, at the baseline's magnification
+        (follow-up areas divided by ``magnification**2``); 0.0 on the baseline.
+    resolved_ids, new_ids
+        Baseline lesions absent here; lesions absent at baseline.
+    """
+
+    labels: np.ndarray
+    kinds: tuple[LesionKind, ...]
+    areas_mm2: tuple[float, ...]
+    centroids: tuple[tuple[float, float], ...]
+    total_area_mm2: float
+    lesion_ids: tuple[int, ...]
+    contrasts: tuple[float, ...]
+    over_bone: tuple[bool, ...]
+    masks: Mapping[str, np.ndarray]
+    magnification: float = 1.0
+    transform: np.ndarray = field(default_factory=lambda: np.eye(2, 3))
+    baseline_total_area_mm2: float = 0.0
+    baseline_areas_mm2: Mapping[int, float] = field(default_factory=dict)
+    true_change_pct: float = 0.0
+    resolved_ids: tuple[int, ...] = ()
+    new_ids: tuple[int, ...] = ()
+
+    @property
+    def n_lesions(self) -> int:
+        """Number of lesions on this film."""
+        return len(self.kinds)
+
+    @property
+    def lesion_mask(self) -> np.ndarray:
+        """Boolean union of all lesion footprints."""
+        return self.labels > 0
+
+    @property
+    def area_mm2_at_baseline_magnification(self) -> float:
+        """Total area divided by ``magnification**2``."""
+        return self.total_area_mm2 / self.magnification**2
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (no arrays): totals and one entry per lesion."""
+        return {
+            "lesion_count": self.n_lesions,
+            "total_area_mm2": round(self.total_area_mm2, 6),
+            "total_area_px": int(np.count_nonzero(self.labels)),
+            "magnification": self.magnification,
+            "transform": [[round(float(v), 12) for v in row] for row in self.transform],
+            "baseline_total_area_mm2": round(self.baseline_total_area_mm2, 6),
+            "true_change_pct": round(self.true_change_pct, 6),
+            "resolved_ids": list(self.resolved_ids),
+            "new_ids": list(self.new_ids),
+            "lesions": [
+                {
+                    "label": k + 1,
+                    "lesion_id": self.lesion_ids[k],
+                    "kind": self.kinds[k].value,
+                    "area_mm2": round(self.areas_mm2[k], 6),
+                    "area_px": int(round(self.areas_mm2[k] / self._pixel_area)) if self._pixel_area else 0,
+                    "centroid_row": round(self.centroids[k][0], 4),
+                    "centroid_col": round(self.centroids[k][1], 4),
+                    "contrast": round(self.contrasts[k], 6),
+                    "over_bone": self.over_bone[k],
+                    "baseline_area_mm2": (
+                        round(self.baseline_areas_mm2[self.lesion_ids[k]], 6)
+                        if self.lesion_ids[k] in self.baseline_areas_mm2 else None
+                    ),
+                }
+                for k in range(self.n_lesions)
+            ],
+        }
+
+    @property
+    def _pixel_area(self) -> float:
+        px = int(np.count_nonzero(self.labels))
+        return self.total_area_mm2 / px if px else 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class Phantom:
+    """A rendered film, its truth and the model it was rendered from.
+
+    ``pose`` maps this film's (row, col, 1) to world mm; ``baseline`` refers to the first film
+    of the series (None on the baseline itself).
+    """
+
+    film: Film
+    truth: PhantomTruth
+    anatomy: Anatomy
+    lesions: tuple[LesionSpec, ...]
+    pose: np.ndarray
+    params: PhantomParams
+    seed: int
+    followup: FollowupParams | None = None
+    next_lesion_id: int = 1
+    baseline_truth: PhantomTruth | None = None
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def _rng(seed: int) -> np.random.Generator:
+    require(
+        isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", seed,
+        "a non-negative integer",
+    )
+    return np.random.Generator(np.random.PCG64(seed))
+
+
+def _smooth_profile(rng: np.random.Generator, n: int, step_mm: float, corr_mm: float) -> np.ndarray:
+    """A smooth random 1-D profile with unit standard deviation and correlation ~corr_mm."""
+    white = rng.standard_normal(n + 64)
+    sigma = max(corr_mm / step_mm, 0.5)
+    radius = int(3 * sigma) + 1
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    smooth = np.convolve(white, kernel / kernel.sum(), mode="same")[32 : 32 + n]
+    std = float(smooth.std())
+    return smooth / std if std > 0 else smooth
+
+
+def _broad_blur(image: np.ndarray, sigma_px: tuple[float, float]) -> np.ndarray:
+    """Gaussian blur with large (row, col) sigmas, done on a shrunken copy for speed."""
+    factor = max(int(min(sigma_px) // 3), 1)
+    small = cv2.resize(
+        image, (max(image.shape[1] // factor, 1), max(image.shape[0] // factor, 1)),
+        interpolation=cv2.INTER_AREA,
+    )
+    small = cv2.GaussianBlur(
+        small, (0, 0), sigmaX=sigma_px[1] / factor, sigmaY=sigma_px[0] / factor,
+        borderType=cv2.BORDER_REFLECT,
+    )
+    return cv2.resize(small, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def _texture(
+    rng: np.random.Generator, shape: tuple[int, int], spacing_mm: float,
+    fine_mm: tuple[float, float], coarse_mm: tuple[float, float],
+) -> np.ndarray:
+    """Band-pass filtered noise (float32, unit std); (row, col) sigmas make it anisotropic."""
+    noise = rng.standard_normal(shape)
+    fine = cv2.GaussianBlur(
+        noise, (0, 0), sigmaX=fine_mm[1] / spacing_mm, sigmaY=fine_mm[0] / spacing_mm,
+        borderType=cv2.BORDER_REFLECT,
+    )
+    del noise
+    fine -= _broad_blur(fine, (coarse_mm[0] / spacing_mm, coarse_mm[1] / spacing_mm))
+    # Normalise by a fixed-order estimate and round to a 2^-16 grid: float differences in
+    # the last bits between CPUs then never reach the quantised film.
+    std = math.sqrt(float(np.mean(fine[::7, ::7] ** 2)))
+    fine *= 65536.0 / std if std > 0 else 0.0
+    np.rint(fine, out=fine)
+    fine *= 1.0 / 65536.0
+    return fine.astype(np.float32)
+
+
+def _make_anatomy(rng: np.random.Generator, p: PhantomParams) -> Anatomy:
+    height_mm = p.rows * p.spacing_mm
+    width_mm = p.cols * p.spacing_mm
+    centre = (height_mm / 2.0, width_mm / 2.0)
+    width = rng.uniform(*p.limb_width_mm)
+    room = max(width_mm / 2.0 - width / 2.0 - 25.0, 0.0)
+    offset_col = rng.uniform(-0.5, 0.5) * room
+    angle = math.radians(rng.uniform(-5.0, 5.0))
+    # Profiles along the axis, tabulated over more than the film diagonal (follow-ups move).
+    reach = math.hypot(height_mm, width_mm) / 2.0 + 60.0
+    step = 1.0
+    u = np.arange(-reach, reach + step, step)
+    taper = rng.uniform(-0.12, 0.12) * (u / height_mm)
+    half_width = 0.5 * width * (1.0 + taper + 0.02 * _smooth_profile(rng, u.size, step, 25.0))
+    fat = rng.uniform(3.0, 7.0) * (1.0 + 0.3 * _smooth_profile(rng, u.size, step, 30.0))
+    fat = np.clip(fat, 1.5, None)
+
+    n = p.n_bones
+    offsets = np.zeros((n, u.size))
+    radii = np.zeros((n, u.size))
+    cortex = np.zeros((n, u.size))
+    trab = np.zeros((n, u.size))
+    if n:
+        # A flared metaphysis near one end of the film; a pair of bones flares at the same end.
+        end_sign = float(rng.choice([-1.0, 1.0]))
+        end_u = end_sign * rng.uniform(0.25, 0.45) * height_mm
+        if n == 1:
+            specs = [(rng.uniform(-0.08, 0.08) * width, rng.uniform(0.16, 0.22) * width)]
+        else:
+            gap = rng.uniform(0.04, 0.10) * width
+            r1 = rng.uniform(0.11, 0.15) * width
+            r2 = r1 * rng.uniform(0.6, 0.85)
+            lateral = float(rng.choice([-1.0, 1.0]))
+            centre_off = rng.uniform(-0.04, 0.04) * width
+            specs = [
+                (centre_off - lateral * (r2 + gap / 2.0), r1),
+                (centre_off + lateral * (r1 + gap / 2.0), r2),
+            ]
+        for b, (off, radius) in enumerate(specs):
+            towards_end = 1.0 / (1.0 + np.exp(-(u - end_u) * end_sign / rng.uniform(6.0, 12.0)))
+            flare = rng.uniform(0.25, 0.6)
+            radii[b] = radius * (1.0 + flare * towards_end) * (
+                1.0 + 0.02 * _smooth_profile(rng, u.size, step, 20.0)
+            )
+            # Paired bones converge a little along the limb.
+            offsets[b] = off + rng.uniform(-0.02, 0.02) * u + 0.01 * width * _smooth_profile(
+                rng, u.size, step, 40.0
+            )
+            wall = rng.uniform(0.22, 0.32) * radius
+            cortex[b] = wall * (1.0 - 0.75 * towards_end) + 0.3
+            trab[b] = 0.15 + 0.85 * towards_end
+
+    # Texture fields on the baseline grid plus a margin; follow-ups reflect beyond it.
+    margin = int(math.ceil(20.0 / p.spacing_mm))
+    tex_shape = (p.rows + 2 * margin, p.cols + 2 * margin)
+    bone_tex = np.tanh(1.3 * _texture(rng, tex_shape, p.spacing_mm, (0.35, 0.16), (1.4, 0.9)))
+    tissue_tex = _texture(rng, tex_shape, p.spacing_mm, (1.2, 0.5), (6.0, 3.0))
+    return Anatomy(
+        axis_origin_mm=(centre[0], centre[1] + offset_col),
+        axis_angle_rad=angle,
+        u_table_mm=u,
+        half_width_mm=half_width,
+        depth_ratio=float(rng.uniform(0.75, 0.95)),
+        fat_mm=fat,
+        bone_offset_mm=offsets,
+        bone_radius_mm=radii,
+        cortex_mm=cortex,
+        trabecular=trab,
+        texture_origin_px=(margin, margin),
+        texture_spacing_mm=p.spacing_mm,
+        bone_texture=bone_tex.astype(np.float32),
+        tissue_texture=tissue_tex,
+    )
+
+
+def _limb_frame(anatomy: Anatomy, world_row: np.ndarray, world_col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(u along the axis, v across it) in mm for world positions."""
+    ca, sa = math.cos(anatomy.axis_angle_rad), math.sin(anatomy.axis_angle_rad)
+    dr = world_row - anatomy.axis_origin_mm[0]
+    dc = world_col - anatomy.axis_origin_mm[1]
+    return dr * ca + dc * sa, -dr * sa + dc * ca
+
+
+def _interp(anatomy: Anatomy, u: np.ndarray | float, table: np.ndarray) -> np.ndarray:
+    return np.interp(u, anatomy.u_table_mm, table)
+
+
+class _Lookup:
+    """Linear interpolation of several u-profiles at the same positions (float32, fast)."""
+
+    def __init__(self, anatomy: Anatomy, u: np.ndarray) -> None:
+        table_u = anatomy.u_table_mm
+        step = float(table_u[1] - table_u[0])
+        pos = (u - np.float32(table_u[0])) * np.float32(1.0 / step)
+        np.clip(pos, 0.0, np.float32(table_u.size - 1.001), out=pos)
+        self.index = pos.astype(np.int32)
+        self.frac = pos - self.index
+        self.frac = self.frac.astype(np.float32, copy=False)
+
+    def __call__(self, table: np.ndarray) -> np.ndarray:
+        t = np.asarray(table, dtype=np.float32)
+        dt = np.diff(t, append=t[-1:])
+        out = t[self.index]
+        out += self.frac * dt[self.index]
+        return out
+
+
+# --------------------------------------------------------------------------- lesions
+
+
+def _new_lesion(
+    rng: np.random.Generator, p: PhantomParams, kind: LesionKind, lesion_id: int,
+    limb_angle: float, over_bone: bool, *, small: bool = False,
+) -> LesionSpec:
+    dens_lo, dens_hi = p.density
+    density = math.exp(rng.uniform(math.log(dens_lo), math.log(dens_hi)))
+    delta_mu = density * (_MU_CORTEX - _MU_MUSCLE)
+    irregular = bool(rng.uniform() < 0.5)
+    if kind is LesionKind.NODULE:
+        lo, hi = p.nodule_diameter_mm
+        if small:
+            hi = min(hi, max(lo, 3.0))
+        diameter = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+        size = diameter / 2.0
+        width = rng.uniform(0.65, 1.0)  # aspect ratio
+        angle = rng.uniform(0.0, math.pi)
+        amp = 0.14 if irregular else 0.03
+        harmonics = tuple(
+            (float(amp * rng.standard_normal() / k), float(rng.uniform(0, 2 * math.pi)))
+            for k in range(2, 7)
+        )
+        thickness = diameter * rng.uniform(0.5, 1.0)
+        curvature = 0.0
+        mottle_freq = 2.0 * math.pi / max(0.8, diameter / 3.0)
+    else:
+        length = rng.uniform(*p.plaque_length_mm)
+        size = length / 2.0
+        width = rng.uniform(*p.plaque_width_mm) / 2.0
+        angle = limb_angle + math.radians(rng.uniform(-20.0, 20.0))
+        harmonics = tuple(
+            (float(0.15 * rng.standard_normal() / k), float(rng.uniform(0, 2 * math.pi)))
+            for k in range(1, 6)
+        )
+        thickness = rng.uniform(1.0, 4.0)
+        curvature = rng.uniform(-1.0, 1.0) * 0.3 / max(length, 1.0)
+        mottle_freq = 2.0 * math.pi / 2.5
+    mottle = tuple(
+        (
+            float(mottle_freq * math.cos(t)),
+            float(mottle_freq * math.sin(t)),
+            float(rng.uniform(0, 2 * math.pi)),
+        )
+        for t in rng.uniform(0, math.pi, size=4)
+    )
+    return LesionSpec(
+        lesion_id=lesion_id,
+        kind=kind,
+        centre_mm=(0.0, 0.0),
+        angle_rad=float(angle),
+        size_mm=float(size),
+        width_mm=float(width),
+        curvature_per_mm=float(curvature),
+        thickness_mm=float(thickness),
+        delta_mu_per_mm=float(delta_mu),
+        harmonics=harmonics,
+        mottle=mottle,
+        mottle_amplitude=float(rng.uniform(0.15, 0.35) if irregular else rng.uniform(0.0, 0.1)),
+        over_bone=over_bone,
+    )
+
+
+def _discs(lesion: LesionSpec, scale: float) -> np.ndarray:
+    """(n, 3) discs (row, col, radius) in world mm covering the lesion at linear ``scale``."""
+    wobble = 1.0 + sum(abs(a) for a, _ in lesion.harmonics)
+    if lesion.kind is LesionKind.NODULE:
+        return np.array([[lesion.centre_mm[0], lesion.centre_mm[1], lesion.size_mm * scale * wobble]])
+    half_len = lesion.size_mm * scale
+    radius = lesion.width_mm * scale * wobble
+    n = int(min(max(math.ceil(2.0 * half_len / max(radius, 0.2)) + 1, 3), 60))
+    along = np.linspace(-half_len, half_len, n)
+    across = lesion.curvature_per_mm * along**2 / scale
+    ca, sa = math.cos(lesion.angle_rad), math.sin(lesion.angle_rad)
+    rows = lesion.centre_mm[0] + along * ca - across * sa
+    cols = lesion.centre_mm[1] + along * sa + across * ca
+    # Neighbouring discs are at most `radius` apart along the axis, so they cover the sheet.
+    return np.stack([rows, cols, np.full(n, radius * 1.12)], axis=1)
+
+
+def _fits(
+    anatomy: Anatomy, lesion: LesionSpec, placed: list[LesionSpec],
+    field_mm: tuple[float, float, float, float],
+) -> bool:
+    """Whether ``lesion`` (grown to the maximum) stays in the body/field and clear of others."""
+    discs = _discs(lesion, _MAX_LINEAR_GROWTH)
+    r, c, rad = discs[:, 0], discs[:, 1], discs[:, 2]
+    r0, r1, c0, c1 = field_mm
+    if (r - rad < r0).any() or (r + rad > r1).any() or (c - rad < c0).any() or (c + rad > c1).any():
+        return False
+    u, v = _limb_frame(anatomy, r, c)
+    half = _interp(anatomy, u, anatomy.half_width_mm)
+    if (np.abs(v) + rad > half - 0.5).any():
+        return False  # the lesion stays inside the body even when grown
+    if not lesion.over_bone:
+        for b in range(anatomy.n_bones):
+            off = _interp(anatomy, u, anatomy.bone_offset_mm[b])
+            ro = _interp(anatomy, u, anatomy.bone_radius_mm[b])
+            if (np.abs(v - off) < ro + rad + 0.5).any():
+                return False
+    for other in placed:
+        od = _discs(other, max(_MAX_LINEAR_GROWTH, other.scale))
+        gap = np.hypot(r[:, None] - od[None, :, 0], c[:, None] - od[None, :, 1])
+        if (gap - rad[:, None] - od[None, :, 2] < _LESION_GAP_MM).any():
+            return False
+    return True
+
+
+def _place_lesion(
+    rng: np.random.Generator, anatomy: Anatomy, lesion: LesionSpec,
+    placed: list[LesionSpec], field_mm: tuple[float, float, float, float],
+) -> LesionSpec | None:
+    """Find a centre for ``lesion`` in subcutaneous soft tissue (or over bone), or None."""
+    r0, r1, _, _ = field_mm
+    ca, sa = math.cos(anatomy.axis_angle_rad), math.sin(anatomy.axis_angle_rad)
+    reach = float(_discs(replace(lesion, angle_rad=0.0, centre_mm=(0.0, 0.0)), _MAX_LINEAR_GROWTH)[:, 2].max())
+    for _ in range(150):
+        row = rng.uniform(r0, r1)
+        u = (row - anatomy.axis_origin_mm[0]) / ca
+        half = float(_interp(anatomy, u, anatomy.half_width_mm))
+        if lesion.over_bone and anatomy.n_bones:
+            b = int(rng.integers(anatomy.n_bones))
+            off = float(_interp(anatomy, u, anatomy.bone_offset_mm[b]))
+            rad = float(_interp(anatomy, u, anatomy.bone_radius_mm[b]))
+            v = off + rng.uniform(-0.8, 0.8) * rad
+        else:
+            fat = float(_interp(anatomy, u, anatomy.fat_mm))
+            # Mostly subcutaneous: within a few fat thicknesses of the skin, either side.
+            depth = reach + 0.5 + rng.exponential(1.2 * fat)
+            v = (half - depth) * float(rng.choice([-1.0, 1.0]))
+        centre = (
+            anatomy.axis_origin_mm[0] + u * ca - v * sa,
+            anatomy.axis_origin_mm[1] + u * sa + v * ca,
+        )
+        candidate = replace(lesion, centre_mm=(float(centre[0]), float(centre[1])))
+        if _fits(anatomy, candidate, placed, field_mm):
+            return candidate
+    return None
+
+
+def _lesion_patch(
+    lesion: LesionSpec, pose: np.ndarray, inv_pose: np.ndarray, shape: tuple[int, int]
+) -> tuple[slice, slice, np.ndarray, np.ndarray] | None:
+    """Footprint and added attenuation of one lesion on a film's grid (float64)."""
+    mm_per_px = math.sqrt(abs(np.linalg.det(pose[:, :2])))
+    centre_px = inv_pose @ np.array([lesion.centre_mm[0], lesion.centre_mm[1], 1.0])
+    radius_px = lesion.bounding_radius_mm / mm_per_px + 2.0
+    r0 = max(int(math.floor(centre_px[0] - radius_px)), 0)
+    r1 = min(int(math.ceil(centre_px[0] + radius_px)) + 1, shape[0])
+    c0 = max(int(math.floor(centre_px[1] - radius_px)), 0)
+    c1 = min(int(math.ceil(centre_px[1] + radius_px)) + 1, shape[1])
+    if r0 >= r1 or c0 >= c1:
+        return None
+    rows = np.arange(r0, r1, dtype=np.float64)[:, None]
+    cols = np.arange(c0, c1, dtype=np.float64)[None, :]
+    wr = pose[0, 0] * rows + pose[0, 1] * cols + (pose[0, 2] - lesion.centre_mm[0])
+    wc = pose[1, 0] * rows + pose[1, 1] * cols + (pose[1, 2] - lesion.centre_mm[1])
+    ca, sa = math.cos(lesion.angle_rad), math.sin(lesion.angle_rad)
+    along = wr * ca + wc * sa  # mm along the lesion's long axis
+    across = -wr * sa + wc * ca
+    s = lesion.scale
+    if lesion.kind is LesionKind.NODULE:
+        rho2 = along**2 + (across / lesion.width_mm) ** 2
+        theta = np.arctan2(across, along)
+        outline = np.ones_like(theta)
+        for k, (amp, phase) in enumerate(lesion.harmonics, start=2):
+            outline += amp * np.cos(k * theta + phase)
+        outline *= lesion.size_mm * s
+        frac = 1.0 - rho2 / outline**2
+    else:
+        half_len = lesion.size_mm * s
+        t = along / half_len
+        bent = across - lesion.curvature_per_mm * along**2 / s  # the bow scales with the plaque
+        wobble = np.ones_like(t)
+        for k, (amp, phase) in enumerate(lesion.harmonics, start=1):
+            wobble += amp * np.cos(k * math.pi * t + phase)
+        half_w = lesion.width_mm * s * wobble * np.sqrt(np.clip(1.0 - t**4, 0.0, None))
+        safe = np.where(half_w > 0, half_w, 1.0)
+        frac = np.where(half_w > 0, 1.0 - (bent / safe) ** 2, -1.0)
+    inside = frac > 0.0
+    if not inside.any():
+        return None
+    thickness = lesion.thickness_mm * math.sqrt(s) * np.sqrt(np.clip(frac, 0.0, None))
+    mottle = np.zeros_like(thickness)
+    for k_r, k_c, phase in lesion.mottle:
+        mottle += np.cos((k_r * wr + k_c * wc) / s + phase)
+    mottle = np.clip(1.0 + lesion.mottle_amplitude * mottle / math.sqrt(len(lesion.mottle) / 2.0), 0.3, None)
+    attenuation = lesion.delta_mu_per_mm * lesion.fade * thickness * mottle
+    return slice(r0, r1), slice(c0, c1), inside, attenuation
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+@dataclass(frozen=True)
+class _Shot:
+    """What the radiographer sets anew for every exposure, in film coordinates."""
+
+    exposure: float
+    rows_inset_mm: tuple[float, float]  # collimation inset from the top and bottom edges
+    side_margin_mm: tuple[float, float]  # open field left and right of the limb
+    field_angle_rad: float
+    marker_bottom: bool
+    marker_jitter: tuple[float, float]
+
+
+def _draw_shot(rng: np.random.Generator, exposure: float) -> _Shot:
+    wide = float(rng.uniform(24.0, 36.0))  # room for the marker on one side
+    narrow = float(rng.uniform(8.0, 25.0))
+    marker_left = bool(rng.uniform() < 0.5)
+    return _Shot(
+        exposure=exposure,
+        rows_inset_mm=(float(rng.uniform(3.0, 9.0)), float(rng.uniform(3.0, 9.0))),
+        side_margin_mm=(wide, narrow) if marker_left else (narrow, wide),
+        field_angle_rad=math.radians(rng.uniform(-1.5, 1.5)),
+        marker_bottom=bool(rng.uniform() < 0.5),
+        marker_jitter=(float(rng.uniform(0, 1)), float(rng.uniform(0, 1))),
+    )
+
+
+def _field_distance(
+    shot: _Shot, shape: tuple[int, int], spacing_mm: float, body: np.ndarray
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """Signed distance (px) to the collimated field's border (> 0 inside) and its insets."""
+    rows, cols = shape
+    body_cols = np.flatnonzero(body.any(axis=0))
+    lo, hi = (int(body_cols[0]), int(body_cols[-1])) if body_cols.size else (cols // 2, cols // 2)
+    edge = 3.0 / spacing_mm
+    top = shot.rows_inset_mm[0] / spacing_mm
+    bottom = shot.rows_inset_mm[1] / spacing_mm
+    left = max(lo - shot.side_margin_mm[0] / spacing_mm, edge)
+    right = max(cols - 1 - hi - shot.side_margin_mm[1] / spacing_mm, edge)
+    cr, cc = (rows - 1) / 2.0, (cols - 1) / 2.0
+    ca, sa = math.cos(shot.field_angle_rad), math.sin(shot.field_angle_rad)
+    r = np.arange(rows, dtype=np.float32)[:, None] - np.float32(cr)
+    c = np.arange(cols, dtype=np.float32)[None, :] - np.float32(cc)
+    rr = r * np.float32(ca) + c * np.float32(sa)
+    rc = c * np.float32(ca) - r * np.float32(sa)
+    d_rows = np.minimum(rr + np.float32(cr - top), np.float32(cr - bottom) - rr)
+    d_cols = np.minimum(rc + np.float32(cc - left), np.float32(cc - right) - rc)
+    return np.minimum(d_rows, d_cols), (top, bottom, left, right)
+
+
+def _draw_marker(
+    p: PhantomParams, shot: _Shot, shape: tuple[int, int], body: np.ndarray,
+    field_dist: np.ndarray, insets: tuple[float, float, float, float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lead letter mask and plastic-holder mask, in the wide side of the field."""
+    rows, cols = shape
+    s = p.spacing_mm
+    letter_px = max(int(round(9.0 / s)), 8)
+    pad = max(int(round(2.0 / s)), 2)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    thick = max(int(round(letter_px / 7.0)), 1)
+    scale = letter_px / 22.0
+    (tw, th), base = cv2.getTextSize(p.marker_text, font, scale, thick)
+    ph, pw = th + base + 2 * pad, tw + 2 * pad
+    patch = np.zeros((ph, pw), np.uint8)
+    cv2.putText(patch, p.marker_text, (pad, pad + th), font, scale, 255, thick, cv2.LINE_8)
+    letter = np.zeros(shape, bool)
+    holder = np.zeros(shape, bool)
+    edge = max(int(round(5.0 / s)), 4)
+    jitter = max(int(round(8.0 / s)), 1)
+    top_in, bottom_in, left_in, right_in = (int(math.ceil(v)) for v in insets)
+    left_side = shot.side_margin_mm[0] > shot.side_margin_mm[1]
+    candidates = []
+    for bottom in (shot.marker_bottom, not shot.marker_bottom):
+        for step in range(0, rows, max(ph // 2, 1)):
+            jr = int(shot.marker_jitter[0] * jitter) + step
+            top = rows - bottom_in - edge - jr - ph if bottom else top_in + edge + jr
+            jc = int(shot.marker_jitter[1] * edge)
+            left = left_in + edge + jc if left_side else cols - right_in - edge - jc - pw
+            candidates.append((top, left))
+    for top, left in candidates:
+        if top < 0 or left < 0 or top + ph > rows or left + pw > cols:
+            continue
+        window = (slice(top, top + ph), slice(left, left + pw))
+        if body[window].any() or (field_dist[window] < 0).any():
+            continue
+        letter[window] = patch > 0
+        holder[window] = True
+        break
+    return letter, holder
+
+
+def _render(
+    p: PhantomParams, anatomy: Anatomy, lesions: tuple[LesionSpec, ...], pose: np.ndarray,
+    shot: _Shot, rng: np.random.Generator,
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, list[tuple[LesionSpec, int]]]:
+    """Render one film. Returns stored values, masks, labels and (lesion, label) pairs.
+
+    Anatomy is evaluated in float32 with only exactly rounded operations (+, -, *, /, sqrt);
+    exp, log and filtering run in float64, so the quantised values are the same on any CPU.
+    """
+    shape = (p.rows, p.cols)
+    f32 = np.float32
+    rows = np.arange(p.rows, dtype=np.float32)[:, None]
+    cols = np.arange(p.cols, dtype=np.float32)[None, :]
+    # Film pixel -> limb frame (u along the axis, v across), composed into one affine map.
+    ca, sa = math.cos(anatomy.axis_angle_rad), math.sin(anatomy.axis_angle_rad)
+    to_limb = np.array([[ca, sa], [-sa, ca]]) @ np.hstack(
+        [pose[:, :2], (pose[:, 2] - np.array(anatomy.axis_origin_mm))[:, None]]
+    )
+    u = rows * f32(to_limb[0, 0]) + (cols * f32(to_limb[0, 1]) + f32(to_limb[0, 2]))
+    v = rows * f32(to_limb[1, 0]) + (cols * f32(to_limb[1, 1]) + f32(to_limb[1, 2]))
+    look = _Lookup(anatomy, u)
+    del u
+
+    # Texture lookup: world mm -> texture index.
+    tex = 1.0 / anatomy.texture_spacing_mm
+    o_r, o_c = anatomy.texture_origin_px
+    map_r = rows * f32(pose[0, 0] * tex) + (cols * f32(pose[0, 1] * tex) + f32(pose[0, 2] * tex + o_r))
+    map_c = rows * f32(pose[1, 0] * tex) + (cols * f32(pose[1, 1] * tex) + f32(pose[1, 2] * tex + o_c))
+    remap = lambda t: cv2.remap(t, map_c, map_r, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)  # noqa: E731
+    tissue_tex = remap(anatomy.tissue_texture)
+    bone_tex = remap(anatomy.bone_texture) if anatomy.n_bones else None
+    del map_r, map_c
+
+    # Soft tissue: elliptical cross-section; chord lengths through skin, fat and muscle.
+    half = look(anatomy.half_width_mm)
+    fat = look(anatomy.fat_mm)
+    depth2 = f32(2.0 * anatomy.depth_ratio)
+    v2 = v * v
+
+    def chord(a: np.ndarray) -> np.ndarray:
+        out = a * a
+        out -= v2
+        np.maximum(out, f32(0.0), out=out)
+        np.sqrt(out, out=out)
+        out *= depth2
+        return out
+
+    outer = chord(half)
+    under_skin = chord(np.maximum(half - f32(1.2), f32(0.0)))
+    fat = np.maximum(half - fat, f32(0.0))
+    muscle = chord(fat)
+    del half, fat
+    body = outer > 0
+    att = f32(_MU_SKIN) * (outer - under_skin)
+    att += f32(_MU_FAT) * (under_skin - muscle)
+    del outer, under_skin
+    bone_mask = np.zeros(shape, bool)
+    cortex_mask = np.zeros(shape, bool)
+    for b in range(anatomy.n_bones):
+        dv2 = v - look(anatomy.bone_offset_mm[b])
+        dv2 *= dv2
+        ro = look(anatomy.bone_radius_mm[b])
+        ri = ro - look(anatomy.cortex_mm[b])
+        c_out = ro * ro - dv2
+        np.maximum(c_out, f32(0.0), out=c_out)
+        np.sqrt(c_out, out=c_out)
+        c_out *= f32(2.0)
+        c_in = ri * ri - dv2
+        np.maximum(c_in, f32(0.0), out=c_in)
+        np.sqrt(c_in, out=c_in)
+        c_in *= f32(2.0)
+        del dv2, ro, ri
+        medulla_mu = look(anatomy.trabecular[b])
+        medulla_mu *= f32(_MU_TRABECULAR - _MU_MARROW)
+        medulla_mu *= f32(1.0) + f32(0.6) * bone_tex
+        medulla_mu += f32(_MU_MARROW)
+        att += f32(_MU_CORTEX) * (c_out - c_in)
+        att += medulla_mu * c_in
+        muscle -= c_out  # bone displaces muscle
+        inside = c_out > 0
+        bone_mask |= inside
+        cortex_mask |= inside & ~(c_in > 0)
+        del c_out, c_in, medulla_mu, inside
+    # Muscle with a fibre texture of a few per cent.
+    np.maximum(muscle, f32(0.0), out=muscle)
+    tissue_tex *= f32(0.04 * _MU_MUSCLE)
+    tissue_tex += f32(_MU_MUSCLE)
+    att += muscle * tissue_tex
+    del muscle, tissue_tex, v, v2, look
+
+    # Collimation, set around the limb as a radiographer would.
+    field_dist, insets = _field_distance(shot, shape, p.spacing_mm, body)
+    in_field = field_dist >= 0
+
+    # Lesions (analytic footprints on this grid), in id order so labels are stable.
+    att = att.astype(np.float64)
+    labels = np.zeros(shape, np.int32)
+    present: list[tuple[LesionSpec, int]] = []
+    inv_pose = np.linalg.inv(np.vstack([pose, [0.0, 0.0, 1.0]]))[:2]
+    for lesion in sorted(lesions, key=lambda item: item.lesion_id):
+        patch = _lesion_patch(lesion, pose, inv_pose, shape)
+        if patch is None:
+            continue
+        rs, cs, inside, extra = patch
+        inside = inside & in_field[rs, cs]
+        if not inside.any():
+            continue
+        window = labels[rs, cs]
+        if (window[inside] != 0).any():
+            raise RuntimeError(f"phantom lesion {lesion.lesion_id} overlaps another lesion")
+        label = len(present) + 1
+        window[inside] = label
+        att[rs, cs] += extra
+        present.append((lesion, label))
+
+    # Film frame: marker, heel, scatter, collimation, noise, blur, log, quantisation.
+    s = p.spacing_mm
+    letter, holder = _draw_marker(p, shot, shape, body, field_dist, insets)
+    att += _MU_HOLDER * holder
+    att += _MU_LEAD_PATH * letter
+    rows64 = np.arange(p.rows, dtype=np.float64)[:, None]
+    cols64 = np.arange(p.cols, dtype=np.float64)[None, :]
+    cr, cc = (p.rows - 1) / 2.0, (p.cols - 1) / 2.0
+    beam = shot.exposure * (1.0 + p.heel * (0.5 - rows64 / max(p.rows - 1, 1))) * (
+        1.0 - 0.04 * (((rows64 - cr) / p.rows) ** 2 + ((cols64 - cc) / p.cols) ** 2)
+    )
+    np.negative(att, out=att)
+    primary = np.exp(att, out=att)
+    primary *= beam
+    penumbra_px = max(0.8 / s, 1.0)
+    open_field = np.clip(0.5 + field_dist.astype(np.float64) / (2.0 * penumbra_px), 0.0, 1.0)
+    primary *= open_field
+    del field_dist
+    # Scatter from the irradiated body, plus leakage through the collimator blades.
+    sigma_px = 12.0 / s
+    intensity = _broad_blur(primary * body, (sigma_px, sigma_px))
+    intensity *= p.scatter_fraction
+    intensity += primary
+    intensity += 0.02 * shot.exposure * (1.0 - open_field)
+    del primary, open_field
+    photons = p.dose_photons_per_mm2 * s * s
+    noise = rng.standard_normal(shape, dtype=np.float32)
+    sigma = intensity * (1.0 / photons)
+    sigma += p.electronic_noise**2
+    np.sqrt(sigma, out=sigma)
+    sigma *= noise
+    intensity += sigma
+    del noise, sigma
+    if p.blur_mm > 0:
+        sig_px = p.blur_mm / s
+        intensity = cv2.GaussianBlur(intensity, (0, 0), sigmaX=sig_px, sigmaY=sig_px, borderType=cv2.BORDER_REFLECT)
+    np.maximum(intensity, 1e-4, out=intensity)
+    density = np.log(intensity, out=intensity)
+    top = float(2**p.bits_stored - 1)
+    # stored = (D - D_lo) * top / (D_hi - D_lo) with D = -ln(I)
+    density *= -top / (_D_HI - _D_LO)
+    density -= _D_LO * top / (_D_HI - _D_LO)
+    np.rint(density, out=density)
+    np.clip(density, 0.0, top, out=density)
+    masks = {
+        "body": body,
+        "bone": bone_mask,
+        "cortex": cortex_mask,
+        "marker": letter,
+        "collimation": ~in_field,
+    }
+    return density.astype(np.float32), masks, labels, present
+
+
+def _truth(
+    labels: np.ndarray, present: list[tuple[LesionSpec, int]], masks: dict[str, np.ndarray],
+    pixel_area: float, **extra: Any,
+) -> PhantomTruth:
+    n = len(present)
+    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    rows_idx, cols_idx = np.nonzero(labels)
+    lab = labels[rows_idx, cols_idx]
+    sum_r = np.bincount(lab, weights=rows_idx.astype(np.float64), minlength=n + 1)[1:]
+    sum_c = np.bincount(lab, weights=cols_idx.astype(np.float64), minlength=n + 1)[1:]
+    labels.flags.writeable = False
+    for m in masks.values():
+        m.flags.writeable = False
+    return PhantomTruth(
+        labels=labels,
+        kinds=tuple(lesion.kind for lesion, _ in present),
+        areas_mm2=tuple(float(c) * pixel_area for c in counts),
+        centroids=tuple(
+            (float(sum_r[i] / counts[i]), float(sum_c[i] / counts[i])) for i in range(n)
+        ),
+        total_area_mm2=float(np.sum(counts)) * pixel_area,
+        lesion_ids=tuple(lesion.lesion_id for lesion, _ in present),
+        contrasts=tuple(lesion.peak_contrast for lesion, _ in present),
+        over_bone=tuple(lesion.over_bone for lesion, _ in present),
+        masks=MappingProxyType(dict(masks)),
+        **extra,
+    )
+
+
+def _metadata(p: PhantomParams) -> FilmMetadata:
+    return FilmMetadata(
+        source_format="phantom",
+        modality="DX",
+        laterality=p.marker_text[0] if p.marker_text[0] in "LR" else None,
+        view_position="PA",
+        photometric_interpretation="MONOCHROME1" if p.monochrome1 else "MONOCHROME2",
+        bits_stored=p.bits_stored,
+        value_range=(0.0, float(2**p.bits_stored - 1)),
+    )
+
+
+def _film(p: PhantomParams, stored: np.ndarray) -> Film:
+    return Film(
+        pixels=stored, spacing_mm=(p.spacing_mm, p.spacing_mm),
+        spacing_source=SpacingSource.PIXEL_SPACING, metadata=_metadata(p),
+    )
+
+
+def make_phantom(seed: int, params: PhantomParams = PhantomParams()) -> Phantom:
+    """Render a baseline phantom film with its ground truth.
+
+    Parameters
+    ----------
+    seed
+        Non-negative integer; the same seed and parameters give identical pixels and truth.
+    params
+        Film grid, anatomy, lesion and acquisition settings.
+
+    Returns
+    -------
+    Phantom
+        ``film`` (pixels brighter = denser, whole numbers in ``[0, 2**bits_stored - 1]``),
+        ``truth`` and the model follow-ups are rendered from.
+    """
+    rng = _rng(seed)
+    p = params
+    anatomy = _make_anatomy(rng, p)
+    shot = _draw_shot(rng, exposure=1.0)
+    height_mm, width_mm = p.rows * p.spacing_mm, p.cols * p.spacing_mm
+    # Lesions keep clear of the film's top and bottom so follow-up shifts keep them in view.
+    keep = 22.0
+    field_mm = (keep, height_mm - keep, 5.0, width_mm - 5.0)
+    kinds = [LesionKind.PLAQUE] * p.n_plaques + [LesionKind.NODULE] * p.n_nodules
+    placed: list[LesionSpec] = []
+    next_id = 1
+    for kind in kinds:  # plaques first: they need the most room
+        over_bone = bool(anatomy.n_bones) and bool(rng.uniform() < p.fraction_over_bone)
+        lesion = _new_lesion(rng, p, kind, next_id, anatomy.axis_angle_rad, over_bone)
+        put = _place_lesion(rng, anatomy, lesion, placed, field_mm)
+        if put is None:
+            logger.debug("phantom seed %d: no room for a %s; skipped", seed, kind.value)
+            continue
+        placed.append(put)
+        next_id += 1
+    pose = np.array([[p.spacing_mm, 0.0, 0.0], [0.0, p.spacing_mm, 0.0]])
+    stored, masks, labels, present = _render(p, anatomy, tuple(placed), pose, shot, rng)
+    truth = _truth(labels, present, masks, p.spacing_mm**2)
+    truth = replace(
+        truth,
+        baseline_total_area_mm2=truth.total_area_mm2,
+        baseline_areas_mm2=MappingProxyType(dict(zip(truth.lesion_ids, truth.areas_mm2))),
+    )
+    return Phantom(
+        film=_film(p, stored), truth=truth, anatomy=anatomy, lesions=tuple(placed), pose=pose,
+        params=p, seed=seed, followup=None, next_lesion_id=next_id, baseline_truth=None,
+    )
+
+
+def _lesion_area(lesion: LesionSpec) -> float:
+    """Nominal footprint area in mm² (for steering growth; truth areas come from pixels)."""
+    if lesion.kind is LesionKind.NODULE:
+        return math.pi * lesion.size_mm**2 * lesion.width_mm * lesion.scale**2
+    return math.pi * lesion.size_mm * lesion.width_mm * lesion.scale**2
+
+
+def _evolve(
+    rng: np.random.Generator, base: Phantom, fp: FollowupParams,
+) -> tuple[tuple[LesionSpec, ...], int]:
+    """Lesions of the follow-up: grown or shrunk towards ``area_factor``, resolved, new."""
+    lesions = list(base.lesions)
+    next_id = base.next_lesion_id
+    if fp.change is ChangeMode.RETEST:
+        return tuple(lesions), next_id
+    p = base.params
+    areas = np.array([_lesion_area(lesion) for lesion in lesions])
+    resolve = rng.uniform(size=len(lesions)) < fp.resolve_fraction
+    spread = np.exp(fp.lesion_spread * rng.standard_normal(len(lesions)))
+    target = fp.area_factor * float(areas.sum())
+    evolved: list[LesionSpec] = []
+    # Iterate because growth is capped: what capped lesions cannot take goes to the others.
+    factors = np.where(resolve, 0.0, spread)
+    for _ in range(5):
+        caps = (_MAX_LINEAR_GROWTH / np.array([lesion.scale for lesion in lesions])) ** 2 if lesions else np.zeros(0)
+        capped = factors >= caps
+        free_area = float((areas * factors * ~capped).sum())
+        fixed_area = float((areas * caps * capped).sum())
+        if free_area <= 0:
+            break
+        factors = np.where(capped, caps, factors * max(target - fixed_area, 0.0) / free_area)
+    for lesion, f in zip(lesions, factors):
+        if f <= 0.02:
+            continue  # resolved
+        linear = min(math.sqrt(float(f)) * lesion.scale, _MAX_LINEAR_GROWTH)
+        fade = min(lesion.fade * float(f) ** 0.25, 1.5)  # shrinking deposits also thin out
+        evolved.append(replace(lesion, scale=linear, fade=fade))
+    height_mm, width_mm = p.rows * p.spacing_mm, p.cols * p.spacing_mm
+    field_mm = (22.0, height_mm - 22.0, 5.0, width_mm - 5.0)
+    survivors = {lesion.lesion_id for lesion in evolved}
+    for _ in range(fp.n_new):
+        over_bone = bool(base.anatomy.n_bones) and bool(rng.uniform() < p.fraction_over_bone)
+        new = _new_lesion(rng, p, LesionKind.NODULE, next_id, base.anatomy.axis_angle_rad, over_bone, small=True)
+        # Keep clear of resolved lesions too: their place could light up again later.
+        others = evolved + [lesion for lesion in lesions if lesion.lesion_id not in survivors]
+        put = _place_lesion(rng, base.anatomy, new, others, field_mm)
+        if put is not None:
+            evolved.append(put)
+            next_id += 1
+    return tuple(evolved), next_id
+
+
+def make_followup(base: Phantom, seed: int, params: FollowupParams = FollowupParams()) -> Phantom:
+    """Render a follow-up film of the same limb.
+
+    Parameters
+    ----------
+    base
+        The phantom to start from: the baseline, or an earlier follow-up (its lesions evolve
+        further). Positioning and truth are always relative to the series' baseline.
+    seed
+        Seed of this film's own randomness (lesion changes, collimation, marker, noise).
+    params
+        Positioning, exposure and lesion change.
+
+    Returns
+    -------
+    Phantom
+        With ``truth.transform`` mapping this film's (row, col, 1) onto the baseline's
+        (row, col), ``truth.magnification`` and ``truth.true_change_pct`` at the baseline's
+        magnification.
+    """
+    rng = _rng(seed)
+    p = base.params
+    lesions, next_id = _evolve(rng, base, params)
+    shot = _draw_shot(rng, exposure=params.exposure)
+    baseline_truth = base.baseline_truth or base.truth
+    # Baseline pixel q shows up at follow-up pixel m R (q - c) + c + t / s; invert that.
+    theta = math.radians(params.rotation_deg)
+    m = params.magnification
+    rot_inv = np.array([[math.cos(theta), math.sin(theta)], [-math.sin(theta), math.cos(theta)]]) / m
+    centre = np.array([(p.rows - 1) / 2.0, (p.cols - 1) / 2.0])
+    shift = np.array(params.translation_mm, dtype=np.float64) / p.spacing_mm
+    transform = np.zeros((2, 3))
+    transform[:, :2] = rot_inv
+    transform[:, 2] = centre - rot_inv @ (centre + shift)
+    pose = p.spacing_mm * transform
+    stored, masks, labels, present = _render(p, base.anatomy, lesions, pose, shot, rng)
+    pixel_area = p.spacing_mm**2
+    present_ids = {lesion.lesion_id for lesion, _ in present}
+    base_ids = set(baseline_truth.lesion_ids)
+    total = float(np.count_nonzero(labels)) * pixel_area
+    base_total = baseline_truth.total_area_mm2
+    change = (total / m**2 - base_total) / base_total * 100.0 if base_total > 0 else 0.0
+    transform.flags.writeable = False
+    truth = _truth(
+        labels, present, masks, pixel_area,
+        magnification=m,
+        transform=transform,
+        baseline_total_area_mm2=base_total,
+        baseline_areas_mm2=baseline_truth.baseline_areas_mm2,
+        true_change_pct=float(change),
+        resolved_ids=tuple(sorted(base_ids - present_ids)),
+        new_ids=tuple(sorted(present_ids - base_ids)),
+    )
+    return Phantom(
+        film=_film(p, stored), truth=truth, anatomy=base.anatomy, lesions=lesions, pose=pose,
+        params=p, seed=seed, followup=params, next_lesion_id=next_id, baseline_truth=baseline_truth,
+    )
