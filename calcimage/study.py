@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import inspect
 import logging
 import os
 import re
@@ -293,10 +292,7 @@ def measure_file(path: Path, settings: RunSettings) -> Any:
 
     film = calcimage.load(path, spacing_mm=settings.spacing_mm)
     seg = segment(film, settings.config.segment)
-    kwargs: dict[str, Any] = {"regions": settings.regions}
-    if "params" in inspect.signature(measure).parameters:
-        kwargs["params"] = settings.config.measure
-    return measure(film, seg, **kwargs)
+    return measure(film, seg, regions=settings.regions, params=settings.config.measure)
 
 
 def _folder_of(film: Any, settings: RunSettings) -> tuple[str, str, Identity]:
@@ -479,27 +475,14 @@ def compare_measured(
     from calcimage.compare import compare
     from calcimage.report import write_comparison
 
-    kwargs: dict[str, Any] = {}
-    if "allow_different_patients" in inspect.signature(compare).parameters:
-        kwargs["allow_different_patients"] = allow_different_patients
-    else:
-        _check_same_patient(base, follow, allow_different_patients)
-    comparison = compare(base, follow, settings.config.compare, **kwargs)
+    params = settings.config.compare
+    if allow_different_patients:
+        params = dataclasses.replace(params, allow_different_patients=True)
+    comparison = compare(base, follow, params)
     return write_comparison(
         folder, comparison, baseline_name=baseline_name, followup_name=followup_name,
         extra_params=settings.extra_params(),
     )
-
-
-def _check_same_patient(base: Any, follow: Any, allow: bool) -> None:
-    from calcimage.errors import IncompatibleFilmsError
-
-    a, b = base.film.metadata.patient_id, follow.film.metadata.patient_id
-    if not allow and a and b and a.strip() != b.strip():
-        raise IncompatibleFilmsError(
-            "baseline and follow-up carry different patient ids; check the files, or pass "
-            "--allow-different-patients to compare them anyway"
-        )
 
 
 # --------------------------------------------------------------------------- planning

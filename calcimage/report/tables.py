@@ -53,7 +53,7 @@ __all__ = [
 #: Keys of summary.json, in order.
 SUMMARY_KEYS: tuple[str, ...] = (
     "input", "sha256", "spacing_mm", "spacing_source", "lesion_count", "total_area_mm2",
-    "total_area_px", "total_burden", "regions", "params", "provenance", "timestamp",
+    "total_area_px", "total_burden", "units", "note", "regions", "params", "provenance", "timestamp",
 )
 #: Keys of each entry of summary.json's "regions".
 REGION_KEYS: tuple[str, ...] = ("name", "lesion_count", "area_mm2", "burden")
@@ -64,9 +64,12 @@ COMPARISON_KEYS: tuple[str, ...] = (
 )
 #: Keys of comparison.json's "change".
 CHANGE_KEYS: tuple[str, ...] = ("total_area_mm2", "total_area_pct", "lesion_count", "total_burden_pct")
-#: Columns of changes.csv (and keys of comparison.json's "lesions" entries).
+#: Columns of changes.csv (the keys of :meth:`calcimage.compare.LesionChange.to_dict`; the
+#: first five are the design's contract).
 CHANGE_COLUMNS: tuple[str, ...] = (
     "baseline_id", "followup_id", "status", "area_baseline_mm2", "area_followup_mm2",
+    "area_followup_raw_mm2", "group", "relation", "group_area_baseline_mm2",
+    "group_area_followup_mm2", "change_pct", "overlap_dice", "centroid_distance_mm",
 )
 #: Columns of study.csv.
 STUDY_COLUMNS: tuple[str, ...] = (
@@ -215,6 +218,8 @@ def summary_dict(
         "total_area_mm2": measurement.total_area_mm2,
         "total_area_px": measurement.total_area_px,
         "total_burden": measurement.total_burden,
+        "units": getattr(measurement, "units", "mm" if film.spacing_mm is not None else "px"),
+        "note": getattr(measurement, "note", ""),
         "regions": [
             {"name": r.name, "lesion_count": r.lesion_count, "area_mm2": r.area_mm2, "burden": r.burden}
             for r in measurement.regions
@@ -234,36 +239,27 @@ def comparison_dict(
     followup_name: str,
     extra_params: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """comparison.json of a :class:`calcimage.compare.Comparison` (keys :data:`COMPARISON_KEYS`)."""
-    reg = comparison.registration
-    change = dict(comparison.change or {})
-    change_out = {k: change.get(k) for k in CHANGE_KEYS}
-    params = {"compare": params_to_dict(comparison.params)}
+    """comparison.json of a :class:`calcimage.compare.Comparison` (keys :data:`COMPARISON_KEYS`
+    first, then any further figures the comparison reports, e.g. ``interval_months``)."""
+    body = dict(comparison.to_dict())
+    params = {"compare": body.pop("params", params_to_dict(comparison.params))}
     if extra_params:
         params.update(extra_params)
-    data = {
+    data: dict[str, Any] = {
         "baseline": summary_dict(
             comparison.baseline, input_name=baseline_name, extra_params=extra_params, with_timestamp=False
         ),
         "followup": summary_dict(
             comparison.followup, input_name=followup_name, extra_params=extra_params, with_timestamp=False
         ),
-        "registration": {
-            "matrix": [[float(v) for v in row] for row in reg.matrix],
-            "scale": reg.scale,
-            "quality": reg.quality,
-            "rotation_deg": reg.rotation_deg,
-            "method": reg.method,
-        },
-        "interval_days": comparison.interval_days,
-        "change": change_out,
-        "category": comparison.category,
-        "lesions": [{c: getattr(ch, c) for c in CHANGE_COLUMNS} for ch in comparison.lesions],
-        "regions": list(comparison.regions),
-        "params": params,
-        "provenance": provenance(comparison.baseline.segmentation.params, comparison.params),
-        "timestamp": timestamp(),
     }
+    for key in COMPARISON_KEYS[2:]:
+        if key in body:
+            data[key] = body.pop(key)
+    data.update(body)
+    data["params"] = params
+    data["provenance"] = provenance(comparison.baseline.segmentation.params, comparison.params)
+    data["timestamp"] = timestamp()
     return _plain(data)
 
 
@@ -284,7 +280,7 @@ def write_comparison_json(path: str | Path, comparison: Mapping[str, Any]) -> No
 
 def write_changes_csv(path: str | Path, comparison: Any) -> None:
     """Write changes.csv: one row per matched, new or resolved lesion (:data:`CHANGE_COLUMNS`)."""
-    rows = [{c: getattr(ch, c) for c in CHANGE_COLUMNS} for ch in comparison.lesions]
+    rows = [ch.to_dict() for ch in comparison.lesions]
     write_text(path, csv_text(CHANGE_COLUMNS, rows))
 
 
