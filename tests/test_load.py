@@ -499,3 +499,12 @@ def test_load_never_modifies_the_input(tmp_path: Path) -> None:
     copy.deepcopy(load(path).metadata)
     assert path.read_bytes() == before
     assert load(path).sha256 == hashlib.sha256(before).hexdigest()
+
+
+@pytest.mark.parametrize(("elements", "slope", "intercept"), [({"RescaleSlope": 2}, 2.0, 0.0), ({"RescaleIntercept": -50}, 1.0, -50.0)])
+def test_lone_rescale_element_uses_default_for_the_other(
+    tmp_path: Path, elements: dict[str, Any], slope: float, intercept: float
+) -> None:
+    film = load(write_dicom(tmp_path / "f.dcm", STORED_U12, bits_stored=12, **elements))
+    np.testing.assert_array_equal(film.pixels, (STORED_U12 * slope + intercept).astype(np.float32))
+    assert film.metadata.value_range == (intercept, 4095 * slope + intercept)

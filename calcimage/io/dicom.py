@@ -139,6 +139,24 @@ def _int(path: Path, ds: Dataset, keyword: str, default: int | None) -> int:
         ) from None
 
 
+def _float(path: Path, ds: Dataset, keyword: str, default: float) -> float:
+    """A single finite number element the pixel values depend on; FilmReadError when unusable."""
+    value = _get(ds, keyword)
+    if value is None:
+        return default
+    try:
+        if isinstance(value, _SEQUENCE_TYPES) or isinstance(value, (bytes, bool)):
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise FilmReadError(
+            f"{display_path(path)}: DICOM element {keyword}={_short_value(value)} is not a single finite number"
+        )
+    return number
+
+
 def _short_value(value: Any) -> str:
     text = " ".join(repr(value).split())
     return text if len(text) <= 60 else text[:57] + "..."
@@ -241,6 +259,30 @@ def _encapsulated_size(ds: Dataset) -> tuple[int, int] | None:
     return None
 
 
+def _check_native_length(path: Path, ds: Dataset, rows: int, cols: int, bits_allocated: int) -> None:
+    """Uncompressed pixel data must hold exactly what Rows x Columns x BitsAllocated need.
+
+    One trailing pad byte (odd lengths are padded to even) is allowed; anything else means
+    the header does not describe the data, and measuring it would measure garbage.
+    """
+    pixels = rows * cols
+    needed = (pixels + 7) // 8 if bits_allocated == 1 else pixels * bits_allocated // 8
+    try:
+        actual = len(ds.PixelData)
+    except Exception as exc:
+        raise FilmReadError(f"{display_path(path)}: cannot read pixel data: {_short(exc)}") from None
+    if actual < needed:
+        raise FilmReadError(
+            f"{display_path(path)}: pixel data is truncated: {actual} bytes, but Rows x Columns = "
+            f"{rows}x{cols} at {bits_allocated} bits need {needed}"
+        )
+    if actual > needed + (needed % 2):
+        raise FilmReadError(
+            f"{display_path(path)}: pixel data holds {actual} bytes but Rows x Columns = {rows}x{cols} "
+            f"at {bits_allocated} bits need {needed}; the header does not match the data"
+        )
+
+
 def load_dicom(
     path: Path, data: bytes, *, sha256: str, user_spacing: tuple[float, float] | None
 ) -> Film:
@@ -295,6 +337,8 @@ def load_dicom(
             # A codestream may declare a far larger image than Rows x Columns: refuse it
             # before the decoder allocates it.
             check_pixel_limit(path, *declared, what="compressed frame")
+    if not ts.is_compressed:
+        _check_native_length(path, ds, rows, cols, bits_allocated)
     try:
         stored = ds.pixel_array
     except Exception as exc:  # decoders raise anything from ValueError to RuntimeError
@@ -316,6 +360,13 @@ def load_dicom(
         if modality_lut == "none":
             values = stored.astype(np.float32)
             ends = np.array([lo_stored, hi_stored], dtype=np.float64)
+        elif modality_lut == "rescale":
+            # Done here rather than by pydicom, which skips the rescale unless both
+            # elements are present; a lone slope or intercept uses the default for the other.
+            slope = _float(path, ds, "RescaleSlope", 1.0)
+            intercept = _float(path, ds, "RescaleIntercept", 0.0)
+            values = (stored.astype(np.float64) * slope + intercept).astype(np.float32)
+            ends = np.array([lo_stored, hi_stored], dtype=np.float64) * slope + intercept
         else:
             # apply_modality_lut indexes the LUT with the stored values: it needs integers.
             values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)

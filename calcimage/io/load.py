@@ -102,7 +102,8 @@ def read_input_bytes(path: Path) -> bytes:
                 "refusing to read it"
             )
         with open(path, "rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
+            # read() without a size: read(n) would reserve n bytes up front.
+            data = fh.read()
     except FilmReadError:
         raise
     except FileNotFoundError:
