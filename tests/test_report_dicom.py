@@ -29,7 +29,10 @@ from calcimage.report.dicom import (
     dicom_skip_reason,
     film_key,
     lesion_outline,
+    measurement_from_outputs,
     time_points,
+    write_dicom_for_outputs,
+    write_dicom_for_pair,
     write_dicom_results,
 )
 from calcimage.segment import LesionKind, Segmentation
@@ -527,3 +530,105 @@ def test_real_cr_film_round_trip(real_dir: Path, tmp_path: Path) -> None:
     areas = [group_num(g, codes.SCT.Area)[0] for g in sr.content.get_planar_roi_measurement_groups()[:2]]
     assert areas == [pytest.approx(12 * 0.01), pytest.approx(6 * 0.01)]
     assert str(pydicom.dcmread(sr_path).PatientName) == str(src.PatientName)
+
+
+# ------------------------------------------------------------------------------------------
+# from the CLI's results folders
+
+
+def _write_outputs(folder: Path, m: Measurement) -> None:
+    from calcimage.report import write_measurement
+
+    write_measurement(folder, m, input_name="x")
+
+
+def test_sr_numbers_equal_lesions_csv(tmp_path: Path) -> None:
+    import csv
+
+    path = write_dx(tmp_path / "f.dcm", spacing=(0.143, 0.143))  # areas with many decimals
+    m = measured(calcimage.load(path), *three_lesions(), grades=[2, 3, 1])
+    _write_outputs(tmp_path / "res", m)
+    rebuilt = measurement_from_outputs(path, tmp_path / "res")
+    np.testing.assert_array_equal(rebuilt.labels, m.labels)
+    assert [l.kind for l in rebuilt.lesions] == [l.kind for l in m.lesions]
+    written = write_dicom_results(rebuilt, tmp_path / "res", stem="calcinosis")
+    assert [p.name for p in written] == ["calcinosis.seg.dcm", "calcinosis.sr.dcm"]
+    with open(tmp_path / "res" / "lesions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    groups = hd.sr.srread(written[1]).content.get_planar_roi_measurement_groups()
+    for row, group in zip(rows, groups):
+        assert group.tracking_identifier == f"lesion {row['lesion_id']}"
+        assert group.finding_type == {"nodule": CODES.nodule, "plaque": CODES.plaque}[row["kind"]]
+        assert group_num(group, codes.SCT.Area) == [float(row["area_mm2"])]
+        assert group_num(group, CODES.density_grade) == [float(row["density_grade"])]
+        assert group_num(group, CODES.burden) == [float(row["burden"])]
+    # the same numbers straight from the in-memory Measurement (rounded as the CSV is)
+    direct = write_dicom_results(m, tmp_path / "direct")
+    direct_groups = hd.sr.srread(direct[1]).content.get_planar_roi_measurement_groups()
+    assert [group_num(g, codes.SCT.Area) for g in direct_groups] == [group_num(g, codes.SCT.Area) for g in groups]
+
+
+def test_results_folder_with_pairs_gets_tracked_dicom(tmp_path: Path) -> None:
+    import json
+
+    f0, f1, f2 = _series(tmp_path, ["20250101", "20250401", "20251001"])
+    one = np.zeros((40, 50), np.int32)
+    one[5:10, 5:10] = 1
+    two = one.copy()
+    two[30:34, 30:34] = 2
+    out = tmp_path / "out"
+    for film, labels, kinds, folder in ((f0, one, (N,), "g/a"), (f1, two, (N, N), "g/b"), (f2, two, (N, N), "g/c")):
+        _write_outputs(out / folder, measured(film, labels, kinds))
+    rows_b = [{"baseline_id": 1, "followup_id": 1, "area_baseline_mm2": 1.0, "area_followup_mm2": 1.0},
+              {"baseline_id": None, "followup_id": 2, "area_baseline_mm2": None, "area_followup_mm2": 0.64}]
+    (out / "g/compare_b").mkdir(parents=True)
+    (out / "g/compare_b/comparison.json").write_text(json.dumps({"lesions": rows_b}))
+    png = tmp_path / "extra.png"
+    cv2.imwrite(str(png), (np.arange(2000, dtype=np.uint16) % 50 * 100).reshape(40, 50))
+    _write_outputs(out / "h/png", measured(calcimage.load(png, spacing_mm=0.2), one, (N,)))
+    films = [(f0.path, "g/a"), (f1.path, "g/b"), (f2.path, "g/c"), (png, "h/png")]
+    # the pair b -> c failed: no comparison.json; its lesions get new identities at T2
+    pairs = [("g/a", "g/b", "g/compare_b"), ("g/a", "g/c", "g/compare_c")]
+
+    written, messages = write_dicom_for_outputs(out, films, pairs)
+
+    assert len(written) == 6 and all(p.parent.name in "abc" for p in written)
+    assert len(messages) == 2
+    assert messages[0].startswith("DICOM SEG/SR skipped: extra: not a DICOM film (png)")
+    assert "g/compare_c: lesion matches unreadable" in messages[1]
+
+    def lesion_ids(folder: str) -> list[tuple[str, str]]:
+        report = hd.sr.srread(out / folder / "calcinosis.sr.dcm").content
+        return [(g.tracking_identifier, g.tracking_uid) for g in report.get_planar_roi_measurement_groups()[:2]]
+
+    a, b, c = lesion_ids("g/a")[:1], lesion_ids("g/b"), lesion_ids("g/c")
+    assert b[0] == a[0] and b[1][0] == "lesion T1-2"
+    assert [t for t, _ in c] == ["lesion T2-1", "lesion T2-2"]
+    totals = hd.sr.srread(out / "g/c/calcinosis.sr.dcm").content.get_image_measurement_groups()[0]
+    assert time_point_items(totals)["Time Point"] == "T2"
+    assert time_point_items(totals)["Longitudinal Temporal Offset from Event"] == round(273 / 30.4375, 2)
+
+
+def test_pair_writer_names_files_and_tracks(tmp_path: Path) -> None:
+    f0, f1 = _series(tmp_path, ["20250101", "20250302"])
+    one = np.zeros((40, 50), np.int32)
+    one[5:10, 5:10] = 1
+    m0, m1 = measured(f0, one, (N,)), measured(f1, one, (N,))
+    rows = [LesionChange(1, 1, Status.STABLE, 1.0, 1.0)]
+    written, messages = write_dicom_for_pair(m0, m1, rows, tmp_path / "cmp")
+    assert messages == []
+    assert [p.name for p in written] == ["baseline.seg.dcm", "baseline.sr.dcm", "followup.seg.dcm", "followup.sr.dcm"]
+    g0 = hd.sr.srread(written[1]).content.get_planar_roi_measurement_groups()[0]
+    g1 = hd.sr.srread(written[3]).content.get_planar_roi_measurement_groups()[0]
+    assert (g0.tracking_identifier, g0.tracking_uid) == (g1.tracking_identifier, g1.tracking_uid)
+    assert time_point_items(g1)["Longitudinal Temporal Offset from Event"] == round(60 / 30.4375, 2)
+
+
+def test_tracking_map_pickles_for_worker_processes(tmp_path: Path) -> None:
+    import pickle
+
+    f0, f1 = _series(tmp_path, ["20250101", "20250302"])
+    one = np.zeros((40, 50), np.int32)
+    one[5:10, 5:10] = 1
+    tracking = build_tracking([(measured(f0, one, (N,)), measured(f1, one, (N,)), [LesionChange(1, 1, Status.STABLE, 1, 1)])])
+    assert pickle.loads(pickle.dumps(tracking)) == tracking

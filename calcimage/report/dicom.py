@@ -31,8 +31,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Union
 
 import highdicom as hd
 import numpy as np
@@ -45,6 +44,7 @@ from skimage.measure import find_contours
 from calcimage.errors import CalcimageWarning, OutputError
 from calcimage.film import Film
 from calcimage.measure import Lesion, Measurement
+from calcimage.report.atomic import atomic_path
 from calcimage.segment import LesionKind
 
 if TYPE_CHECKING:
@@ -59,6 +59,9 @@ __all__ = [
     "build_tracking",
     "dicom_skip_reason",
     "write_dicom_results",
+    "write_dicom_for_outputs",
+    "write_dicom_for_pair",
+    "measurement_from_outputs",
     "lesion_outline",
     "SEG_SUFFIX",
     "SR_SUFFIX",
@@ -79,6 +82,8 @@ MANUFACTURER = "calcimage project"
 _UID_NAMESPACE = uuid.UUID("0b6e8f8e-3c1e-5a59-9d3f-6b3d2c1a7c11")
 #: Private coding scheme for the two concepts DICOM has no code for (PS3.16 8.2: "99" prefix).
 PRIVATE_SCHEME = "99CALCIMAGE"
+#: lesions.csv rounds floats to this many decimals; SR numbers use the same rounding.
+CSV_DECIMALS = 6
 #: Average month length, for "months since baseline".
 _DAYS_PER_MONTH = 365.25 / 12
 
@@ -186,8 +191,9 @@ class TrackingMap:
     time_points: Mapping[str, TimePoint] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # Own copies (plain dicts, so the map pickles to worker processes); treat as read-only.
         for name in ("lesions", "groups", "time_points"):
-            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+            object.__setattr__(self, name, dict(getattr(self, name)))
 
     def lesion(self, film: Film, lesion_id: int) -> TrackingIdentity:
         """Identity of lesion ``lesion_id`` of ``film``; its own identity when not mapped."""
@@ -238,6 +244,10 @@ def time_points(measurements: Sequence[Measurement]) -> dict[str, TimePoint]:
     dict
         ``film_key -> TimePoint``.
     """
+    return _time_points(measurements)
+
+
+def _time_points(measurements: Sequence[Measurement]) -> dict[str, TimePoint]:
     unique: dict[str, Film] = {}
     for m in measurements:
         unique.setdefault(film_key(m.film), m.film)
@@ -258,22 +268,67 @@ def time_points(measurements: Sequence[Measurement]) -> dict[str, TimePoint]:
     return result
 
 
-def build_tracking(comparisons: Sequence[Comparison]) -> TrackingMap:
+#: What :func:`build_tracking` accepts per compared pair: a :class:`~calcimage.compare.Comparison`,
+#: or ``(baseline, followup, rows)`` with rows as :class:`~calcimage.compare.LesionChange` or as
+#: the ``lesions`` dicts of comparison.json.
+PairLike = Union["Comparison", tuple[Measurement, Measurement, Sequence[Any]]]
+
+
+@dataclass(frozen=True)
+class _Pair:
+    base: Measurement
+    follow: Measurement
+    #: (baseline_id, followup_id, weight) of every matched row.
+    matches: tuple[tuple[int, int, float], ...]
+
+
+def _row_value(row: Any, name: str) -> Any:
+    return row.get(name) if isinstance(row, Mapping) else getattr(row, name, None)
+
+
+def _as_pair(item: PairLike) -> _Pair:
+    if isinstance(item, tuple):
+        base, follow, rows = item
+    else:
+        base, follow, rows = item.baseline, item.followup, item.lesions
+    matches = []
+    for row in rows:
+        b, f = _row_value(row, "baseline_id"), _row_value(row, "followup_id")
+        if b is None or f is None:
+            continue
+        # Rows of a merge/split carry each lesion's share of the group area: the largest
+        # share decides who keeps an identity.
+        weight = float(_row_value(row, "area_baseline_mm2") or 0.0) + float(_row_value(row, "area_followup_mm2") or 0.0)
+        matches.append((int(b), int(f), weight))
+    return _Pair(base, follow, tuple(matches))
+
+
+def build_tracking(
+    comparisons: Sequence[PairLike],
+    *,
+    time_points: Mapping[str, TimePoint] | None = None,
+) -> TrackingMap:
     """Longitudinal identities from comparisons, chained back to each group's baseline.
 
     Films linked by comparisons form a group; within a group films are ordered by study
-    date (:func:`time_points`). Every baseline lesion k gets ``"lesion k"`` and a UID derived
-    from the baseline's SOP Instance UID and k. A follow-up lesion matched to an earlier
-    lesion inherits that lesion's identity (merges: the pair with the largest summed area
-    wins, the others get new identities; splits likewise, so an identity appears at most once
-    per film); an unmatched lesion first seen at time point i gets ``"lesion Ti-k"``.
-    Comparisons may be baseline→each follow-up (as ``calcimage study`` does) or a chain
-    (T0→T1→T2); a follow-up compared with several earlier films uses the earliest of them.
+    date (:func:`time_points`) unless ``time_points`` says otherwise. Every baseline lesion
+    k gets ``"lesion k"`` and a UID derived from the baseline's SOP Instance UID and k. A
+    follow-up lesion matched to an earlier lesion inherits that lesion's identity; when
+    several matches compete (merges, splits) the match with the larger area share wins and
+    the others get new identities, so an identity appears at most once per film. An
+    unmatched lesion first seen at time point i gets ``"lesion Ti-k"``. Comparisons may be
+    baseline→each follow-up (as ``calcimage study`` does) or a chain (T0→T1→T2); a follow-up
+    compared with several earlier films inherits from the earliest of them.
 
     Parameters
     ----------
     comparisons
-        Results of :func:`calcimage.compare`; ``lesions`` rows with both ids are matches.
+        Results of :func:`calcimage.compare`, or ``(baseline, followup, rows)`` triples with
+        rows as LesionChange objects or comparison.json ``lesions`` dicts; rows with both
+        ids are matches.
+    time_points
+        ``film_key -> TimePoint`` to use instead of ordering by study date (e.g. when only
+        one pair of a longer series is at hand: give the follow-up its real index).
 
     Returns
     -------
@@ -281,6 +336,7 @@ def build_tracking(comparisons: Sequence[Comparison]) -> TrackingMap:
         Identities for every lesion of every film in ``comparisons``, each film's group
         baseline, and each film's time point.
     """
+    pairs = [_as_pair(c) for c in comparisons]
     films: dict[str, Measurement] = {}
     parent: dict[str, str] = {}
 
@@ -290,12 +346,12 @@ def build_tracking(comparisons: Sequence[Comparison]) -> TrackingMap:
             key = parent[key]
         return key
 
-    for comp in comparisons:
-        for m in (comp.baseline, comp.followup):
+    for pair in pairs:
+        for m in (pair.base, pair.follow):
             key = film_key(m.film)
             films.setdefault(key, m)
             parent.setdefault(key, key)
-        a, b = find(film_key(comp.baseline.film)), find(film_key(comp.followup.film))
+        a, b = find(film_key(pair.base.film)), find(film_key(pair.follow.film))
         if a != b:
             parent[max(a, b)] = min(a, b)
 
@@ -304,24 +360,25 @@ def build_tracking(comparisons: Sequence[Comparison]) -> TrackingMap:
         components.setdefault(find(key), []).append(m)
     tps: dict[str, TimePoint] = {}
     for members in components.values():
-        tps.update(time_points(members))
+        tps.update(_time_points(members))
+    if time_points is not None:
+        tps.update({k: v for k, v in time_points.items() if k in films})
 
-    incoming: dict[str, list[Comparison]] = {}
-    for comp in comparisons:
-        incoming.setdefault(film_key(comp.followup.film), []).append(comp)
+    incoming: dict[str, list[_Pair]] = {}
+    for pair in pairs:
+        incoming.setdefault(film_key(pair.follow.film), []).append(pair)
 
     lesions: dict[tuple[str, int], TrackingIdentity] = {}
     groups: dict[str, str] = {}
     for key in sorted(films, key=lambda k: (tps[k].index, k)):
-        m = films[key]
-        tp = tps[key]
-        earlier = [c for c in incoming.get(key, []) if tps[film_key(c.baseline.film)].index < tp.index]
+        m, tp = films[key], tps[key]
+        earlier = [p for p in incoming.get(key, []) if tps[film_key(p.base.film)].index < tp.index]
         assigned: dict[int, TrackingIdentity] = {}
         if earlier:
-            comp = min(earlier, key=lambda c: (tps[film_key(c.baseline.film)].index, film_key(c.baseline.film)))
-            base_key = film_key(comp.baseline.film)
+            pair = min(earlier, key=lambda p: (tps[film_key(p.base.film)].index, film_key(p.base.film)))
+            base_key = film_key(pair.base.film)
             groups[key] = groups.get(base_key, base_key)
-            assigned = _inherit(comp, base_key, key, m, lesions)
+            assigned = _inherit(pair, base_key, lesions)
         else:
             groups[key] = key
         for lesion in m.lesions:
@@ -331,31 +388,23 @@ def build_tracking(comparisons: Sequence[Comparison]) -> TrackingMap:
 
 
 def _inherit(
-    comp: Comparison,
-    base_key: str,
-    key: str,
-    m: Measurement,
-    known: Mapping[tuple[str, int], TrackingIdentity],
+    pair: _Pair, base_key: str, known: Mapping[tuple[str, int], TrackingIdentity]
 ) -> dict[int, TrackingIdentity]:
     """Follow-up lesion id -> inherited identity, at most one follow-up lesion per identity."""
-    base_ids = {l.lesion_id for l in comp.baseline.lesions}
-    follow_ids = {l.lesion_id for l in m.lesions}
-    pairs = []
-    for row in comp.lesions:
-        if row.baseline_id is None or row.followup_id is None:
-            continue
-        if row.baseline_id not in base_ids or row.followup_id not in follow_ids:
+    base_ids = {l.lesion_id for l in pair.base.lesions}
+    follow_ids = {l.lesion_id for l in pair.follow.lesions}
+    candidates = []
+    for base_id, follow_id, weight in pair.matches:
+        if base_id not in base_ids or follow_id not in follow_ids:
             logger.warning(
-                "comparison row %s -> %s names a lesion the films do not have; ignored",
-                row.baseline_id, row.followup_id,
+                "comparison row %s -> %s names a lesion the films do not have; ignored", base_id, follow_id
             )
             continue
-        weight = (row.area_baseline_mm2 or 0.0) + (row.area_followup_mm2 or 0.0)
-        pairs.append((-weight, row.baseline_id, row.followup_id))
+        candidates.append((-weight, base_id, follow_id))
     assigned: dict[int, TrackingIdentity] = {}
     used: set[str] = set()
-    for _, base_id, follow_id in sorted(pairs):
-        identity = known.get((base_key, base_id)) or _new_identity(base_key, base_id, 0)
+    for _, base_id, follow_id in sorted(candidates):
+        identity = known[(base_key, base_id)]
         if follow_id in assigned or identity.uid in used:
             continue
         assigned[follow_id] = identity
@@ -476,24 +525,31 @@ def lesion_outline(mask: np.ndarray) -> np.ndarray:
 
 
 def _atomic_write(ds: Dataset, path: Path, inputs: Sequence[Path]) -> None:
+    """Save ``ds`` as a DICOM file (preamble + file meta) under a temporary name, then rename."""
     resolved = path.resolve()
     if any(resolved == Path(p).resolve() for p in inputs):
         raise OutputError(f"{path}: refusing to overwrite an input file; choose another output folder")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            ds.save_as(tmp, enforce_file_format=True)
+    except OutputError:
+        raise
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"{path}: cannot write DICOM output: {exc.strerror or exc}") from None
 
 
 def _params_text(measurement: Measurement) -> dict[str, str]:
-    seg_params = dataclasses.asdict(measurement.segmentation.params)
-    return {
-        "segment": json.dumps(seg_params, sort_keys=True, default=str),
-        "measure": json.dumps(measurement.params, sort_keys=True, default=str),
-    }
+    """The parameters the film was measured with, as JSON text per stage."""
+    params = dict(measurement.params or {})
+    if "segment" not in params:  # a hand-built Measurement: take the segmentation's own
+        params = {"segment": dataclasses.asdict(measurement.segmentation.params), "measure": params}
+    return {str(k): json.dumps(v, sort_keys=True, default=str) for k, v in params.items()}
+
+
+def _value(x: float | int) -> float:
+    """A number as lesions.csv writes it (rounded to 6 decimals), so SR and CSV agree."""
+    rounded = round(float(x), CSV_DECIMALS)
+    return 0.0 if rounded == 0 else rounded
 
 
 def _digest(*parts: object) -> str:
@@ -598,9 +654,9 @@ def _time_point_context(tp: TimePoint) -> hd.sr.TimePointContext:
 def _lesion_measurements(lesion: Lesion) -> list[hd.sr.Measurement]:
     assert lesion.area_mm2 is not None
     return [
-        hd.sr.Measurement(name=CODES.area, value=lesion.area_mm2, unit=CODES.mm2),
-        hd.sr.Measurement(name=CODES.density_grade, value=lesion.density_grade, unit=CODES.grade_unit),
-        hd.sr.Measurement(name=CODES.burden, value=lesion.burden, unit=CODES.mm2),
+        hd.sr.Measurement(name=CODES.area, value=_value(lesion.area_mm2), unit=CODES.mm2),
+        hd.sr.Measurement(name=CODES.density_grade, value=int(lesion.density_grade), unit=CODES.grade_unit),
+        hd.sr.Measurement(name=CODES.burden, value=_value(lesion.burden), unit=CODES.mm2),
     ]
 
 
@@ -608,14 +664,14 @@ def _total_measurements(lesions: Sequence[Lesion]) -> list[hd.sr.Measurement]:
     return [
         hd.sr.Measurement(
             name=CODES.area,
-            value=float(sum(l.area_mm2 or 0.0 for l in lesions)),
+            value=_value(sum(l.area_mm2 or 0.0 for l in lesions)),
             unit=CODES.mm2,
             derivation=CODES.total,
         ),
         hd.sr.Measurement(name=CODES.count, value=len(lesions), unit=CODES.count_unit),
         hd.sr.Measurement(
             name=CODES.burden,
-            value=float(sum(l.burden for l in lesions)),
+            value=_value(sum(l.burden for l in lesions)),
             unit=CODES.mm2,
             derivation=CODES.total,
         ),
@@ -794,12 +850,13 @@ def write_dicom_results(
     *,
     tracking: TrackingMap | None = None,
     timepoint: TimePoint | None = None,
+    stem: str | None = None,
 ) -> list[Path]:
     """Write a DICOM SEG and a Comprehensive SR (TID 1500) for one measured DICOM film.
 
-    Files: ``out_dir/S.seg.dcm`` and ``out_dir/S.sr.dcm`` with S the film's file stem. A
-    film without lesions gets only the SR (a SEG needs at least one segment). Films that
-    cannot have DICOM results (see :func:`dicom_skip_reason`) are skipped with a
+    Files: ``out_dir/S.seg.dcm`` and ``out_dir/S.sr.dcm``. A film without lesions gets only
+    the SR (a SEG needs at least one segment; a SEG left by an earlier run is removed).
+    Films that cannot have DICOM results (see :func:`dicom_skip_reason`) are skipped with a
     :class:`~calcimage.errors.CalcimageWarning` naming the reason, and nothing is written.
 
     Parameters
@@ -813,6 +870,9 @@ def write_dicom_results(
         its own tracked finding (``lesion k``) and the film is its own baseline.
     timepoint
         The film's time point; defaults to ``tracking``'s entry for the film, else baseline.
+    stem
+        File name stem S; defaults to the film's file stem (pass a fixed one where file
+        names may carry patient names).
 
     Returns
     -------
@@ -830,10 +890,22 @@ def write_dicom_results(
         logger.info("DICOM SEG/SR skipped: %s", reason)
         warnings.warn(reason, CalcimageWarning, stacklevel=2)
         return []
+    return _write(measurement, Path(out_dir), tracking=tracking, timepoint=timepoint, stem=stem)
+
+
+def _write(
+    measurement: Measurement,
+    out: Path,
+    *,
+    tracking: TrackingMap | None,
+    timepoint: TimePoint | None,
+    stem: str | None,
+) -> list[Path]:
     _check(measurement)
     from calcimage import __version__
 
     film = measurement.film
+    stem = stem or film.name
     tracking = tracking if tracking is not None else TrackingMap()
     tp = timepoint or tracking.time_point(film) or TimePoint(study_date=film.metadata.study_date)
     source = _read_source(film)
@@ -841,20 +913,217 @@ def write_dicom_results(
     seg, segment_numbers = built if built is not None else (None, {})
     sr = _build_sr(measurement, source, seg, segment_numbers, tracking, tp, __version__)
 
-    out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{out}: cannot create the DICOM output folder: {exc.strerror or exc}") from None
     inputs = [film.path] if film.path is not None else []
     written: list[Path] = []
+    seg_path = out / f"{stem}{SEG_SUFFIX}"
     if seg is not None:
-        seg_path = out / f"{film.name}{SEG_SUFFIX}"
         _atomic_write(seg, seg_path, inputs)
         written.append(seg_path)
     else:
         logger.info("%s: no lesions, so no DICOM SEG (a SEG needs a segment); SR written", film.name)
-    sr_path = out / f"{film.name}{SR_SUFFIX}"
+        if seg_path.is_file() and seg_path.resolve() not in {p.resolve() for p in inputs}:
+            seg_path.unlink()  # an earlier run's SEG no report references any more
+    sr_path = out / f"{stem}{SR_SUFFIX}"
     _atomic_write(sr, sr_path, inputs)
     written.append(sr_path)
     return written
+
+
+# --------------------------------------------------------------------------------------------
+# From the CLI's output folders
+
+
+def measurement_from_outputs(source: str | os.PathLike[str], folder: str | os.PathLike[str]) -> Measurement:
+    """Rebuild a film's :class:`~calcimage.measure.Measurement` from its results folder.
+
+    Reads ``summary.json``, ``labels.png`` and ``lesions.csv`` written by ``calcimage
+    measure``/``study`` and loads the source film again (with the spacing the run used), so
+    DICOM results can be written after the fact - also for films a rerun reused - without
+    segmenting again. Lesion values are those of lesions.csv.
+
+    Raises
+    ------
+    OutputError
+        A results file is missing or unreadable, or the source file is not the one measured.
+    """
+    import csv
+
+    import cv2
+
+    from calcimage.errors import CalcimageError
+    from calcimage.io.load import load
+    from calcimage.measure import LESION_COLUMNS
+    from calcimage.segment import SegmentParams, Segmentation
+
+    folder = Path(folder)
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        with open(folder / "lesions.csv", newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        labels = cv2.imread(str(folder / "labels.png"), cv2.IMREAD_UNCHANGED)
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"{folder}: cannot read the measured results for DICOM SEG/SR: {exc}") from None
+    if labels is None or labels.ndim != 2:
+        raise OutputError(f"{folder}/labels.png: not a single-channel label image")
+    spacing = summary.get("spacing_mm") if summary.get("spacing_source") == "user" else None
+    try:
+        film = load(source, spacing_mm=tuple(spacing) if spacing else None)
+    except CalcimageError as exc:
+        raise OutputError(f"{source}: cannot load the film again for DICOM SEG/SR: {exc}") from None
+    if summary.get("sha256") and summary["sha256"] != film.sha256:
+        raise OutputError(f"{source}: the file changed since it was measured into {folder}; measure it again")
+
+    def number(text: str, kind: type = float) -> Any:
+        return None if text in ("", None) else kind(float(text)) if kind is int else kind(text)
+
+    ints = {"lesion_id", "area_px", "density_grade"}
+    lesions = []
+    for row in rows:
+        values: dict[str, Any] = {}
+        for column in LESION_COLUMNS:
+            text = row.get(column, "")
+            if column == "region":
+                values[column] = text
+            elif column == "kind":
+                values[column] = LesionKind(text)
+            else:
+                values[column] = number(text, int if column in ints else float)
+        lesions.append(Lesion(**values))
+    labels = labels.astype(np.int32)
+    seg = Segmentation(
+        labels=labels,
+        kinds=tuple(l.kind for l in lesions),
+        threshold=float("nan"),
+        threshold_low=float("nan"),
+        flattened=np.zeros((1, 1), np.float32),
+        params=SegmentParams(),
+    )
+    return Measurement(
+        film=film, segmentation=seg, labels=labels, lesions=tuple(lesions), regions=(),
+        params=dict(summary.get("params") or {}),
+    )
+
+
+def write_dicom_for_outputs(
+    out_dir: str | os.PathLike[str],
+    films: Sequence[tuple[str | os.PathLike[str], str]],
+    pairs: Sequence[tuple[str, str, str]] = (),
+    *,
+    stem: str = "calcinosis",
+) -> tuple[list[Path], list[str]]:
+    """DICOM SEG + SR for every DICOM film of a ``calcimage measure``/``study`` results folder.
+
+    Each film's objects go into its own results folder as ``calcinosis.seg.dcm`` and
+    ``calcinosis.sr.dcm``. Lesions matched by a pair's comparison.json keep their tracking
+    identity; time points come from the study dates of the films linked by pairs.
+
+    Parameters
+    ----------
+    out_dir
+        The results folder.
+    films
+        ``(source path, film folder relative to out_dir)`` of every measured film.
+    pairs
+        ``(baseline folder, follow-up folder, pair folder)`` relative to ``out_dir`` for
+        every compared pair (its ``comparison.json`` holds the lesion matches).
+    stem
+        File name stem of the objects.
+
+    Returns
+    -------
+    (written, messages)
+        Paths written, and one line per film skipped or failed (say why; not fatal).
+    """
+    out = Path(out_dir)
+    written: list[Path] = []
+    messages: list[str] = []
+    measured: dict[str, Measurement] = {}
+    for source, folder in films:
+        try:
+            m = measurement_from_outputs(source, out / folder)
+        except OutputError as exc:
+            messages.append(f"DICOM SEG/SR not written: {exc}")
+            continue
+        reason = dicom_skip_reason(m)
+        if reason is not None:
+            messages.append(f"DICOM SEG/SR skipped: {reason}")
+            continue
+        measured[folder] = m
+    triples = []
+    for base_folder, follow_folder, pair_folder in pairs:
+        if base_folder not in measured or follow_folder not in measured:
+            continue
+        try:
+            data = json.loads((out / pair_folder / "comparison.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            messages.append(f"{pair_folder}: lesion matches unreadable ({exc}); its lesions get new tracking ids")
+            data = {"lesions": []}
+        triples.append((measured[base_folder], measured[follow_folder], data.get("lesions") or []))
+    if not triples:  # no pairs: still group the films so each is its own baseline
+        tracking = TrackingMap()
+    else:
+        tracking = build_tracking(triples)
+    for folder, m in measured.items():
+        try:
+            written.extend(_write(m, out / folder, tracking=tracking, timepoint=None, stem=stem))
+        except (OutputError, ValueError) as exc:
+            messages.append(f"DICOM SEG/SR not written for {folder}: {exc}")
+    return written, messages
+
+
+def write_dicom_for_pair(
+    baseline: Measurement,
+    followup: Measurement,
+    rows: Sequence[Any],
+    out_dir: str | os.PathLike[str],
+) -> tuple[list[Path], list[str]]:
+    """DICOM SEG + SR of both films of ``calcimage compare`` into ``out_dir``.
+
+    Files ``baseline.seg.dcm``, ``baseline.sr.dcm``, ``followup.seg.dcm``,
+    ``followup.sr.dcm``; matched lesions share their tracking identity, the follow-up's
+    time point is T1 with the months between the study dates.
+
+    Parameters
+    ----------
+    baseline, followup
+        The two measured films.
+    rows
+        The comparison's lesion rows (``Comparison.lesions`` or comparison.json ``lesions``).
+    out_dir
+        Folder to write into.
+
+    Returns
+    -------
+    (written, messages)
+        Paths written, and one line per film skipped or failed.
+    """
+    out = Path(out_dir)
+    tracking = build_tracking(
+        [(baseline, followup, rows)],
+        time_points={
+            film_key(baseline.film): TimePoint(0, 0.0 if baseline.film.metadata.study_date else None, baseline.film.metadata.study_date),
+            film_key(followup.film): _followup_time_point(baseline.film, followup.film),
+        },
+    )
+    written: list[Path] = []
+    messages: list[str] = []
+    for m, stem in ((baseline, "baseline"), (followup, "followup")):
+        reason = dicom_skip_reason(m)
+        if reason is not None:
+            messages.append(f"DICOM SEG/SR skipped: {reason}")
+            continue
+        try:
+            written.extend(_write(m, out, tracking=tracking, timepoint=None, stem=stem))
+        except (OutputError, ValueError) as exc:
+            messages.append(f"DICOM SEG/SR not written for the {stem}: {exc}")
+    return written, messages
+
+
+def _followup_time_point(base: Film, follow: Film) -> TimePoint:
+    b, f = base.metadata.study_date, follow.metadata.study_date
+    months = round((f - b).days / _DAYS_PER_MONTH, 2) if b is not None and f is not None else None
+    return TimePoint(index=1, months_since_baseline=months, study_date=f)
