@@ -129,6 +129,10 @@ class PhantomParams:
         (min, max) lesion sizes at baseline.
     density
         (min, max) lesion density as a fraction of cortical bone's attenuation (faint .. bone-like).
+    faint_fraction
+        Share of lesions drawn from the faint end (below the geometric mean of ``density``).
+    cluster_fraction
+        Share of nodules placed next to an earlier lesion (calcinosis comes in clusters).
     dose_photons_per_mm2
         Photons per mm² reaching the detector without an object (sets quantum noise).
     electronic_noise
@@ -157,6 +161,8 @@ class PhantomParams:
     plaque_length_mm: tuple[float, float] = (10.0, 40.0)
     plaque_width_mm: tuple[float, float] = (1.0, 6.0)
     density: tuple[float, float] = (0.08, 1.0)
+    faint_fraction: float = 0.35
+    cluster_fraction: float = 0.35
     dose_photons_per_mm2: float = 60000.0
     electronic_noise: float = 0.002
     blur_mm: float = 0.12
@@ -179,6 +185,8 @@ class PhantomParams:
         _require_span("plaque_length_mm", self.plaque_length_mm, 3.0, 100.0)
         _require_span("plaque_width_mm", self.plaque_width_mm, 0.3, 20.0)
         _require_span("density", self.density, 0.01, 2.0)
+        require_range("faint_fraction", self.faint_fraction, 0.0, 1.0)
+        require_range("cluster_fraction", self.cluster_fraction, 0.0, 1.0)
         require_positive("dose_photons_per_mm2", self.dose_photons_per_mm2)
         require_range("electronic_noise", self.electronic_noise, 0.0, 0.1)
         require_range("blur_mm", self.blur_mm, 0.0, 2.0)
@@ -477,13 +485,19 @@ def _smooth_profile(rng: np.random.Generator, n: int, step_mm: float, corr_mm: f
     return smooth / std if std > 0 else smooth
 
 
-def _broad_blur(image: np.ndarray, sigma_px: tuple[float, float]) -> np.ndarray:
-    """Gaussian blur with large (row, col) sigmas, done on a shrunken copy for speed."""
+def _broad_blur(
+    image: np.ndarray, sigma_px: tuple[float, float], weight: np.ndarray | None = None
+) -> np.ndarray:
+    """Gaussian blur with large (row, col) sigmas, done on a shrunken copy for speed.
+
+    With ``weight`` (a mask), blurs ``image * weight`` with the product taken on the
+    shrunken grid.
+    """
     factor = max(int(min(sigma_px) // 3), 1)
-    small = cv2.resize(
-        image, (max(image.shape[1] // factor, 1), max(image.shape[0] // factor, 1)),
-        interpolation=cv2.INTER_AREA,
-    )
+    size = (max(image.shape[1] // factor, 1), max(image.shape[0] // factor, 1))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    if weight is not None:
+        small *= cv2.resize(weight.astype(np.float32), size, interpolation=cv2.INTER_AREA)
     small = cv2.GaussianBlur(
         small, (0, 0), sigmaX=sigma_px[1] / factor, sigmaY=sigma_px[0] / factor,
         borderType=cv2.BORDER_REFLECT,
@@ -538,37 +552,40 @@ def _make_anatomy(rng: np.random.Generator, p: PhantomParams) -> Anatomy:
         # A flared metaphysis near one end of the film; a pair of bones flares at the same end.
         end_sign = float(rng.choice([-1.0, 1.0]))
         end_u = end_sign * rng.uniform(0.25, 0.45) * height_mm
+        towards_end = 1.0 / (1.0 + np.exp(-(u - end_u) * end_sign / rng.uniform(6.0, 12.0)))
         if n == 1:
-            specs = [(rng.uniform(-0.08, 0.08) * width, rng.uniform(0.16, 0.22) * width)]
+            base_radii = [rng.uniform(0.16, 0.22) * width]
         else:
-            gap = rng.uniform(0.04, 0.10) * width
-            r1 = rng.uniform(0.11, 0.15) * width
-            r2 = r1 * rng.uniform(0.6, 0.85)
-            lateral = float(rng.choice([-1.0, 1.0]))
-            centre_off = rng.uniform(-0.04, 0.04) * width
-            specs = [
-                (centre_off - lateral * (r2 + gap / 2.0), r1),
-                (centre_off + lateral * (r1 + gap / 2.0), r2),
-            ]
-        for b, (off, radius) in enumerate(specs):
-            towards_end = 1.0 / (1.0 + np.exp(-(u - end_u) * end_sign / rng.uniform(6.0, 12.0)))
-            flare = rng.uniform(0.25, 0.6)
+            r1 = rng.uniform(0.11, 0.14) * width
+            base_radii = [r1, r1 * rng.uniform(0.6, 0.85)]
+        for b, radius in enumerate(base_radii):
+            flare = rng.uniform(0.2, 0.45)
             radii[b] = radius * (1.0 + flare * towards_end) * (
                 1.0 + 0.02 * _smooth_profile(rng, u.size, step, 20.0)
-            )
-            # Paired bones converge a little along the limb.
-            offsets[b] = off + rng.uniform(-0.02, 0.02) * u + 0.01 * width * _smooth_profile(
-                rng, u.size, step, 40.0
             )
             wall = rng.uniform(0.22, 0.32) * radius
             cortex[b] = wall * (1.0 - 0.75 * towards_end) + 0.3
             trab[b] = 0.15 + 0.85 * towards_end
+        drift = rng.uniform(-0.01, 0.01) * u + 0.01 * width * _smooth_profile(rng, u.size, step, 40.0)
+        if n == 1:
+            offsets[0] = rng.uniform(-0.08, 0.08) * width + drift
+        else:
+            # A pair (radius/ulna, tibia/fibula) side by side with an interosseous gap that
+            # narrows towards the metaphysis but never closes.
+            gap = rng.uniform(0.05, 0.12) * width * (1.0 + 0.3 * _smooth_profile(rng, u.size, step, 30.0))
+            gap = np.clip(gap * (1.0 - 0.5 * towards_end), 1.0, None)
+            lateral = float(rng.choice([-1.0, 1.0]))
+            centre_line = rng.uniform(-0.04, 0.04) * width + drift
+            offsets[0] = centre_line - lateral * (radii[1] + gap / 2.0)
+            offsets[1] = centre_line + lateral * (radii[0] + gap / 2.0)
 
     # Texture fields on the baseline grid plus a margin; follow-ups reflect beyond it.
-    margin = int(math.ceil(20.0 / p.spacing_mm))
-    tex_shape = (p.rows + 2 * margin, p.cols + 2 * margin)
-    bone_tex = np.tanh(1.3 * _texture(rng, tex_shape, p.spacing_mm, (0.35, 0.16), (1.4, 0.9)))
-    tissue_tex = _texture(rng, tex_shape, p.spacing_mm, (1.2, 0.5), (6.0, 3.0))
+    # Their grid is never finer than 0.15 mm (finer films interpolate), which keeps large films fast.
+    tex_mm = max(p.spacing_mm, 0.15)
+    margin = int(math.ceil(20.0 / tex_mm))
+    tex_shape = (int(math.ceil(height_mm / tex_mm)) + 2 * margin, int(math.ceil(width_mm / tex_mm)) + 2 * margin)
+    bone_tex = np.tanh(1.3 * _texture(rng, tex_shape, tex_mm, (0.35, 0.16), (1.4, 0.9)))
+    tissue_tex = _texture(rng, tex_shape, tex_mm, (1.2, 0.5), (6.0, 3.0))
     return Anatomy(
         axis_origin_mm=(centre[0], centre[1] + offset_col),
         axis_angle_rad=angle,
@@ -581,7 +598,7 @@ def _make_anatomy(rng: np.random.Generator, p: PhantomParams) -> Anatomy:
         cortex_mm=cortex,
         trabecular=trab,
         texture_origin_px=(margin, margin),
-        texture_spacing_mm=p.spacing_mm,
+        texture_spacing_mm=tex_mm,
         bone_texture=bone_tex.astype(np.float32),
         tissue_texture=tissue_tex,
     )
@@ -611,12 +628,31 @@ class _Lookup:
         self.frac = pos - self.index
         self.frac = self.frac.astype(np.float32, copy=False)
 
+    def window(self, cols: slice) -> "_Lookup":
+        """The same lookup restricted to a range of columns."""
+        sub = object.__new__(_Lookup)
+        sub.index = self.index[:, cols]
+        sub.frac = self.frac[:, cols]
+        return sub
+
     def __call__(self, table: np.ndarray) -> np.ndarray:
         t = np.asarray(table, dtype=np.float32)
         dt = np.diff(t, append=t[-1:])
-        out = t[self.index]
-        out += self.frac * dt[self.index]
+        out = np.take(t, self.index)
+        out += self.frac * np.take(dt, self.index)
         return out
+
+
+def _col_window(affine: np.ndarray, lo: float, hi: float, shape: tuple[int, int]) -> tuple[int, int]:
+    """Columns [c0, c1) where ``affine . (row, col, 1)`` can fall within [lo, hi] on some row."""
+    a_r, a_c, a_0 = (float(x) for x in affine)
+    rows, cols = shape
+    if abs(a_c) < 1e-9:
+        return 0, cols
+    ends = [(t - a_0 - a_r * r) / a_c for t in (lo, hi) for r in (0.0, rows - 1.0)]
+    c0 = max(int(math.floor(min(ends))) - 2, 0)
+    c1 = min(int(math.ceil(max(ends))) + 3, cols)
+    return c0, max(c1, c0)
 
 
 # --------------------------------------------------------------------------- lesions
@@ -626,8 +662,13 @@ def _new_lesion(
     rng: np.random.Generator, p: PhantomParams, kind: LesionKind, lesion_id: int,
     limb_angle: float, over_bone: bool, *, small: bool = False,
 ) -> LesionSpec:
+    # About a third faint (log-uniform below the geometric mid-range), the rest dense.
     dens_lo, dens_hi = p.density
-    density = math.exp(rng.uniform(math.log(dens_lo), math.log(dens_hi)))
+    mid = math.sqrt(dens_lo * dens_hi)
+    if rng.uniform() < p.faint_fraction:
+        density = math.exp(rng.uniform(math.log(dens_lo), math.log(mid)))
+    else:
+        density = rng.uniform(mid, dens_hi)
     delta_mu = density * (_MU_CORTEX - _MU_MUSCLE)
     irregular = bool(rng.uniform() < 0.5)
     if kind is LesionKind.NODULE:
@@ -643,7 +684,7 @@ def _new_lesion(
             (float(amp * rng.standard_normal() / k), float(rng.uniform(0, 2 * math.pi)))
             for k in range(2, 7)
         )
-        thickness = diameter * rng.uniform(0.5, 1.0)
+        thickness = diameter * rng.uniform(0.6, 1.0)
         curvature = 0.0
         mottle_freq = 2.0 * math.pi / max(0.8, diameter / 3.0)
     else:
@@ -731,12 +772,25 @@ def _fits(
 def _place_lesion(
     rng: np.random.Generator, anatomy: Anatomy, lesion: LesionSpec,
     placed: list[LesionSpec], field_mm: tuple[float, float, float, float],
+    cluster_fraction: float = 0.0,
 ) -> LesionSpec | None:
     """Find a centre for ``lesion`` in subcutaneous soft tissue (or over bone), or None."""
     r0, r1, _, _ = field_mm
     ca, sa = math.cos(anatomy.axis_angle_rad), math.sin(anatomy.axis_angle_rad)
     reach = float(_discs(replace(lesion, angle_rad=0.0, centre_mm=(0.0, 0.0)), _MAX_LINEAR_GROWTH)[:, 2].max())
-    for _ in range(150):
+    cluster = lesion.kind is LesionKind.NODULE and bool(placed) and rng.uniform() < cluster_fraction
+    for attempt in range(150):
+        if cluster and attempt < 40:
+            # Next to an earlier lesion, just clear of it even when both have grown.
+            near = placed[int(rng.integers(len(placed)))]
+            d = near.bounding_radius_mm * max(_MAX_LINEAR_GROWTH / near.scale, 1.0) + reach
+            d += _LESION_GAP_MM + rng.uniform(0.2, 4.0)
+            phi = rng.uniform(0.0, 2.0 * math.pi)
+            centre = (near.centre_mm[0] + d * math.cos(phi), near.centre_mm[1] + d * math.sin(phi))
+            candidate = replace(lesion, centre_mm=(float(centre[0]), float(centre[1])))
+            if _fits(anatomy, candidate, placed, field_mm):
+                return candidate
+            continue
         row = rng.uniform(r0, r1)
         u = (row - anatomy.axis_origin_mm[0]) / ca
         half = float(_interp(anatomy, u, anatomy.half_width_mm))
@@ -856,11 +910,15 @@ def _field_distance(
     ca, sa = math.cos(shot.field_angle_rad), math.sin(shot.field_angle_rad)
     r = np.arange(rows, dtype=np.float32)[:, None] - np.float32(cr)
     c = np.arange(cols, dtype=np.float32)[None, :] - np.float32(cc)
-    rr = r * np.float32(ca) + c * np.float32(sa)
-    rc = c * np.float32(ca) - r * np.float32(sa)
-    d_rows = np.minimum(rr + np.float32(cr - top), np.float32(cr - bottom) - rr)
-    d_cols = np.minimum(rc + np.float32(cc - left), np.float32(cc - right) - rc)
-    return np.minimum(d_rows, d_cols), (top, bottom, left, right)
+    along = r * np.float32(ca) + c * np.float32(sa)
+    dist = along + np.float32(cr - top)
+    np.subtract(np.float32(cr - bottom), along, out=along)
+    np.minimum(dist, along, out=dist)
+    along = c * np.float32(ca) - r * np.float32(sa)
+    np.minimum(dist, along + np.float32(cc - left), out=dist)
+    np.subtract(np.float32(cc - right), along, out=along)
+    np.minimum(dist, along, out=dist)
+    return dist, (top, bottom, left, right)
 
 
 def _draw_marker(
@@ -916,84 +974,101 @@ def _render(
     """
     shape = (p.rows, p.cols)
     f32 = np.float32
-    rows = np.arange(p.rows, dtype=np.float32)[:, None]
-    cols = np.arange(p.cols, dtype=np.float32)[None, :]
     # Film pixel -> limb frame (u along the axis, v across), composed into one affine map.
     ca, sa = math.cos(anatomy.axis_angle_rad), math.sin(anatomy.axis_angle_rad)
     to_limb = np.array([[ca, sa], [-sa, ca]]) @ np.hstack(
         [pose[:, :2], (pose[:, 2] - np.array(anatomy.axis_origin_mm))[:, None]]
     )
-    u = rows * f32(to_limb[0, 0]) + (cols * f32(to_limb[0, 1]) + f32(to_limb[0, 2]))
-    v = rows * f32(to_limb[1, 0]) + (cols * f32(to_limb[1, 1]) + f32(to_limb[1, 2]))
-    look = _Lookup(anatomy, u)
-    del u
-
-    # Texture lookup: world mm -> texture index.
     tex = 1.0 / anatomy.texture_spacing_mm
-    o_r, o_c = anatomy.texture_origin_px
-    map_r = rows * f32(pose[0, 0] * tex) + (cols * f32(pose[0, 1] * tex) + f32(pose[0, 2] * tex + o_r))
-    map_c = rows * f32(pose[1, 0] * tex) + (cols * f32(pose[1, 1] * tex) + f32(pose[1, 2] * tex + o_c))
-    remap = lambda t: cv2.remap(t, map_c, map_r, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)  # noqa: E731
-    tissue_tex = remap(anatomy.tissue_texture)
-    bone_tex = remap(anatomy.bone_texture) if anatomy.n_bones else None
-    del map_r, map_c
-
-    # Soft tissue: elliptical cross-section; chord lengths through skin, fat and muscle.
-    half = look(anatomy.half_width_mm)
-    fat = look(anatomy.fat_mm)
-    depth2 = f32(2.0 * anatomy.depth_ratio)
-    v2 = v * v
-
-    def chord(a: np.ndarray) -> np.ndarray:
-        out = a * a
-        out -= v2
-        np.maximum(out, f32(0.0), out=out)
-        np.sqrt(out, out=out)
-        out *= depth2
-        return out
-
-    outer = chord(half)
-    under_skin = chord(np.maximum(half - f32(1.2), f32(0.0)))
-    fat = np.maximum(half - fat, f32(0.0))
-    muscle = chord(fat)
-    del half, fat
-    body = outer > 0
-    att = f32(_MU_SKIN) * (outer - under_skin)
-    att += f32(_MU_FAT) * (under_skin - muscle)
-    del outer, under_skin
+    to_tex = pose * tex + np.array([[0.0, 0.0, anatomy.texture_origin_px[0]], [0.0, 0.0, anatomy.texture_origin_px[1]]])
+    att = np.zeros(shape, np.float32)
+    body = np.zeros(shape, bool)
     bone_mask = np.zeros(shape, bool)
     cortex_mask = np.zeros(shape, bool)
-    for b in range(anatomy.n_bones):
-        dv2 = v - look(anatomy.bone_offset_mm[b])
-        dv2 *= dv2
-        ro = look(anatomy.bone_radius_mm[b])
-        ri = ro - look(anatomy.cortex_mm[b])
-        c_out = ro * ro - dv2
-        np.maximum(c_out, f32(0.0), out=c_out)
-        np.sqrt(c_out, out=c_out)
-        c_out *= f32(2.0)
-        c_in = ri * ri - dv2
-        np.maximum(c_in, f32(0.0), out=c_in)
-        np.sqrt(c_in, out=c_in)
-        c_in *= f32(2.0)
-        del dv2, ro, ri
-        medulla_mu = look(anatomy.trabecular[b])
-        medulla_mu *= f32(_MU_TRABECULAR - _MU_MARROW)
-        medulla_mu *= f32(1.0) + f32(0.6) * bone_tex
-        medulla_mu += f32(_MU_MARROW)
-        att += f32(_MU_CORTEX) * (c_out - c_in)
-        att += medulla_mu * c_in
-        muscle -= c_out  # bone displaces muscle
-        inside = c_out > 0
-        bone_mask |= inside
-        cortex_mask |= inside & ~(c_in > 0)
-        del c_out, c_in, medulla_mu, inside
-    # Muscle with a fibre texture of a few per cent.
-    np.maximum(muscle, f32(0.0), out=muscle)
-    tissue_tex *= f32(0.04 * _MU_MUSCLE)
-    tissue_tex += f32(_MU_MUSCLE)
-    att += muscle * tissue_tex
-    del muscle, tissue_tex, v, v2, look
+
+    # Only the columns the limb can reach are computed (the rest is air).
+    reach = float(anatomy.half_width_mm.max()) + 1.0
+    b0, b1 = _col_window(to_limb[1], -reach, reach, shape)
+    if b1 > b0:
+        rows = np.arange(p.rows, dtype=np.float32)[:, None]
+        cols = np.arange(b0, b1, dtype=np.float32)[None, :]
+        u = rows * f32(to_limb[0, 0]) + (cols * f32(to_limb[0, 1]) + f32(to_limb[0, 2]))
+        v = rows * f32(to_limb[1, 0]) + (cols * f32(to_limb[1, 1]) + f32(to_limb[1, 2]))
+        look = _Lookup(anatomy, u)
+        del u
+
+        def texture(table: np.ndarray, c_lo: int, c_hi: int) -> np.ndarray:
+            cc = np.arange(c_lo, c_hi, dtype=np.float32)[None, :]
+            map_r = rows * f32(to_tex[0, 0]) + (cc * f32(to_tex[0, 1]) + f32(to_tex[0, 2]))
+            map_c = rows * f32(to_tex[1, 0]) + (cc * f32(to_tex[1, 1]) + f32(to_tex[1, 2]))
+            return cv2.remap(table, map_c, map_r, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+        # Soft tissue: elliptical cross-section; chord lengths through skin, fat and muscle.
+        half = look(anatomy.half_width_mm)
+        fat = look(anatomy.fat_mm)
+        depth2 = f32(2.0 * anatomy.depth_ratio)
+        v2 = v * v
+
+        def chord(a: np.ndarray) -> np.ndarray:
+            out = a * a
+            out -= v2
+            np.maximum(out, f32(0.0), out=out)
+            np.sqrt(out, out=out)
+            out *= depth2
+            return out
+
+        outer = chord(half)
+        under_skin = chord(np.maximum(half - f32(1.2), f32(0.0)))
+        fat = np.maximum(half - fat, f32(0.0))
+        muscle = chord(fat)
+        del half, fat, v2
+        body[:, b0:b1] = outer > 0
+        att_w = att[:, b0:b1]
+        att_w += f32(_MU_SKIN) * (outer - under_skin)
+        att_w += f32(_MU_FAT) * (under_skin - muscle)
+        del outer, under_skin
+        for b in range(anatomy.n_bones):
+            lo = float((anatomy.bone_offset_mm[b] - anatomy.bone_radius_mm[b]).min()) - 1.0
+            hi = float((anatomy.bone_offset_mm[b] + anatomy.bone_radius_mm[b]).max()) + 1.0
+            k0, k1 = _col_window(to_limb[1], lo, hi, shape)
+            k0, k1 = max(k0, b0), min(k1, b1)
+            if k1 <= k0:
+                continue
+            w = slice(k0 - b0, k1 - b0)
+            sub = look.window(w)
+            dv2 = v[:, w] - sub(anatomy.bone_offset_mm[b])
+            dv2 *= dv2
+            ro = sub(anatomy.bone_radius_mm[b])
+            ri = ro - sub(anatomy.cortex_mm[b])
+            c_out = ro * ro - dv2
+            np.maximum(c_out, f32(0.0), out=c_out)
+            np.sqrt(c_out, out=c_out)
+            c_out *= f32(2.0)
+            c_in = ri * ri - dv2
+            np.maximum(c_in, f32(0.0), out=c_in)
+            np.sqrt(c_in, out=c_in)
+            c_in *= f32(2.0)
+            del dv2, ro, ri
+            medulla_mu = sub(anatomy.trabecular[b])
+            medulla_mu *= f32(_MU_TRABECULAR - _MU_MARROW)
+            medulla_mu *= f32(1.0) + f32(0.6) * texture(anatomy.bone_texture, k0, k1)
+            medulla_mu += f32(_MU_MARROW)
+            att_k = att[:, k0:k1]
+            att_k += f32(_MU_CORTEX) * (c_out - c_in)
+            att_k += medulla_mu * c_in
+            muscle[:, w] -= c_out  # bone displaces muscle
+            inside = c_out > 0
+            bone_mask[:, k0:k1] |= inside
+            cortex_mask[:, k0:k1] |= inside & ~(c_in > 0)
+            del c_out, c_in, medulla_mu, inside
+        # Muscle with a fibre texture of a few per cent.
+        np.maximum(muscle, f32(0.0), out=muscle)
+        fibre = texture(anatomy.tissue_texture, b0, b1)
+        fibre *= f32(0.04 * _MU_MUSCLE)
+        fibre += f32(_MU_MUSCLE)
+        muscle *= fibre
+        att_w += muscle
+        del muscle, fibre, v, look
 
     # Collimation, set around the limb as a radiographer would.
     field_dist, insets = _field_distance(shot, shape, p.spacing_mm, body)
@@ -1025,37 +1100,42 @@ def _render(
     letter, holder = _draw_marker(p, shot, shape, body, field_dist, insets)
     att += _MU_HOLDER * holder
     att += _MU_LEAD_PATH * letter
-    rows64 = np.arange(p.rows, dtype=np.float64)[:, None]
-    cols64 = np.arange(p.cols, dtype=np.float64)[None, :]
-    cr, cc = (p.rows - 1) / 2.0, (p.cols - 1) / 2.0
-    beam = shot.exposure * (1.0 + p.heel * (0.5 - rows64 / max(p.rows - 1, 1))) * (
-        1.0 - 0.04 * (((rows64 - cr) / p.rows) ** 2 + ((cols64 - cc) / p.cols) ** 2)
-    )
+    # Anode heel along the rows and a gentle off-axis fall-off (separable: no full temporaries).
+    r_norm = (np.arange(p.rows, dtype=np.float64) - (p.rows - 1) / 2.0) / p.rows
+    c_norm = (np.arange(p.cols, dtype=np.float64) - (p.cols - 1) / 2.0) / p.cols
+    beam_rows = shot.exposure * (1.0 - p.heel * r_norm) * (1.0 - 0.04 * r_norm**2)
+    beam_cols = 1.0 - 0.04 * c_norm**2
     np.negative(att, out=att)
     primary = np.exp(att, out=att)
-    primary *= beam
+    primary *= beam_rows[:, None]
+    primary *= beam_cols[None, :]
     penumbra_px = max(0.8 / s, 1.0)
-    open_field = np.clip(0.5 + field_dist.astype(np.float64) / (2.0 * penumbra_px), 0.0, 1.0)
+    open_field = field_dist
+    open_field *= np.float32(1.0 / (2.0 * penumbra_px))
+    open_field += np.float32(0.5)
+    np.clip(open_field, np.float32(0.0), np.float32(1.0), out=open_field)
     primary *= open_field
-    del field_dist
-    # Scatter from the irradiated body, plus leakage through the collimator blades.
+    # Scatter from the irradiated body (computed on a shrunken grid), plus leakage through
+    # the collimator blades.
     sigma_px = 12.0 / s
-    intensity = _broad_blur(primary * body, (sigma_px, sigma_px))
+    intensity = _broad_blur(primary, (sigma_px, sigma_px), weight=body)
     intensity *= p.scatter_fraction
     intensity += primary
-    intensity += 0.02 * shot.exposure * (1.0 - open_field)
-    del primary, open_field
+    np.subtract(np.float32(1.0), open_field, out=open_field)
+    open_field *= np.float32(0.02 * shot.exposure)
+    intensity += open_field
+    del open_field, field_dist
     photons = p.dose_photons_per_mm2 * s * s
-    noise = rng.standard_normal(shape, dtype=np.float32)
-    sigma = intensity * (1.0 / photons)
+    sigma = np.multiply(intensity, 1.0 / photons, out=primary)
     sigma += p.electronic_noise**2
     np.sqrt(sigma, out=sigma)
-    sigma *= noise
+    sigma *= rng.standard_normal(shape, dtype=np.float32)
     intensity += sigma
-    del noise, sigma
     if p.blur_mm > 0:
         sig_px = p.blur_mm / s
-        intensity = cv2.GaussianBlur(intensity, (0, 0), sigmaX=sig_px, sigmaY=sig_px, borderType=cv2.BORDER_REFLECT)
+        cv2.GaussianBlur(intensity, (0, 0), dst=sigma, sigmaX=sig_px, sigmaY=sig_px, borderType=cv2.BORDER_REFLECT)
+        intensity, sigma = sigma, intensity
+    del sigma, primary
     np.maximum(intensity, 1e-4, out=intensity)
     density = np.log(intensity, out=intensity)
     top = float(2**p.bits_stored - 1)
@@ -1152,7 +1232,7 @@ def make_phantom(seed: int, params: PhantomParams = PhantomParams()) -> Phantom:
     for kind in kinds:  # plaques first: they need the most room
         over_bone = bool(anatomy.n_bones) and bool(rng.uniform() < p.fraction_over_bone)
         lesion = _new_lesion(rng, p, kind, next_id, anatomy.axis_angle_rad, over_bone)
-        put = _place_lesion(rng, anatomy, lesion, placed, field_mm)
+        put = _place_lesion(rng, anatomy, lesion, placed, field_mm, p.cluster_fraction)
         if put is None:
             logger.debug("phantom seed %d: no room for a %s; skipped", seed, kind.value)
             continue
