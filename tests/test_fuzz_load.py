@@ -20,6 +20,7 @@ import signal
 import struct
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -28,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_uid
 
 from calcimage import CalcimageError, Film, load
 from calcimage.errors import CalcimageWarning
@@ -37,12 +38,13 @@ FUZZ_EXAMPLES = int(os.environ.get("CALCIMAGE_FUZZ_EXAMPLES", "150"))
 #: Seconds one load may take before it counts as a hang.
 HANG_SECONDS = 10
 
-ROWS, COLS = 6, 5
+ROWS, COLS = 32, 32
+_SYNTAXES = {"rle": RLELossless, "j2k": JPEG2000Lossless, "jpegls": JPEGLSLossless}
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 _SEQ_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 
 
-def _base_film(*, lut_sequence: bool, mono1: bool, signed: bool, bits: int) -> bytes:
+def _base_film(*, lut_sequence: bool, mono1: bool, signed: bool, bits: int, syntax: str = "native") -> bytes:
     """A valid explicit-VR-little-endian film with every element the loader reads."""
     ds = Dataset()
     ds.PatientID = "FUZZ01"
@@ -83,17 +85,19 @@ def _base_film(*, lut_sequence: bool, mono1: bool, signed: bool, bits: int) -> b
     ds.PixelData = pixels.astype("<" + kind).tobytes()
     meta = FileMetaDataset()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    if syntax != "native":
+        ds.compress(_SYNTAXES[syntax])
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta = meta
     buf = io.BytesIO()
     pydicom.dcmwrite(buf, ds, enforce_file_format=True)
     return buf.getvalue()
 
 
-def _split(data: bytes) -> list[list[bytes]]:
-    """Top-level elements of an explicit-VR-LE file as [tag, vr, value] (meta included)."""
-    elements: list[list[bytes]] = []
+def _split(data: bytes) -> list[list[Any]]:
+    """Top-level elements of an explicit-VR-LE file as [tag, vr, value, undefined_length]."""
+    elements: list[list[Any]] = []
     pos = 132
     while pos < len(data):
         tag, vr = data[pos : pos + 4], data[pos + 4 : pos + 6]
@@ -103,29 +107,31 @@ def _split(data: bytes) -> list[list[bytes]]:
         else:
             (length,) = struct.unpack("<H", data[pos + 6 : pos + 8])
             start = pos + 8
-        if length == 0xFFFFFFFF:  # undefined-length sequence: keep its items as one blob
+        if length == 0xFFFFFFFF:  # sequence or encapsulated pixel data: keep the items as one blob
             end = data.index(_SEQ_DELIMITER, start)
-            elements.append([tag, vr, data[start:end]])
+            elements.append([tag, vr, data[start:end], True])
             pos = end + len(_SEQ_DELIMITER)
         else:
-            elements.append([tag, vr, data[start : start + length]])
+            elements.append([tag, vr, data[start : start + length], False])
             pos = start + length
     return elements
 
 
-def _join(elements: list[list[bytes]]) -> bytes:
+def _join(elements: list[list[Any]]) -> bytes:
     out = [b"\0" * 128, b"DICM"]
     meta = [e for e in elements if e[0][:2] == b"\x02\x00" and e[0] != b"\x02\x00\x00\x00"]
     rest = [e for e in elements if e[0][:2] != b"\x02\x00"]
 
-    def encode(tag: bytes, vr: bytes, value: bytes) -> bytes:
+    def encode(tag: bytes, vr: bytes, value: bytes, undefined: bool) -> bytes:
+        if undefined and vr in _LONG_VRS:
+            return tag + vr + b"\0\0" + b"\xff\xff\xff\xff" + value + _SEQ_DELIMITER
         if vr in _LONG_VRS:
             return tag + vr + b"\0\0" + struct.pack("<I", len(value)) + value
         return tag + vr + struct.pack("<H", min(len(value), 0xFFFF)) + value[:0xFFFF]
 
     meta_bytes = b"".join(encode(*e) for e in meta)
     # Keep the group length honest so pydicom reads the meta it was given.
-    out.append(encode(b"\x02\x00\x00\x00", b"UL", struct.pack("<I", len(meta_bytes))) + meta_bytes)
+    out.append(encode(b"\x02\x00\x00\x00", b"UL", struct.pack("<I", len(meta_bytes)), False) + meta_bytes)
     out.extend(encode(*e) for e in rest)
     return b"".join(out)
 
@@ -167,7 +173,7 @@ def _alarm(signum: int, frame: object) -> None:
     raise _Hang(f"load took more than {HANG_SECONDS} s")
 
 
-def _mutate(elements: list[list[bytes]], edits: list[tuple[int, str, bytes]], pixel_edit: object) -> None:
+def _mutate(elements: list[list[Any]], edits: list[tuple[int, str, bytes]], pixel_edit: object) -> None:
     for index, action, value in edits:
         if not elements:
             break
@@ -221,16 +227,22 @@ def _check(path: Path) -> None:
 
 
 _BASES = {
-    (seq, mono1, signed, bits): _base_film(lut_sequence=seq, mono1=mono1, signed=signed, bits=bits)
+    (seq, mono1, signed, bits, "native"): _base_film(lut_sequence=seq, mono1=mono1, signed=signed, bits=bits)
     for seq in (False, True)
     for mono1 in (False, True)
     for signed in (False, True)
     for bits in (8, 12)
 }
+# Compressed films put the decoders (RLE, OpenJPEG, CharLS) in front of the mutations too.
+_BASES.update({
+    (False, mono1, False, 12, syntax): _base_film(lut_sequence=False, mono1=mono1, signed=False, bits=12, syntax=syntax)
+    for mono1 in (False, True)
+    for syntax in _SYNTAXES
+})
 
 
 @pytest.mark.parametrize("key", sorted(_BASES))
-def test_base_films_load(tmp_path: Path, key: tuple[bool, bool, bool, int]) -> None:
+def test_base_films_load(tmp_path: Path, key: tuple[bool, bool, bool, int, str]) -> None:
     """The unmutated films load: the fuzzer starts from valid input."""
     path = tmp_path / "base.dcm"
     path.write_bytes(_BASES[key])
@@ -256,7 +268,7 @@ def test_base_films_load(tmp_path: Path, key: tuple[bool, bool, bool, int]) -> N
 )
 def test_load_survives_mutated_dicom(
     tmp_path: Path,
-    base: tuple[bool, bool, bool, int],
+    base: tuple[bool, bool, bool, int, str],
     edits: list[tuple[int, str, bytes]],
     pixel_edit: object,
     raw_edit: list[tuple[int, int]],
