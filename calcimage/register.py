@@ -15,9 +15,14 @@ mask and the warped follow-up's mask. OpenCV's ``findTransformECC`` has no simil
 and takes no template mask, so the few lines of the ECC update are written here over
 OpenCV warps and gradients.
 
-Large motion: the coarsest level is started from several guesses — identity, phase
-correlation (translation) and ORB feature matches fitted by RANSAC
-(``cv2.estimateAffinePartial2D``) — and the best-correlating one is refined down the pyramid.
+Large motion: the coarsest level is started from the identity and from the best few of a
+global search — rotations every 2° up to ±12°, each with the translation found by phase
+correlation (``cv2.phaseCorrelate``) — and the best-correlating fit is refined down the
+pyramid. (Feature matching with ORB and RANSAC was tried first: the smooth gradients of a limb
+film give too few repeatable corners for it.)
+
+Masks: pixels near an excluded area (collimation penumbra, markers, lesions) are left out on
+every level, three level pixels deep, because the smoothing spreads their edges.
 
 Coordinates: internally (x = col, y = row) in mm, OpenCV's order; the returned
 :class:`~calcimage.compare.Registration` holds (row, col) matrices. The mm position of pixel
@@ -43,6 +48,11 @@ logger = logging.getLogger(__name__)
 
 #: Swaps (x, y, 1) and (row, col, 1) in homogeneous 3×3 matrices: M_rc = _SWAP @ M_xy @ _SWAP.
 _SWAP = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+#: Coarse search of the start: rotations up to this many degrees either way, in these steps.
+_SEARCH_ROTATION_DEG = 12.0
+_SEARCH_STEP_DEG = 2.0
+#: Scale of the local mean removed before the quality correlation, in mm.
+_QUALITY_HIGHPASS_MM = 5.0
 
 
 @dataclass(frozen=True)
@@ -90,7 +100,7 @@ def _resample(pixels: np.ndarray, spacing_rc: tuple[float, float], target_mm: fl
 def _level(pixels: np.ndarray, spacing_rc: tuple[float, float], target_mm: float,
            mask: np.ndarray | None) -> _Level:
     image, small_mask, spacing = _resample(pixels, spacing_rc, target_mm, mask)
-    # Robust intensity normalisation so thresholds of the 8-bit copy (ORB) are comparable.
+    # Robust intensity normalisation: gradients in units of the film's contrast range.
     lo, hi = np.percentile(image, [1.0, 99.0])
     image = ((image - lo) / max(float(hi - lo), 1e-6)).astype(np.float32)
     image = cv2.GaussianBlur(image, (0, 0), 1.0)
@@ -100,6 +110,11 @@ def _level(pixels: np.ndarray, spacing_rc: tuple[float, float], target_mm: float
     # Gradients of the magnitude image, in units per mm, for the ECC Jacobian.
     mgx = cv2.Sobel(magnitude, cv2.CV_32F, 1, 0, ksize=3, scale=1.0 / 8.0) / np.float32(spacing[1])
     mgy = cv2.Sobel(magnitude, cv2.CV_32F, 0, 1, ksize=3, scale=1.0 / 8.0) / np.float32(spacing[0])
+    if mask is not None:
+        # The smoothing spreads an excluded edge (collimation penumbra) ~3 pixels into the
+        # kept area: keep clear of it on every level.
+        small_mask = cv2.erode(small_mask.astype(np.uint8), np.ones((7, 7), np.uint8),
+                               borderType=cv2.BORDER_CONSTANT, borderValue=1) > 0
     return _Level(magnitude, mgx, mgy, small_mask, spacing)
 
 
@@ -208,15 +223,27 @@ def _ecc(t: _Level, f: _Level, w0: np.ndarray, kind: TransformKind, iterations: 
 
 
 def registration_quality(t: _Level, f: _Level, w_mm: np.ndarray) -> tuple[float, float]:
-    """Correlation of the gradient images over the overlap, clipped to [0, 1], and the
-    fraction of the baseline mask the follow-up covers."""
+    """Quality of a registration and the overlap.
+
+    Quality is the correlation of the two gradient images over the overlap after removing
+    their local mean (Gaussian, ``_QUALITY_HIGHPASS_MM``), clipped to [0, 1]: without that
+    step the mere layout of body and air correlates well between any two limbs. Overlap is
+    the fraction of the baseline's mask the follow-up covers.
+    """
     m_px, valid = _overlap(t, f, w_mm)
     n_template = int(t.mask.sum())
     overlap = float(valid.sum()) / max(n_template, 1)
     if valid.sum() < 50:
         return 0.0, overlap
-    a = t.image[valid].astype(np.float64)
-    b = _warp(f.image, m_px, t.image.shape)[valid].astype(np.float64)
+    sigma = _QUALITY_HIGHPASS_MM / min(t.spacing_rc)
+    weight = cv2.GaussianBlur(valid.astype(np.float32), (0, 0), sigma) + np.float32(1e-6)
+
+    def highpass(image: np.ndarray) -> np.ndarray:
+        image = image * valid
+        return (image - cv2.GaussianBlur(image, (0, 0), sigma) / weight)[valid].astype(np.float64)
+
+    a = highpass(t.image)
+    b = highpass(_warp(f.image, m_px, t.image.shape))
     a -= a.mean()
     b -= b.mean()
     denom = float(np.linalg.norm(a) * np.linalg.norm(b))
@@ -224,48 +251,47 @@ def registration_quality(t: _Level, f: _Level, w_mm: np.ndarray) -> tuple[float,
     return max(0.0, min(1.0, rho)), overlap
 
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    lo, hi = np.percentile(image, [0.5, 99.5])
-    return np.clip((image - lo) * (255.0 / max(float(hi - lo), 1e-6)), 0, 255).astype(np.uint8)
+def _phase_shift(t: _Level, f: _Level, w_mm: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """Refine the translation of ``w_mm`` by phase correlation; returns the warp and its score.
+
+    The follow-up is warped onto the baseline grid with ``w_mm`` first, so only a shift is
+    left to find; the score is the masked correlation after the shift.
+    """
+    m_px, valid = _overlap(t, f, w_mm)
+    if valid.sum() < 50:
+        return None
+    warped = _warp(f.image, m_px, t.image.shape) * valid
+    window = cv2.createHanningWindow((t.image.shape[1], t.image.shape[0]), cv2.CV_32F)
+    (dx, dy), _ = cv2.phaseCorrelate((t.image * t.mask).astype(np.float32), warped.astype(np.float32), window)
+    if not (np.isfinite(dx) and np.isfinite(dy)):
+        return None
+    # warped(y) ~ base(y - d): the follow-up sample for baseline point y sits at w(y + d).
+    shift = np.array([[1.0, 0.0, dx * t.spacing_rc[1]], [0.0, 1.0, dy * t.spacing_rc[0]], [0.0, 0.0, 1.0]])
+    w = w_mm @ shift
+    score, _ = registration_quality(t, f, w)
+    return w, score
 
 
-def _orb_guess(tb: np.ndarray, tm: np.ndarray, t_sp: tuple[float, float],
-               fb: np.ndarray, fm: np.ndarray, f_sp: tuple[float, float]) -> np.ndarray | None:
-    """Similarity base mm → follow-up mm from ORB matches and RANSAC, or None."""
-    orb = cv2.ORB_create(nfeatures=1500, edgeThreshold=15, patchSize=15)
-    kt, dt = orb.detectAndCompute(_to_uint8(tb), tm.astype(np.uint8) * 255)
-    kf, df = orb.detectAndCompute(_to_uint8(fb), fm.astype(np.uint8) * 255)
-    if dt is None or df is None or len(kt) < 8 or len(kf) < 8:
-        return None
-    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(dt, df)
-    if len(matches) < 8:
-        return None
-    pt = np.array([kt[m.queryIdx].pt for m in matches], np.float64)
-    pf = np.array([kf[m.trainIdx].pt for m in matches], np.float64)
-    pt = (pt + 0.5) * np.array([t_sp[1], t_sp[0]])
-    pf = (pf + 0.5) * np.array([f_sp[1], f_sp[0]])
-    model, inliers = cv2.estimateAffinePartial2D(pt, pf, method=cv2.RANSAC, ransacReprojThreshold=3.0,
-                                                 maxIters=2000, confidence=0.99)
-    if model is None or inliers is None or int(inliers.sum()) < 8:
-        return None
-    return np.vstack([model, [0.0, 0.0, 1.0]])
+def _rotation_about(t: _Level, angle_deg: float) -> np.ndarray:
+    """Similarity base mm -> follow-up mm: a rotation about the baseline grid's centre."""
+    rows, cols = t.image.shape
+    cx, cy = 0.5 * cols * t.spacing_rc[1], 0.5 * rows * t.spacing_rc[0]
+    a = math.radians(angle_deg)
+    rot = np.array([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0.0, 0.0, 1.0]])
+    to_c = np.array([[1.0, 0.0, -cx], [0.0, 1.0, -cy], [0.0, 0.0, 1.0]])
+    return np.linalg.inv(to_c) @ rot @ to_c
 
 
-def _phase_guess(t: _Level, f: _Level) -> np.ndarray | None:
-    """Translation base mm → follow-up mm by phase correlation of the gradient images."""
-    if not np.allclose(t.spacing_rc, f.spacing_rc, rtol=0.02):
-        return None
-    rows = max(t.image.shape[0], f.image.shape[0])
-    cols = max(t.image.shape[1], f.image.shape[1])
-    a = np.zeros((rows, cols), np.float32)
-    b = np.zeros((rows, cols), np.float32)
-    a[: t.image.shape[0], : t.image.shape[1]] = t.image * t.mask
-    b[: f.image.shape[0], : f.image.shape[1]] = f.image * f.mask
-    window = cv2.createHanningWindow((cols, rows), cv2.CV_32F)
-    (dx, dy), response = cv2.phaseCorrelate(a, b, window)
-    if not np.isfinite(dx) or not np.isfinite(dy):
-        return None
-    return np.array([[1.0, 0.0, dx * t.spacing_rc[1]], [0.0, 1.0, dy * t.spacing_rc[0]], [0.0, 0.0, 1.0]])
+def _search_starts(t: _Level, f: _Level, max_rotation_deg: float, step_deg: float, keep: int) -> list[tuple[str, np.ndarray]]:
+    """Coarse global search: rotations in steps, translation by phase correlation for each."""
+    n = max(0, int(math.floor(max_rotation_deg / step_deg)))
+    scored = []
+    for k in range(-n, n + 1):
+        found = _phase_shift(t, f, _rotation_about(t, k * step_deg))
+        if found is not None:
+            scored.append((found[1], k * step_deg, found[0]))
+    scored.sort(key=lambda s: -s[0])
+    return [(f"search {angle:+g} deg", w) for _, angle, w in scored[:keep]]
 
 
 def _check_film(film: Film, role: str) -> tuple[float, float]:
@@ -336,16 +362,7 @@ def register(base_film: Film, follow_film: Film, *, base_mask: np.ndarray | None
     # Candidate starts on the coarsest level, then keep the best-correlating one.
     t0, f0 = levels[0]
     candidates: list[tuple[str, np.ndarray]] = [("identity", np.eye(3))]
-    phase = _phase_guess(t0, f0)
-    if phase is not None:
-        candidates.append(("phase", phase))
-    # ORB on a grid of ~1-2 mm, where trabecular and soft-tissue texture gives corners.
-    orb_target = max(min(2.0, targets[0]), finest_native)
-    tb, tm, tsp = _resample(base_film.pixels, sp_b, orb_target, base_mask)
-    fb, fm, fsp = _resample(follow_film.pixels, sp_f, orb_target, follow_mask)
-    orb = _orb_guess(tb, tm, tsp, fb, fm, fsp)
-    if orb is not None:
-        candidates.append(("orb", orb))
+    candidates += _search_starts(t0, f0, _SEARCH_ROTATION_DEG, _SEARCH_STEP_DEG, keep=3)
 
     coarse_iterations = min(params.max_iterations, 40)
     best: tuple[float, str, np.ndarray] | None = None
@@ -355,9 +372,14 @@ def register(base_film: Film, follow_film: Film, *, base_mask: np.ndarray | None
         except _EccFailure as exc:
             logger.debug("registration start %s failed: %s", name, exc)
             continue
-        logger.debug("registration start %s: correlation %.3f", name, rho)
-        if best is None or rho > best[0]:
-            best = (rho, name, w)
+        # Rank by the structure correlation (not the ECC value, which the body/air layout
+        # inflates), penalising starts that leave most of the baseline uncovered.
+        quality, overlap = registration_quality(t0, f0, w)
+        score = quality if overlap >= params.min_overlap else quality * overlap
+        logger.debug("registration start %s: correlation %.3f, quality %.3f, overlap %.2f",
+                     name, rho, quality, overlap)
+        if best is None or score > best[0]:
+            best = (score, name, w)
     if best is None:
         raise RegistrationError(
             "films do not align: registration found no overlap or correlation; different body part or view?"
