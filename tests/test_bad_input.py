@@ -433,3 +433,30 @@ def test_input_file_is_never_modified(tmp_path: Path) -> None:
     load(path)
     copy.deepcopy(load(path).metadata)
     assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+
+
+def test_multi_page_tiff_refused(tmp_path: Path) -> None:
+    path = tmp_path / "stack.tif"
+    assert cv2.imwritemulti(str(path), [PIXELS, PIXELS])
+    _refused(path, "multi-page TIFF is not supported")
+    single = tmp_path / "single.tif"
+    assert cv2.imwrite(str(single), PIXELS)
+    np.testing.assert_array_equal(load(single).pixels, PIXELS.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        (PermissionError(13, "Permission denied"), ("permission denied; check the file's read permission",)),
+        (OSError(5, "Input/output error"), ("cannot read file: Input/output error",)),
+    ],
+)
+def test_read_errors_become_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: OSError, words: tuple[str, ...]) -> None:
+    """The same mapping as an unreadable file, testable as root (a disk error, a lost share)."""
+    path = _write(tmp_path / "f.dcm", _dicom_bytes(_dataset()))
+
+    def failing_open(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(load_module, "open", failing_open, raising=False)
+    _refused(path, *words)

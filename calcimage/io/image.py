@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import math
+import struct
 import warnings
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,19 @@ def _sidecar_spacing(sidecar_path: Path, value: Any) -> tuple[float, float]:
     return (pair[0], pair[1])
 
 
+def _tiff_has_more_pages(data: bytes) -> bool:
+    """True when the first TIFF image file directory links to a second one."""
+    order = "<" if data[:2] == b"II" else ">"
+    try:
+        (offset,) = struct.unpack(order + "I", data[4:8])
+        (count,) = struct.unpack(order + "H", data[offset : offset + 2])
+        at = offset + 2 + 12 * count
+        (next_offset,) = struct.unpack(order + "I", data[at : at + 4])
+    except struct.error:
+        return False  # a damaged header: the decoder reports it
+    return next_offset != 0
+
+
 def load_image(
     path: Path, data: bytes, *, sha256: str, user_spacing: tuple[float, float] | None
 ) -> Film:
@@ -103,6 +117,10 @@ def load_image(
             f"decoded as {fmt.upper()} (rename the file to silence this warning)",
             CalcimageWarning,
             stacklevel=2,
+        )
+    if fmt == "tiff" and _tiff_has_more_pages(data):
+        raise FilmReadError(
+            f"{name}: multi-page TIFF is not supported (like multi-frame DICOM); save one film per file"
         )
     size = image_header_size(data, fmt)
     if size is not None:
