@@ -1098,8 +1098,6 @@ def _render(
     # Film frame: marker, heel, scatter, collimation, noise, blur, log, quantisation.
     s = p.spacing_mm
     letter, holder = _draw_marker(p, shot, shape, body, field_dist, insets)
-    att += _MU_HOLDER * holder
-    att += _MU_LEAD_PATH * letter
     # Anode heel along the rows and a gentle off-axis fall-off (separable: no full temporaries).
     r_norm = (np.arange(p.rows, dtype=np.float64) - (p.rows - 1) / 2.0) / p.rows
     c_norm = (np.arange(p.cols, dtype=np.float64) - (p.cols - 1) / 2.0) / p.cols
@@ -1125,6 +1123,11 @@ def _render(
     open_field *= np.float32(0.02 * shot.exposure)
     intensity += open_field
     del open_field, field_dist
+    # The marker lies on the detector: it stops scattered as well as primary photons.
+    on_detector = np.nonzero(holder.any(axis=1))[0]
+    if on_detector.size:
+        band = slice(int(on_detector[0]), int(on_detector[-1]) + 1)
+        intensity[band] *= np.exp(-(_MU_HOLDER * holder[band] + _MU_LEAD_PATH * letter[band]))
     photons = p.dose_photons_per_mm2 * s * s
     sigma = np.multiply(intensity, 1.0 / photons, out=primary)
     sigma += p.electronic_noise**2

@@ -1,0 +1,365 @@
+"""Synthetic phantoms: determinism, truth consistency, follow-up geometry, the Otsu yardstick."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+from skimage.measure import regionprops
+
+from calcimage.errors import ParameterError
+from calcimage.phantom import (
+    MASK_NAMES,
+    ChangeMode,
+    FollowupParams,
+    PhantomParams,
+    make_followup,
+    make_phantom,
+)
+from calcimage.segment import LesionKind
+
+#: A small film (120 x 110 mm at 0.2 mm) so the tests stay fast.
+SMALL = PhantomParams(rows=600, cols=550, spacing_mm=0.2, limb_width_mm=(55.0, 70.0))
+
+
+@pytest.fixture(scope="module")
+def base():
+    return make_phantom(11, SMALL)
+
+
+@pytest.fixture(scope="module")
+def retest(base):
+    return make_followup(
+        base, 12,
+        FollowupParams(rotation_deg=-4.0, translation_mm=(6.0, -5.0), magnification=1.03,
+                       exposure=0.8, change=ChangeMode.RETEST),
+    )
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float(np.count_nonzero(a & b)) / float(np.count_nonzero(a) + np.count_nonzero(b))
+
+
+# ----------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_gives_identical_film_and_truth(base):
+    again = make_phantom(11, SMALL)
+    assert np.array_equal(again.film.pixels, base.film.pixels)
+    assert np.array_equal(again.truth.labels, base.truth.labels)
+    assert again.truth.areas_mm2 == base.truth.areas_mm2
+    for name in MASK_NAMES:
+        assert np.array_equal(again.truth.masks[name], base.truth.masks[name])
+
+
+def test_same_seed_gives_identical_followup(base):
+    params = FollowupParams(area_factor=1.4, n_new=2)
+    one = make_followup(base, 5, params)
+    two = make_followup(base, 5, params)
+    assert np.array_equal(one.film.pixels, two.film.pixels)
+    assert np.array_equal(one.truth.labels, two.truth.labels)
+    assert one.truth.true_change_pct == two.truth.true_change_pct
+
+
+def test_different_seeds_give_different_films(base):
+    other = make_phantom(12, SMALL)
+    assert not np.array_equal(other.film.pixels, base.film.pixels)
+
+
+def test_global_numpy_random_state_is_untouched():
+    np.random.seed(123)
+    expected = np.random.random(3)
+    np.random.seed(123)
+    make_phantom(3, SMALL)
+    assert np.array_equal(np.random.random(3), expected)
+
+
+# ----------------------------------------------------------------------------- the film
+
+
+@pytest.mark.parametrize("bits", [10, 12, 16])
+def test_pixels_are_whole_numbers_within_bits_stored(bits):
+    ph = make_phantom(4, PhantomParams(**{**SMALL.__dict__, "bits_stored": bits}))
+    px = ph.film.pixels
+    assert px.dtype == np.float32 and px.shape == (600, 550)
+    assert np.array_equal(px, np.rint(px))
+    assert px.min() >= 0 and px.max() <= 2**bits - 1
+    # The film uses a good part of its range (not a flat image).
+    assert px.max() - px.min() > 0.4 * (2**bits - 1)
+    assert ph.film.metadata.bits_stored == bits
+    assert ph.film.spacing_mm == (0.2, 0.2)
+
+
+def test_brightness_order_follows_density(base):
+    """Brighter = denser: air < soft tissue < bone < collimated border; the marker is brightest."""
+    px, m = base.film.pixels, base.truth.masks
+    field = ~m["collimation"]
+    air = np.median(px[field & ~m["body"] & ~m["marker"]])
+    tissue = np.median(px[field & m["body"] & ~m["bone"] & (base.truth.labels == 0)])
+    cortex = np.median(px[field & m["cortex"]])
+    border = np.median(px[m["collimation"]])
+    marker = np.median(px[m["marker"]])
+    assert air < tissue < cortex < border
+    assert marker >= np.percentile(px[field], 99.9)
+
+
+def test_masks_are_boolean_and_consistent(base):
+    m = base.truth.masks
+    assert set(m) == set(MASK_NAMES)
+    for name in MASK_NAMES:
+        assert m[name].dtype == bool and m[name].shape == base.film.shape
+    assert not (m["cortex"] & ~m["bone"]).any()
+    assert not (m["bone"] & ~m["body"]).any()
+    assert m["marker"].any() and not (m["marker"] & m["body"]).any()
+    assert not (m["marker"] & m["collimation"]).any()
+    assert m["collimation"][0, 0] and m["collimation"][-1, -1]  # borders are collimated
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_heel_effect_makes_one_end_brighter_in_air(seed):
+    """The anode heel lowers exposure towards the last rows: air gets denser down the film."""
+    ph = make_phantom(seed, SMALL)
+    px, m = ph.film.pixels, ph.truth.masks
+    air = ~m["body"] & ~m["collimation"] & ~m["marker"]
+    rows = np.nonzero(air.any(axis=1))[0]
+    top = px[rows[: 100]][air[rows[: 100]]].mean()
+    bottom = px[rows[-100:]][air[rows[-100:]]].mean()
+    assert bottom > top
+
+
+# ----------------------------------------------------------------------------- the truth
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_truth_is_consistent_with_labels(seed):
+    ph = make_phantom(seed, SMALL)
+    t = ph.truth
+    n = t.n_lesions
+    assert t.labels.dtype == np.int32 and t.labels.shape == ph.film.shape
+    assert n > 0 and int(t.labels.max()) == n
+    assert set(np.unique(t.labels)) == set(range(n + 1))
+    pixel_area = 0.2 * 0.2
+    counts = np.bincount(t.labels.ravel(), minlength=n + 1)[1:]
+    assert t.areas_mm2 == pytest.approx(tuple(counts * pixel_area), rel=1e-12)
+    assert t.total_area_mm2 == pytest.approx(counts.sum() * pixel_area, rel=1e-12)
+    for k in range(1, n + 1):
+        rr, cc = np.nonzero(t.labels == k)
+        assert t.centroids[k - 1] == pytest.approx((rr.mean(), cc.mean()), abs=1e-9)
+    assert all(isinstance(kind, LesionKind) for kind in t.kinds)
+    assert len(set(t.lesion_ids)) == n
+    assert len(t.contrasts) == len(t.over_bone) == n
+    assert t.true_change_pct == 0.0 and t.magnification == 1.0
+    assert np.array_equal(t.transform, np.eye(2, 3))
+    assert t.baseline_total_area_mm2 == t.total_area_mm2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lesions_are_in_the_body_in_the_field_and_apart(seed):
+    ph = make_phantom(seed, SMALL)
+    t = ph.truth
+    lesion = t.labels > 0
+    assert not (lesion & ~t.masks["body"]).any()
+    assert not (lesion & t.masks["collimation"]).any()
+    assert not (lesion & t.masks["marker"]).any()
+    # Different lesions never touch: a 1-pixel dilation of one meets no other.
+    for k in range(1, t.n_lesions + 1):
+        grown = ndimage.binary_dilation(t.labels == k)
+        others = t.labels[grown]
+        assert set(np.unique(others)) <= {0, k}
+
+
+def test_default_phantom_has_both_kinds_some_over_bone_and_a_range_of_density():
+    kinds, over, contrasts = [], [], []
+    for seed in range(4):
+        t = make_phantom(seed, SMALL).truth
+        kinds += t.kinds
+        over += t.over_bone
+        contrasts += t.contrasts
+    assert LesionKind.NODULE in kinds and LesionKind.PLAQUE in kinds
+    assert 0 < sum(over) < 0.5 * len(over)  # most in soft tissue, some over bone
+    assert min(contrasts) < 0.05 and max(contrasts) > 0.4  # faint to bone-like
+
+
+def test_lesion_sizes_match_their_kind():
+    spacing = 0.2
+    for seed in range(3):
+        t = make_phantom(seed, SMALL).truth
+        for region in regionprops(t.labels):
+            kind = t.kinds[region.label - 1]
+            major_mm = region.axis_major_length * spacing
+            minor_mm = region.axis_minor_length * spacing
+            if kind is LesionKind.NODULE:
+                assert 0.5 <= major_mm <= 12.0 * 1.5
+            else:
+                assert 8.0 <= major_mm <= 40.0 * 1.1
+                assert minor_mm <= 6.0 * 1.5
+                assert major_mm > 1.8 * minor_mm
+
+
+def test_dense_lesions_are_brighter_than_their_surroundings(base):
+    px, t = base.film.pixels, base.truth
+    checked = 0
+    for k in range(1, t.n_lesions + 1):
+        if t.contrasts[k - 1] < 0.2:
+            continue
+        inside = t.labels == k
+        ring = ndimage.binary_dilation(inside, iterations=8) & ~ndimage.binary_dilation(inside, iterations=3)
+        ring &= t.labels == 0
+        assert px[inside].mean() > px[ring].mean()
+        checked += 1
+    assert checked > 0
+
+
+def test_a_plain_otsu_threshold_fails_on_the_phantom():
+    """The yardstick discriminates: a global Otsu threshold scores Dice < 0.5."""
+    for seed, params in [(0, PhantomParams()), (1, SMALL), (2, SMALL)]:
+        ph = make_phantom(seed, params)
+        otsu = ph.film.pixels > threshold_otsu(ph.film.pixels)
+        assert _dice(otsu, ph.truth.labels > 0) < 0.5
+
+
+# ----------------------------------------------------------------------------- follow-ups
+
+
+def test_retest_keeps_lesions_and_maps_centroids_onto_the_baseline(base, retest):
+    t, b = retest.truth, base.truth
+    assert t.magnification == 1.03
+    assert t.lesion_ids == b.lesion_ids and t.kinds == b.kinds
+    assert t.resolved_ids == () and t.new_ids == ()
+    matrix = np.asarray(t.transform)
+    assert matrix.shape == (2, 3)
+    for k, lesion_id in enumerate(t.lesion_ids):
+        j = b.lesion_ids.index(lesion_id)
+        if b.areas_mm2[j] < 1.0:
+            continue  # a few pixels: the centroid moves with pixelisation
+        mapped = matrix @ np.array([*t.centroids[k], 1.0])
+        assert np.hypot(*(mapped - np.array(b.centroids[j]))) < 0.5
+    # Same lesions: area at baseline magnification within pixelisation of the baseline.
+    assert abs(t.true_change_pct) < 3.0
+    assert t.total_area_mm2 == pytest.approx(b.total_area_mm2 * 1.03**2, rel=0.03)
+
+
+def test_true_change_is_computed_at_baseline_magnification(base):
+    fu = make_followup(base, 21, FollowupParams(magnification=0.97, area_factor=1.3))
+    t = fu.truth
+    expected = (t.total_area_mm2 / 0.97**2 - base.truth.total_area_mm2) / base.truth.total_area_mm2 * 100
+    assert t.true_change_pct == pytest.approx(expected, rel=1e-12)
+    assert t.baseline_total_area_mm2 == base.truth.total_area_mm2
+
+
+@pytest.mark.parametrize("factor", [0.4, 0.75, 1.4, 1.9])
+def test_evolve_steers_total_area_towards_area_factor(base, factor):
+    fu = make_followup(
+        base, 30, FollowupParams(area_factor=factor, n_new=0, resolve_fraction=0.0, lesion_spread=0.3)
+    )
+    assert fu.truth.true_change_pct == pytest.approx((factor - 1.0) * 100.0, abs=12.0)
+
+
+def test_evolve_reports_resolved_and_new_lesions(base):
+    fu = make_followup(base, 31, FollowupParams(area_factor=1.2, resolve_fraction=0.4, n_new=3))
+    t, b = fu.truth, base.truth
+    assert set(t.resolved_ids) == set(b.lesion_ids) - set(t.lesion_ids)
+    assert set(t.new_ids) == set(t.lesion_ids) - set(b.lesion_ids)
+    assert t.resolved_ids and t.new_ids
+    assert min(t.new_ids) > max(b.lesion_ids)
+    assert all(t.kinds[t.lesion_ids.index(i)] is LesionKind.NODULE for i in t.new_ids)
+    assert set(t.baseline_areas_mm2) == set(b.lesion_ids)
+
+
+def test_lower_exposure_looks_denser_in_air(base):
+    dark = make_followup(base, 40, FollowupParams(exposure=0.7, change=ChangeMode.RETEST))
+    bright = make_followup(base, 40, FollowupParams(exposure=1.4, change=ChangeMode.RETEST))
+
+    def air(ph):
+        m = ph.truth.masks
+        return float(np.median(ph.film.pixels[~m["body"] & ~m["collimation"] & ~m["marker"]]))
+
+    # Density = -ln(exposure) shift: 0.7 vs 1.4 differ by ln 2 in density units.
+    assert air(dark) > air(base) > air(bright)
+
+
+def test_chained_followups_stay_relative_to_the_baseline(base):
+    three = make_followup(base, 50, FollowupParams(area_factor=1.3, months=3))
+    nine = make_followup(three, 51, FollowupParams(area_factor=1.3, months=9, rotation_deg=-3.0))
+    assert nine.truth.baseline_total_area_mm2 == base.truth.total_area_mm2
+    assert nine.truth.true_change_pct > three.truth.true_change_pct
+    # Its transform maps onto the baseline, not onto the 3-month film.
+    common = set(nine.truth.lesion_ids) & set(base.truth.lesion_ids)
+    assert common
+    assert nine.lesions[0].scale != base.lesions[0].scale or len(common) < base.truth.n_lesions
+
+
+def test_followup_rotation_moves_the_limb(base, retest):
+    """The body mask of a follow-up, mapped back with the true transform, overlaps the baseline's."""
+    import cv2
+
+    matrix = np.asarray(retest.truth.transform)
+    # warpAffine with WARP_INVERSE_MAP samples the follow-up at follow-up <- baseline; we have
+    # follow-up -> baseline, so invert it first.
+    full = np.vstack([matrix, [0, 0, 1]])
+    inv = np.linalg.inv(full)[:2]
+    body_fu = retest.truth.masks["body"].astype(np.uint8)
+    back = cv2.warpAffine(body_fu, inv[:, [1, 0, 2]][[1, 0]], base.film.shape[::-1], flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+    field = ~base.truth.masks["collimation"]
+    agree = _dice(back.astype(bool) & field, base.truth.masks["body"] & field)
+    raw = _dice(body_fu.astype(bool) & field, base.truth.masks["body"] & field)
+    assert agree > 0.97 and agree > raw
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"rows": 10},
+        {"spacing_mm": 0.0},
+        {"bits_stored": 8},
+        {"n_bones": 3},
+        {"nodule_diameter_mm": (5.0, 2.0)},
+        {"density": (0.0, 1.0)},
+        {"marker_text": ""},
+        {"limb_width_mm": (60.0, 200.0)},
+        {"monochrome1": 1},
+    ],
+)
+def test_bad_phantom_params_are_rejected(kwargs):
+    with pytest.raises(ParameterError):
+        PhantomParams(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"rotation_deg": 30.0},
+        {"translation_mm": (50.0, 0.0)},
+        {"magnification": 1.5},
+        {"exposure": 0.0},
+        {"change": "grow"},
+        {"area_factor": -1.0},
+        {"n_new": -1},
+    ],
+)
+def test_bad_followup_params_are_rejected(kwargs):
+    with pytest.raises(ParameterError):
+        FollowupParams(**kwargs)
+
+
+def test_change_accepts_its_string_value():
+    assert FollowupParams(change="retest").change is ChangeMode.RETEST
+
+
+def test_negative_seed_is_rejected():
+    with pytest.raises(ParameterError):
+        make_phantom(-1, SMALL)
+
+
+def test_no_bones_and_one_bone_render():
+    for n in (0, 1):
+        ph = make_phantom(8, PhantomParams(**{**SMALL.__dict__, "n_bones": n}))
+        assert ph.anatomy.n_bones == n
+        assert ph.truth.masks["bone"].any() == (n > 0)
+        assert math.isfinite(float(ph.film.pixels.mean()))
