@@ -21,8 +21,9 @@ correlation (``cv2.phaseCorrelate``) — and the best-correlating fit is refined
 pyramid. (Feature matching with ORB and RANSAC was tried first: the smooth gradients of a limb
 film give too few repeatable corners for it.)
 
-Masks: pixels near an excluded area (collimation penumbra, markers, lesions) are left out on
-every level, three level pixels deep, because the smoothing spreads their edges.
+Masks: excluded areas (collimation, markers, lesions) are filled with their smoothed
+surroundings before gradients are taken, and pixels within three level pixels of them are left
+out of the fit, so their edges pull on nothing.
 
 Coordinates: internally (x = col, y = row) in mm, OpenCV's order; the returned
 :class:`~calcimage.compare.Registration` holds (row, col) matrices. The mm position of pixel
@@ -103,6 +104,15 @@ def _level(pixels: np.ndarray, spacing_rc: tuple[float, float], target_mm: float
     # Robust intensity normalisation: gradients in units of the film's contrast range.
     lo, hi = np.percentile(image, [1.0, 99.0])
     image = ((image - lo) / max(float(hi - lo), 1e-6)).astype(np.float32)
+    if mask is not None and not small_mask.all():
+        # Fill excluded areas with the smoothed surroundings (normalised convolution) so their
+        # edges (collimation, markers, lesions) do not put gradients into the kept area.
+        keep = small_mask.astype(np.float32)
+        num = cv2.GaussianBlur(image * keep, (0, 0), 4.0)
+        den = cv2.GaussianBlur(keep, (0, 0), 4.0)
+        fallback = float(image[small_mask].mean()) if small_mask.any() else 0.0
+        fill = np.where(den > 1e-3, num / np.maximum(den, 1e-3), fallback).astype(np.float32)
+        image = np.where(small_mask, image, fill).astype(np.float32)
     image = cv2.GaussianBlur(image, (0, 0), 1.0)
     gx = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3, scale=1.0 / 8.0)
     gy = cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3, scale=1.0 / 8.0)

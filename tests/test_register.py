@@ -1,0 +1,218 @@
+"""Registration: films rendered from one analytic scene under known transforms."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from calcimage.compare import CompareParams, TransformKind
+from calcimage.errors import IncompatibleFilmsError, RegistrationError
+from calcimage.film import Film, SpacingSource
+from calcimage.register import register
+
+# Scene: a limb along the rows with two bones, a flared end, soft-tissue texture and a few
+# calcified blobs, defined in world mm so any film of it can be rendered exactly.
+_RNG = np.random.default_rng(7)
+_WAVES = [(_RNG.uniform(-0.35, 0.35), _RNG.uniform(-0.35, 0.35), _RNG.uniform(0, 2 * np.pi)) for _ in range(40)]
+_BLOBS = [(_RNG.uniform(30, 170), _RNG.uniform(45, 115), _RNG.uniform(1.5, 4.0)) for _ in range(6)]
+
+
+def _scene(row_mm: np.ndarray, col_mm: np.ndarray, blobs: list[tuple[float, float, float]] = _BLOBS) -> np.ndarray:
+    """Density (brighter = denser) at world positions in mm."""
+    centre = 80.0 + 4.0 * np.sin(row_mm / 37.0)
+    half = 38.0 + 3.0 * np.sin(row_mm / 23.0 + 1.0) + 0.04 * row_mm
+    tissue = np.sqrt(np.clip(1.0 - ((col_mm - centre) / half) ** 2, 0.0, None))
+    image = 1.0 * tissue
+    flare = 1.0 + 0.8 * np.exp(-((row_mm - 185.0) / 18.0) ** 2)  # metaphysis near one end
+    for offset, radius in ((-12.0, 7.0), (13.0, 5.0)):
+        d = np.abs(col_mm - centre - offset) / (radius * flare)
+        bone = np.sqrt(np.clip(1.0 - d**2, 0.0, None))
+        image += 0.7 * bone + 0.5 * np.exp(-(((d - 1.0) * radius) / 0.8) ** 2)
+    texture = sum(np.cos(kr * row_mm + kc * col_mm + ph) for kr, kc, ph in _WAVES) / math.sqrt(len(_WAVES))
+    image += 0.08 * texture * (tissue > 0)
+    for r0, c0, rad in blobs:
+        image += 0.6 * np.exp(-((row_mm - r0) ** 2 + (col_mm - c0) ** 2) / (2 * rad**2))
+    return image
+
+
+def _film(shape: tuple[int, int], spacing_mm: float, pose: np.ndarray | None = None, *, gain: float = 1.0,
+          offset: float = 0.0, noise: float = 0.0, seed: int = 0,
+          blobs: list[tuple[float, float, float]] = _BLOBS) -> Film:
+    """Render a film; ``pose`` maps film mm (row, col, 1) to world mm (identity by default)."""
+    rows, cols = shape
+    r = (np.arange(rows) + 0.5) * spacing_mm
+    c = (np.arange(cols) + 0.5) * spacing_mm
+    rr, cc = np.meshgrid(r, c, indexing="ij")
+    if pose is not None:
+        rr, cc = (pose[0, 0] * rr + pose[0, 1] * cc + pose[0, 2], pose[1, 0] * rr + pose[1, 1] * cc + pose[1, 2])
+    image = gain * _scene(rr, cc, blobs) + offset
+    if noise:
+        image = image + np.random.default_rng(seed).normal(0.0, noise, image.shape)
+    return Film(image.astype(np.float32), (spacing_mm, spacing_mm), SpacingSource.USER)
+
+
+def _pose(rotation_deg: float, magnification: float, shift_mm: tuple[float, float],
+          centre_mm: tuple[float, float] = (100.0, 80.0)) -> np.ndarray:
+    """Follow-up mm -> world (= baseline) mm: objects look ``magnification`` times larger."""
+    a = math.radians(rotation_deg)
+    lin = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]) / magnification
+    centre = np.array(centre_mm)
+    out = np.zeros((2, 3))
+    out[:, :2] = lin
+    out[:, 2] = centre + np.array(shift_mm) - lin @ centre
+    return out
+
+
+def _true_px_matrix(pose: np.ndarray, base_spacing: float, follow_spacing: float) -> np.ndarray:
+    """Follow-up pixel (row, col, 1) -> baseline pixel for a film rendered with ``pose``."""
+    q_f = np.array([[follow_spacing, 0, 0.5 * follow_spacing], [0, follow_spacing, 0.5 * follow_spacing], [0, 0, 1]])
+    q_b = np.array([[base_spacing, 0, 0.5 * base_spacing], [0, base_spacing, 0.5 * base_spacing], [0, 0, 1]])
+    return (np.linalg.inv(q_b) @ np.vstack([pose, [0, 0, 1]]) @ q_f)[:2]
+
+
+def _max_error_mm(matrix: np.ndarray, truth: np.ndarray, shape: tuple[int, int], base_spacing: float) -> float:
+    rr, cc = np.meshgrid(np.linspace(0, shape[0] - 1, 9), np.linspace(0, shape[1] - 1, 9), indexing="ij")
+    pts = np.stack([rr.ravel(), cc.ravel(), np.ones(rr.size)])
+    return float(np.abs(matrix @ pts - truth @ pts).max() * base_spacing)
+
+
+BASE_SHAPE = (400, 320)  # 200 x 160 mm at 0.5 mm
+
+
+@pytest.fixture(scope="module")
+def base_film() -> Film:
+    return _film(BASE_SHAPE, 0.5)
+
+
+def test_identity(base_film: Film) -> None:
+    reg = register(base_film, base_film)
+    assert np.allclose(reg.matrix, [[1, 0, 0], [0, 1, 0]], atol=2e-3)
+    assert reg.scale == pytest.approx(1.0, abs=1e-4)
+    assert reg.rotation_deg == pytest.approx(0.0, abs=0.01)
+    assert reg.quality > 0.99
+    assert reg.overlap == pytest.approx(1.0, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("rotation_deg", "magnification", "shift_mm", "follow_spacing"),
+    [
+        (5.0, 1.03, (8.0, -6.0), 0.5),
+        (-6.0, 0.97, (-10.0, 10.0), 0.5),
+        (3.0, 1.0, (5.0, 5.0), 0.4),  # finer follow-up pixels
+        (-2.0, 1.02, (10.0, -10.0), 0.6),  # coarser follow-up pixels
+    ],
+)
+def test_known_similarity_recovered(base_film: Film, rotation_deg: float, magnification: float,
+                                    shift_mm: tuple[float, float], follow_spacing: float) -> None:
+    pose = _pose(rotation_deg, magnification, shift_mm)
+    shape = (int(round(BASE_SHAPE[0] * 0.5 / follow_spacing)), int(round(BASE_SHAPE[1] * 0.5 / follow_spacing)))
+    follow = _film(shape, follow_spacing, pose)
+    reg = register(base_film, follow)
+    truth = _true_px_matrix(pose, 0.5, follow_spacing)
+    assert _max_error_mm(reg.matrix, truth, shape, 0.5) < 0.3
+    # scale is the physical magnification, independent of the films' pixel spacings
+    assert reg.scale == pytest.approx(magnification, rel=2e-3)
+    assert reg.rotation_deg == pytest.approx(rotation_deg, abs=0.1)
+    assert reg.quality > 0.9
+
+
+def test_matrix_is_row_col_and_translation_sign(base_film: Film) -> None:
+    # Follow-up content sits 10 mm further down: follow-up (r, c) shows baseline (r - 20 px, c).
+    pose = np.array([[1.0, 0.0, -10.0], [0.0, 1.0, 0.0]])
+    follow = _film(BASE_SHAPE, 0.5, pose)
+    reg = register(base_film, follow)
+    assert np.allclose(reg.matrix, [[1, 0, -20], [0, 1, 0]], atol=0.05)
+    assert reg.translation_mm == pytest.approx((-10.0, 0.0), abs=0.05)
+    r, c = reg.map_points([100.0], [50.0])
+    assert r[0] == pytest.approx(80.0, abs=0.05) and c[0] == pytest.approx(50.0, abs=0.05)
+
+
+def test_rotation_sign(base_film: Film) -> None:
+    # pose rotates +row towards +col by 4 degrees (anticlockwise as displayed)
+    pose = _pose(4.0, 1.0, (0.0, 0.0))
+    assert pose[1, 0] > 0
+    reg = register(base_film, _film(BASE_SHAPE, 0.5, pose))
+    assert reg.rotation_deg == pytest.approx(4.0, abs=0.05)
+    assert reg.matrix[1, 0] > 0
+
+
+def test_different_spacing_no_motion(base_film: Film) -> None:
+    # Same anatomy on a detector with half the pixel size: follow-up index i is baseline 0.5 i - 0.25.
+    follow = _film((800, 640), 0.25)
+    reg = register(base_film, follow)
+    assert reg.scale == pytest.approx(1.0, abs=1e-3)
+    assert np.allclose(reg.matrix, [[0.5, 0, -0.25], [0, 0.5, -0.25]], atol=0.05)
+    assert np.allclose(reg.matrix_mm, [[1, 0, 0], [0, 1, 0]], atol=0.03)
+
+
+def test_exposure_and_noise(base_film: Film) -> None:
+    pose = _pose(-3.0, 1.02, (4.0, -7.0))
+    follow = _film(BASE_SHAPE, 0.5, pose, gain=0.7, offset=0.3, noise=0.05, seed=3)
+    reg = register(base_film, follow)
+    assert _max_error_mm(reg.matrix, _true_px_matrix(pose, 0.5, 0.5), BASE_SHAPE, 0.5) < 0.4
+    assert reg.scale == pytest.approx(1.02, rel=3e-3)
+
+
+def test_changing_lesions(base_film: Film) -> None:
+    # Lesions grow, one resolves and two appear: registration must not follow them.
+    changed = [(r, c, rad * 1.6) for r, c, rad in _BLOBS[1:]] + [(60.0, 60.0, 3.0), (150.0, 100.0, 4.0)]
+    pose = _pose(2.5, 0.98, (-5.0, 3.0))
+    follow = _film(BASE_SHAPE, 0.5, pose, blobs=changed, gain=1.3)
+    reg = register(base_film, follow)
+    assert _max_error_mm(reg.matrix, _true_px_matrix(pose, 0.5, 0.5), BASE_SHAPE, 0.5) < 0.5
+    assert reg.scale == pytest.approx(0.98, rel=3e-3)
+
+
+def test_masks_exclude_what_differs(base_film: Film) -> None:
+    # A bright frame (collimation) in a different place on the follow-up: masked out, it is ignored.
+    pose = _pose(1.0, 1.0, (6.0, 0.0))
+    follow = _film(BASE_SHAPE, 0.5, pose)
+    pixels = np.array(follow.pixels)
+    pixels[:40] = 4.0
+    follow = Film(pixels, follow.spacing_mm, SpacingSource.USER)
+    mask = np.ones(BASE_SHAPE, bool)
+    mask[:40] = False
+    reg = register(base_film, follow, follow_mask=mask)
+    assert _max_error_mm(reg.matrix, _true_px_matrix(pose, 0.5, 0.5), BASE_SHAPE, 0.5) < 0.3
+
+
+def test_affine_recovers_anisotropic_stretch(base_film: Film) -> None:
+    pose = np.array([[1 / 1.04, 0.0, 4.0], [0.0, 1.0, -3.0]])  # rows stretched 4 %
+    follow = _film(BASE_SHAPE, 0.5, pose)
+    reg = register(base_film, follow, params=CompareParams(transform=TransformKind.AFFINE))
+    assert reg.transform is TransformKind.AFFINE
+    assert _max_error_mm(reg.matrix, _true_px_matrix(pose, 0.5, 0.5), BASE_SHAPE, 0.5) < 0.3
+    assert reg.scale == pytest.approx(math.sqrt(1.04), rel=2e-3)
+
+
+def test_unrelated_films_refused(base_film: Film) -> None:
+    rng = np.random.default_rng(1)
+    import cv2
+
+    noise = cv2.GaussianBlur(rng.normal(size=BASE_SHAPE).astype(np.float32), (0, 0), 6.0)
+    other = Film(noise, (0.5, 0.5), SpacingSource.USER)
+    with pytest.raises(RegistrationError, match=r"^films do not align: .*different body part or view\?$"):
+        register(base_film, other)
+
+
+def test_quality_threshold_is_a_parameter(base_film: Film) -> None:
+    follow = _film(BASE_SHAPE, 0.5, _pose(2.0, 1.0, (3.0, 3.0)), noise=0.3, seed=5)
+    reg = register(base_film, follow)
+    with pytest.raises(RegistrationError, match=rf"quality {reg.quality:.2f} < 1.00"):
+        register(base_film, follow, params=CompareParams(min_quality=1.0))
+
+
+def test_missing_spacing_refused(base_film: Film) -> None:
+    bare = Film(np.asarray(base_film.pixels), None, SpacingSource.NONE)
+    with pytest.raises(IncompatibleFilmsError, match="no pixel spacing.*--spacing"):
+        register(base_film, bare)
+
+
+def test_inputs_unchanged(base_film: Film) -> None:
+    mask = np.ones(BASE_SHAPE, bool)
+    mask[:10] = False
+    before = mask.copy()
+    register(base_film, base_film, base_mask=mask, follow_mask=mask)
+    assert np.array_equal(mask, before)
