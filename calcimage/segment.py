@@ -125,7 +125,7 @@ class SegmentParams:
     k_sigma: float = 4.0
     low_ratio: float = 0.5
     fixed_threshold: float | None = None
-    smooth_mm: float = 0.15
+    smooth_mm: float = 0.3
     background_mm: float = 16.0
     work_spacing_mm: float = 0.5
     noise_mm: float = 12.0
@@ -139,13 +139,19 @@ class SegmentParams:
     marker_margin_mm: float = 1.5
     collimation_min_area_mm2: float = 400.0
     assumed_spacing_mm: float = 0.2
-    ridge_max_width_mm: float = 3.0
-    ridge_min_elongation: float = 4.0
+    ridge_max_width_mm: float = 5.0
+    ridge_min_length_mm: float = 60.0
+    ridge_line_mm: float = 50.0
+    faint_smooth_mm: float = 1.0
+    collimation_max_depth_mm: float = 40.0
+    collimation_margin_mm: float = 1.5
+    body_min_area_mm2: float = 400.0
+    body_margin_mm: float = 2.0
     plaque_min_elongation: float = 2.5
     plaque_min_length_mm: float = 8.0
     plaque_max_solidity: float = 0.7
     plaque_min_area_mm2: float = 30.0
-    edge_fraction: float = 0.5
+    edge_fraction: float = 0.2
     edge_mm: float = 3.0
 
     def __post_init__(self) -> None:
@@ -153,10 +159,14 @@ class SegmentParams:
                 "one of " + ", ".join(m.value for m in ThresholdMethod))
         for name in ("min_area_mm2", "smooth_mm", "bone_margin_mm", "marker_margin_mm"):
             require_positive(name, getattr(self, name), allow_zero=True)
+        require_positive("collimation_margin_mm", self.collimation_margin_mm, allow_zero=True)
+        require_positive("body_margin_mm", self.body_margin_mm, allow_zero=True)
+        require_positive("ridge_line_mm", self.ridge_line_mm, allow_zero=True)
+        require_positive("faint_smooth_mm", self.faint_smooth_mm, allow_zero=True)
         for name in ("k_sigma", "background_mm", "work_spacing_mm", "noise_mm", "bone_scale_mm",
                      "bone_line_mm", "bone_factor", "marker_min_area_mm2",
                      "collimation_min_area_mm2", "assumed_spacing_mm", "ridge_max_width_mm",
-                     "ridge_min_elongation", "plaque_min_elongation", "plaque_min_length_mm",
+                     "ridge_min_length_mm", "collimation_max_depth_mm", "body_min_area_mm2", "plaque_min_elongation", "plaque_min_length_mm",
                      "plaque_min_area_mm2", "bone_min_relative"):
             require_positive(name, getattr(self, name))
         require_range("low_ratio", self.low_ratio, 0.05, 1.0)
@@ -281,27 +291,226 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     return ndi.binary_fill_holes(mask)
 
 
-def find_air(coarse: np.ndarray) -> tuple[np.ndarray, float]:
+def find_air(coarse: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Air (direct exposure) on the reduced film and its level.
 
-    Air is the dark Otsu class when it forms a separate mode (class means at least four
-    pooled standard deviations apart and at least 1 % of the film). Returns (mask, level);
-    without air the mask is empty and the level is the film's 0.5th percentile.
+    Air is the dark Otsu class of the ``valid`` pixels when it forms a separate mode (class
+    means at least four pooled standard deviations apart, at least 1 % of the pixels).
+    Returns (mask, level); without air the mask is empty and the level is the 0.5th
+    percentile of the valid pixels.
     """
-    v = coarse[::2, ::2].ravel() if coarse.size > 40000 else coarse.ravel()
+    if valid is None:
+        valid = np.ones(coarse.shape, bool)
+    v = coarse[valid]
+    if v.size == 0:
+        return np.zeros(coarse.shape, bool), float(np.percentile(coarse, 0.5))
+    if v.size > 60000:
+        v = v[:: v.size // 60000]
     lo = float(np.percentile(v, 0.5))
     if float(v.max()) - float(v.min()) <= 0:
         return np.zeros(coarse.shape, bool), lo
-    t = float(filters.threshold_otsu(v))
-    dark, light = v[v <= t], v[v > t]
-    if dark.size < 0.01 * v.size or light.size == 0:
+    # Air is the darkest mode: split with Otsu, and split the dark class again while it is
+    # itself bimodal (air | soft tissue | bone films put soft tissue into the dark class).
+    t = None
+    cur = v
+    for _ in range(3):
+        if cur.size < 16 or float(cur.max()) <= float(cur.min()):
+            break
+        tt = float(filters.threshold_otsu(cur))
+        dark, light = cur[cur <= tt], cur[cur > tt]
+        if dark.size < 0.01 * v.size or light.size == 0:
+            break
+        pooled = math.sqrt(0.5 * (dark.var() + light.var())) + 1e-12
+        if (light.mean() - dark.mean()) / pooled < 4.0:
+            break
+        t, cur = tt, dark
+    if t is None:
         return np.zeros(coarse.shape, bool), lo
-    pooled = math.sqrt(0.5 * (dark.var() + light.var())) + 1e-12
-    if (light.mean() - dark.mean()) / pooled < 4.0:
-        return np.zeros(coarse.shape, bool), lo
-    # The air level is the dark class's median; air = dark pixels connected to that mode.
-    air = coarse <= t
-    return air, float(np.median(dark))
+    air_level = float(np.median(v[v <= t]))
+    # Cut halfway between the air level and the Otsu split: thin tissue at the skin is body.
+    cut = air_level + 0.5 * (t - air_level)
+    return (coarse <= cut) & valid, air_level
+
+
+def find_collimation(coarse: np.ndarray, ws: float, params: SegmentParams) -> np.ndarray:
+    """Collimated borders on the reduced film: bright bands beyond a straight edge.
+
+    For each film side, the strongest bright-to-dark drop (over 2 mm, going inwards) within
+    ``collimation_max_depth_mm`` of the edge is found in every column (row); a straight line
+    is fitted robustly through these points. The side counts as collimated when the line is
+    supported along at least a quarter of the side and the band beyond it is uniform
+    (which a limb crossing the film edge is not). Returns a bool mask (plus
+    ``collimation_margin_mm`` for the penumbra).
+    """
+    rows, cols = coarse.shape
+    mask = np.zeros(coarse.shape, bool)
+    p1, p99 = np.percentile(coarse[:: max(1, rows // 200), :: max(1, cols // 200)], [1, 99])
+    span = float(p99 - p1)
+    if span <= 0:
+        return mask
+    k = max(1, int(round(2.0 / ws)))
+    margin = params.collimation_margin_mm / ws
+    views = [
+        (coarse, lambda m: m),
+        (coarse[::-1], lambda m: m[::-1]),
+        (coarse.T, lambda m: m.T),
+        (coarse.T[::-1], lambda m: m[::-1].T),
+    ]
+    for a, back in views:
+        n_r, n_c = a.shape
+        depth = min(int(round(params.collimation_max_depth_mm / ws)), n_r // 3)
+        if depth < 2 or n_r <= depth + k:
+            continue
+        drop = a[:depth] - a[k:depth + k]
+        r_best = drop.argmax(axis=0)
+        g = drop[r_best, np.arange(n_c)]
+        ok = g >= 0.15 * span
+        if ok.mean() < 0.25:
+            continue
+        x = np.arange(n_c)[ok].astype(np.float64)
+        y = r_best[ok].astype(np.float64) + k / 2.0
+        keep = np.ones(x.size, bool)
+        for _ in range(4):
+            if keep.sum() < 2:
+                break
+            coef = np.polyfit(x[keep], y[keep], 1)
+            resid = np.abs(y - np.polyval(coef, x))
+            tol = max(2.0, 3.0 * float(np.median(resid[keep])))
+            keep = resid <= tol
+        if keep.sum() < 0.25 * n_c:
+            continue
+        edge = np.polyval(coef, np.arange(n_c))
+        # The band beyond the line must be uniform along the side.
+        probe = np.clip(np.round(edge - k).astype(int), 0, n_r - 1)
+        outside_vals = a[probe, np.arange(n_c)]
+        if np.median(np.abs(outside_vals - np.median(outside_vals))) > 0.25 * float(np.median(g[ok])):
+            continue
+        side = np.arange(n_r)[:, None] <= (edge + margin)[None, :]
+        mask |= back(side)
+    return mask
+
+
+def find_body(coarse: np.ndarray, tissue: np.ndarray, ws: float,
+              params: SegmentParams) -> tuple[np.ndarray, np.ndarray]:
+    """Split the non-air, non-collimation pixels into body and small separate objects.
+
+    The body is every connected component of ``tissue`` at least 5 % of the largest and at
+    least ``body_min_area_mm2``; smaller separate objects (lead markers, burned-in text,
+    dust) are returned as the marker mask. Holes in the body are filled.
+    """
+    lab, n = ndi.label(tissue)
+    if n == 0:
+        return np.ones(coarse.shape, bool), np.zeros(coarse.shape, bool)
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    keep = (sizes >= 0.05 * sizes.max()) & (sizes * ws * ws >= params.body_min_area_mm2)
+    keep[0] = False
+    if not keep.any():
+        keep = sizes == sizes.max()
+    body = _fill_holes(keep[lab])
+    small = tissue & ~body
+    if params.body_margin_mm > 0:
+        grow = disc(2 * params.body_margin_mm / ws + 1)
+        near_small = cv2.dilate(small.astype(np.uint8), grow).astype(bool)
+        body = (cv2.dilate(body.astype(np.uint8), grow).astype(bool) & ~near_small) | body
+    return body, small
+
+
+def local_sigma(flat: np.ndarray, body: np.ndarray, spacing: float, noise_mm: float,
+                out_shape: tuple[int, int], block_mm: float = 5.0) -> tuple[np.ndarray, float]:
+    """Local robust noise sigma of ``flat`` on a grid of ``out_shape``.
+
+    Per block of ``block_mm``: 1.4826 × median |value − block median| over at most ~64
+    samples; blocks mostly outside ``body`` take the body-wide value; then a median filter
+    over ``noise_mm`` (ridges and lesions occupy few blocks) and a resize. Returns
+    (sigma map, body-wide sigma).
+    """
+    rows, cols = flat.shape
+    b = max(2, int(round(block_mm / spacing)))
+    st = max(1, b // 8)
+    nbr, nbc = rows // b, cols // b
+    if nbr < 1 or nbc < 1:
+        sigma_g = robust_sigma(flat[body]) if body.any() else robust_sigma(flat)
+        sigma_g = sigma_g if sigma_g > 0 else 1e-6
+        return np.full(out_shape, sigma_g, np.float32), sigma_g
+    blk = flat[: nbr * b, : nbc * b].reshape(nbr, b, nbc, b)[:, ::st, :, ::st]
+    blk = blk.transpose(0, 2, 1, 3).reshape(nbr, nbc, -1)
+    med = np.median(blk, axis=2, keepdims=True)
+    sig = 1.4826 * np.median(np.abs(blk - med), axis=2)
+    bb = body[: nbr * b, : nbc * b].reshape(nbr, b, nbc, b)[:, ::st, :, ::st]
+    inside = bb.mean(axis=(1, 3)) >= 0.5
+    sigma_g = float(np.median(sig[inside])) if inside.any() else float(np.median(sig))
+    sigma_g = sigma_g if sigma_g > 0 else 1e-6
+    sig = np.where(inside, sig, sigma_g).astype(np.float32)
+    size = max(1, int(round(noise_mm / block_mm)))
+    if size > 1:
+        sig = ndi.median_filter(sig, size=size, mode="nearest")
+    sig = np.maximum(sig, 0.25 * sigma_g)
+    return _resize(sig, out_shape, cv2.INTER_LINEAR).astype(np.float32), sigma_g
+
+
+def line_open_max(img: np.ndarray, mask: np.ndarray, length_px: float,
+                  n_angles: int) -> np.ndarray:
+    """Maximum over ``n_angles`` orientations of masked openings with a line of ``length_px``.
+
+    Keeps every structure that contains a straight segment of that length (cortical edges,
+    skin folds, bone shafts) in the background and removes shorter ones (the lesions). Each
+    orientation rotates the image (and mask) so the line is horizontal, where OpenCV's
+    rectangular morphology is fast, and rotates the result back.
+    """
+    rows, cols = img.shape
+    n = max(3, int(round(length_px)))
+    kernel = np.ones((1, n), np.uint8)
+    diag = int(math.ceil(math.hypot(rows, cols))) + 2
+    out = np.full(img.shape, -np.inf, np.float32)
+    centre = ((cols - 1) / 2.0, (rows - 1) / 2.0)
+    big = 3e38
+    for i in range(n_angles):
+        angle = 180.0 * i / n_angles
+        fwd = cv2.getRotationMatrix2D(centre, angle, 1.0)
+        fwd[0, 2] += (diag - cols) / 2.0
+        fwd[1, 2] += (diag - rows) / 2.0
+        rot = cv2.warpAffine(img, fwd, (diag, diag), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE)
+        rmask = cv2.warpAffine(mask.astype(np.uint8), fwd, (diag, diag), flags=cv2.INTER_NEAREST,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+        ero = cv2.erode(np.where(rmask, rot, big).astype(np.float32), kernel,
+                        borderType=cv2.BORDER_CONSTANT, borderValue=big)
+        dil = cv2.dilate(np.where(rmask, ero, -big).astype(np.float32), kernel,
+                         borderType=cv2.BORDER_CONSTANT, borderValue=-big)
+        dil = np.where(rmask, dil, -big).astype(np.float32)
+        back = cv2.warpAffine(dil, fwd, (cols, rows), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=-big)
+        np.maximum(out, back, out=out)
+    return np.where(mask, np.minimum(np.maximum(out, -big), img), img).astype(np.float32)
+
+
+def masked_open(img: np.ndarray, mask: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Grey opening that only looks at pixels inside ``mask``.
+
+    Outside pixels count as +inf for the erosion and -inf for the dilation, so the
+    structuring element may hang over the body edge: a tissue profile falling towards the
+    skin is followed exactly instead of being cut (which would leave a ridge along the skin).
+    Outside the mask the input is returned.
+    """
+    img = img.astype(np.float32, copy=False)
+    big = np.float32(3e38)
+    ero = cv2.erode(np.where(mask, img, big), kernel, borderType=cv2.BORDER_CONSTANT,
+                    borderValue=float(big))
+    dil = cv2.dilate(np.where(mask, ero, -big), kernel, borderType=cv2.BORDER_CONSTANT,
+                     borderValue=float(-big))
+    return np.where(mask, dil, img).astype(np.float32)
+
+
+def _masked_blur(img: np.ndarray, mask: np.ndarray, sigma_px: float,
+                 outside: float | None = None) -> np.ndarray:
+    """Gaussian blur using only pixels inside ``mask`` (normalised convolution)."""
+    w = mask.astype(np.float32)
+    num = cv2.GaussianBlur(np.where(mask, img, 0).astype(np.float32), (0, 0), sigma_px)
+    den = cv2.GaussianBlur(w, (0, 0), sigma_px)
+    out = num / np.maximum(den, 1e-6)
+    fill = img if outside is None else np.full_like(img, outside)
+    return np.where(mask & (den > 1e-3), out, fill).astype(np.float32)
 
 
 def _orientation_field(img: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -397,79 +606,37 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     ws = spacing * math.sqrt((rows / wshape[0]) * (cols / wshape[1]))  # working mm/px
     coarse = _resize(px, wshape, cv2.INTER_AREA)
 
-    # 2. exclusions ----------------------------------------------------------------------
-    air_c, air_level = find_air(coarse)
-    vmax = float(px.max())
-    vlo = float(np.percentile(coarse, 0.5))
-    sat_level = vlo + params.marker_saturation * (vmax - vlo)
-    sat = px >= sat_level
-    marker = np.zeros(px.shape, bool)
-    collimation = np.zeros(px.shape, bool)
-    if sat.any() and vmax > vlo:
-        lab_s, n_s = ndi.label(sat)
-        sizes = np.bincount(lab_s.ravel(), minlength=n_s + 1)
-        sizes[0] = 0
-        big = sizes * pixel_area >= params.marker_min_area_mm2
-        coll_big = sizes * pixel_area >= params.collimation_min_area_mm2
-        border = np.unique(np.concatenate([lab_s[0], lab_s[-1], lab_s[:, 0], lab_s[:, -1]]))
-        on_border = np.zeros(n_s + 1, bool)
-        on_border[border] = True
-        on_border[0] = False
-        is_coll = coll_big & on_border
-        is_marker = big & ~is_coll
-        collimation = is_coll[lab_s]
-        marker = is_marker[lab_s]
-        if marker.any():
-            marker = cv2.dilate(marker.astype(np.uint8),
-                                disc(2 * params.marker_margin_mm / spacing + 1)).astype(bool)
-    # Flat bright border bands that are not saturated (scatter under the collimator).
-    coll_c = _mask_resize(collimation, wshape)
-    outside_c = air_c | coll_c
-    body_c = _fill_holes(~outside_c)
-    # Keep body components of a meaningful size (drops stray text and dust).
-    lab_b, n_b = ndi.label(body_c)
-    if n_b > 1:
-        sizes = np.bincount(lab_b.ravel())
-        sizes[0] = 0
-        keep = sizes >= max(0.05 * sizes.max(), 100.0 / (ws * ws))
-        keep[0] = False
-        body_c = keep[lab_b]
-    if not body_c.any():
-        body_c = np.ones(wshape, bool)
+    # 2. exclusions: collimation, air, markers/text, body -------------------------------
+    coll_c = find_collimation(coarse, ws, params)
+    air_c, air_level = find_air(coarse, ~coll_c)
+    body_c, marker_c = find_body(coarse, ~coll_c & ~air_c, ws, params)
+    body_c &= ~coll_c
+    collimation = _mask_resize(coll_c, (rows, cols))
+    marker = _mask_resize(marker_c, (rows, cols))
+    if marker.any() and params.marker_margin_mm > 0:
+        marker = cv2.dilate(marker.astype(np.uint8),
+                            disc(2 * params.marker_margin_mm / spacing + 1)).astype(bool)
 
-    # 3. background -------------------------------------------------------------------------
-    # Outside the body the film is replaced by the nearest body level so openings do not
-    # eat into the skin line from the air side.
-    work = coarse.copy()
-    if (~body_c).any():
-        work[~body_c] = float(np.median(coarse[body_c]))
-        work[air_c] = air_level
-    bg_c = cv2.morphologyEx(work, cv2.MORPH_OPEN, disc(params.background_mm / ws))
-    soft_c = cv2.morphologyEx(work, cv2.MORPH_OPEN, disc(params.bone_scale_mm / ws))
-    soft_c = cv2.GaussianBlur(soft_c, (0, 0), params.background_mm / ws / 2)
+    # 3. background ----------------------------------------------------------------------
+    bg_c = masked_open(coarse, body_c, disc(params.background_mm / ws))
+    if params.ridge_line_mm > 0:
+        # Long straight ridges (cortical edges) belong to the background: line openings at
+        # ~1 mm resolution, along n orientations fine enough for a 2 mm wide ridge.
+        f2 = max(1, int(round(1.0 / ws)))
+        small_shape = (max(8, wshape[0] // f2), max(8, wshape[1] // f2))
+        ws2 = ws * wshape[0] / small_shape[0]
+        c2 = _resize(coarse, small_shape, cv2.INTER_AREA)
+        b2 = _mask_resize(body_c, small_shape)
+        n_angles = max(8, int(math.ceil(math.pi * params.ridge_line_mm / 3.0)))
+        lo2 = line_open_max(c2, b2, params.ridge_line_mm / ws2, n_angles)
+        lo_c = _resize(lo2, wshape, cv2.INTER_LINEAR)
+        bg_c = np.where(body_c, np.maximum(bg_c, np.minimum(lo_c, coarse)), bg_c)
+    soft_c = masked_open(coarse, body_c, disc(params.bone_scale_mm / ws))
     tissue_c = np.maximum(soft_c - air_level, 1e-6)
     bone_c = ((bg_c - soft_c) / tissue_c > params.bone_min_relative) & body_c
     bone_c = ndi.binary_opening(bone_c, iterations=1)
-    if bone_c.any():
-        # Cortex: raise the background inside bone with a line opening along the bone.
-        angle = _orientation_field(cv2.GaussianBlur(bg_c, (0, 0), 2.0 / ws),
-                                   params.background_mm / ws / 2)
-        n_dir = 12
-        bins = np.round(angle / (np.pi / n_dir)).astype(int) % n_dir
-        line_bg = np.zeros_like(bg_c)
-        bone_band = cv2.dilate(bone_c.astype(np.uint8),
-                               disc(2 * params.bone_margin_mm / ws + 1)).astype(bool)
-        for i in range(n_dir):
-            sel = (bins == i) | (bins == (i + 1) % n_dir) | (bins == (i - 1) % n_dir)
-            sel &= bone_band
-            if not sel.any():
-                continue
-            op = cv2.morphologyEx(work, cv2.MORPH_OPEN, line_kernel(params.bone_line_mm / ws,
-                                                                     i * np.pi / n_dir))
-            line_bg = np.where(sel, np.maximum(line_bg, op), line_bg)
-        bg_c = np.maximum(bg_c, line_bg)
-    # Smooth the staircase of the opening (half a background radius).
-    bg_c = cv2.GaussianBlur(bg_c, (0, 0), max(0.5, 1.0 / ws))
+    # Smooth the staircase of the opening, inside the body only.
+    bg_c = _masked_blur(bg_c, body_c, max(0.5, 1.0 / ws))
 
     # 4. flattened film ------------------------------------------------------------------
     sm = px
@@ -477,42 +644,33 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         sm = cv2.GaussianBlur(px, (0, 0), params.smooth_mm / spacing)
     background = _resize(bg_c, (rows, cols), cv2.INTER_LINEAR)
     flat = (sm - background).astype(np.float32)
-    body = _mask_resize(body_c, (rows, cols)) & ~marker & ~collimation
+    body_full = _mask_resize(body_c, (rows, cols))
+    body = body_full & ~marker & ~collimation
     bone = _mask_resize(bone_c, (rows, cols)) & body
 
     # Bias of the opening (it sits under the noise and under convex tissue): remove the local
-    # median level of the flattened film, estimated on the working grid.
-    flat_c = _resize(flat, wshape, cv2.INTER_AREA)
+    # mean level of the clipped flattened film, estimated on the working grid.
     step = max(1, int(math.sqrt(flat.size / 2e5)))
     fb = flat[::step, ::step][body[::step, ::step]]
     sigma_g = robust_sigma(fb) if fb.size else 1.0
     sigma_g = sigma_g if sigma_g > 0 else 1e-6
-    clipped = np.clip(flat_c, -3 * sigma_g, 3 * sigma_g)
-    w = body_c.astype(np.float32)
     ksig = params.noise_mm / ws / 2
-    num = cv2.GaussianBlur(clipped * w, (0, 0), ksig)
-    den = cv2.GaussianBlur(w, (0, 0), ksig)
-    bias_c = np.where(den > 1e-3, num / np.maximum(den, 1e-3), 0.0).astype(np.float32)
+    flat_c = _resize(np.clip(flat, -3 * sigma_g, 3 * sigma_g), wshape, cv2.INTER_AREA)
+    bias_c = _masked_blur(flat_c, body_c, ksig, outside=0.0)
     bias = _resize(bias_c, (rows, cols), cv2.INTER_LINEAR)
     flat -= bias
     background = background + bias
 
-    # 5. local noise sigma: mean |flat| (clipped) on the working grid, / sqrt(2/pi).
-    fb = flat[::step, ::step][body[::step, ::step]]
-    sigma_g = robust_sigma(fb) if fb.size else 1.0
-    sigma_g = sigma_g if sigma_g > 0 else 1e-6
-    absf = _resize(np.minimum(np.abs(flat), 3 * sigma_g), wshape, cv2.INTER_AREA)
-    num = cv2.GaussianBlur(absf * w, (0, 0), ksig)
-    sig_c = np.where(den > 1e-3, num / np.maximum(den, 1e-3), sigma_g) / 0.7979
-    sig_c = np.maximum(sig_c, 0.25 * sigma_g).astype(np.float32)
+    # 5. local noise sigma: block-wise MAD of the flattened film (robust to lesions and
+    # ridges), median-filtered over ``noise_mm`` and brought to the working grid.
+    sig_c, sigma_g = local_sigma(flat, body, spacing, params.noise_mm, wshape)
     noise_sigma = float(np.median(sig_c[body_c])) if body_c.any() else sigma_g
 
     # 6. threshold + hysteresis ---------------------------------------------------------
     threshold_k: float | None = None
     if params.method is ThresholdMethod.AUTO:
         threshold_k = params.k_sigma
-        factor_c = np.where(cv2.dilate(bone_c.astype(np.uint8), disc(
-            2 * params.bone_margin_mm / ws + 1)).astype(bool), params.bone_factor, 1.0)
+        factor_c = np.where(bone_c, params.bone_factor, 1.0)
         thr_map = _resize((sig_c * factor_c * params.k_sigma).astype(np.float32), (rows, cols),
                           cv2.INTER_LINEAR)
         high = flat >= thr_map
@@ -530,11 +688,22 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     high &= body
     low &= body
     grown = _hysteresis(low, high)
+    if params.method is ThresholdMethod.AUTO and params.faint_smooth_mm > 0:
+        # Faint, larger lesions: the same rule on the film smoothed at ``faint_smooth_mm``
+        # (noise falls, lesion contrast stays), with that scale's own local sigma.
+        sig_px = params.faint_smooth_mm / spacing
+        f2 = cv2.GaussianBlur(flat, (0, 0), sig_px)
+        sig2_c, _ = local_sigma(f2, body, spacing, params.noise_mm, wshape)
+        thr2 = _resize((sig2_c * factor_c * params.k_sigma).astype(np.float32), (rows, cols),
+                       cv2.INTER_LINEAR)
+        high2 = (f2 >= thr2) & body
+        low2 = (f2 >= thr2 * params.low_ratio) & body
+        grown |= _hysteresis(low2, high2) & (flat >= thr_map * params.low_ratio * 0.5)
     grown = _trim_edges(grown, flat, params.edge_fraction, params.edge_mm / spacing)
 
     # 7. label, size filter, cortex ridges, classes ---------------------------------------
-    labels, kinds, rejected = _label_and_classify(grown, bone, film, spacing, params, bg_c, ws)
-    outside = ~_mask_resize(body_c, (rows, cols))
+    labels, kinds, rejected = _label_and_classify(grown, film, spacing, params)
+    outside = ~body_full & ~collimation & ~marker
     excluded = {
         "outside_body": outside,
         "collimation": collimation,
@@ -592,24 +761,17 @@ def _trim_edges(mask: np.ndarray, flat: np.ndarray, fraction: float,
     return out
 
 
-def _label_and_classify(mask: np.ndarray, bone: np.ndarray, film: Film, spacing: float,
-                        params: SegmentParams, bg_c: np.ndarray,
-                        ws: float) -> tuple[np.ndarray, tuple[LesionKind, ...], int]:
+def _label_and_classify(mask: np.ndarray, film: Film, spacing: float,
+                        params: SegmentParams) -> tuple[np.ndarray, tuple[LesionKind, ...], int]:
+    """Label (8-connectivity), drop small components and long thin ridges, classify."""
     sp = film.spacing_mm if film.spacing_mm is not None else (spacing, spacing)
     pixel_area = sp[0] * sp[1]
     labels = skmeasure.label(mask, connectivity=2).astype(np.int32)
     if labels.max() == 0:
         return labels, (), 0
     areas = np.bincount(labels.ravel())
-    min_px = params.min_area_mm2 / pixel_area
-    keep = areas >= min_px
+    keep = areas * pixel_area >= params.min_area_mm2
     keep[0] = False
-    # Bone direction on the working grid, for the cortex-ridge test.
-    angle_c = None
-    if bone.any():
-        angle_c = _orientation_field(cv2.GaussianBlur(bg_c, (0, 0), 2.0 / ws),
-                                     params.background_mm / ws / 2)
-    rows, cols = labels.shape
     kinds: list[LesionKind] = []
     rejected = 0
     new_ids = np.zeros(len(areas), np.int32)
@@ -617,19 +779,12 @@ def _label_and_classify(mask: np.ndarray, bone: np.ndarray, film: Film, spacing:
     for rp in skmeasure.regionprops(labels):
         if not keep[rp.label]:
             continue
-        coords = rp.coords
-        major, minor, orient = axes_mm(coords, sp)
+        major, minor, _ = axes_mm(rp.coords, sp)
         area_mm2 = rp.area * pixel_area
-        on_bone = bone[coords[:, 0], coords[:, 1]].mean()
-        if angle_c is not None and on_bone > 0.5 and minor <= params.ridge_max_width_mm \
-                and major / max(minor, 1e-9) >= params.ridge_min_elongation:
-            r0, c0 = rp.centroid
-            rc = min(int(r0 * bg_c.shape[0] / rows), bg_c.shape[0] - 1)
-            cc = min(int(c0 * bg_c.shape[1] / cols), bg_c.shape[1] - 1)
-            d = abs(orient - float(angle_c[rc, cc])) % math.pi
-            if min(d, math.pi - d) < math.radians(20):
-                rejected += 1
-                continue
+        # Cortical edges: far longer than any plaque, and thin.
+        if major >= params.ridge_min_length_mm and area_mm2 / major <= params.ridge_max_width_mm:
+            rejected += 1
+            continue
         new_ids[rp.label] = next_id
         next_id += 1
         kinds.append(classify(area_mm2, major, minor, rp.solidity, params))
