@@ -27,11 +27,15 @@ and arithmetic is done in float64 so the quantised values do not depend on SIMD 
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
+import gzip
+import json
 import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -44,6 +48,15 @@ from calcimage.params import require, require_positive, require_range
 from calcimage.segment import LesionKind
 
 __all__ = [
+    "FilmFormat",
+    "FilmOutput",
+    "write_truth",
+    "read_truth_labels",
+    "write_phantom",
+    "write_pairs",
+    "write_sample_set",
+    "random_followup_params",
+    "SAMPLE_FILM_PARAMS",
     "ChangeMode",
     "PhantomParams",
     "FollowupParams",
@@ -1364,3 +1377,254 @@ def make_followup(base: Phantom, seed: int, params: FollowupParams = FollowupPar
         film=_film(p, stored), truth=truth, anatomy=base.anatomy, lesions=lesions, pose=pose,
         params=p, seed=seed, followup=params, next_lesion_id=next_id, baseline_truth=baseline_truth,
     )
+
+
+# --------------------------------------------------------------------------- writing sets
+
+
+class FilmFormat(str, enum.Enum):
+    """How :func:`write_phantom` stores a film."""
+
+    DICOM = "dicom"
+    PNG = "png"
+
+
+@dataclass(frozen=True)
+class FilmOutput:
+    """How and under which identity one phantom film is written (see :func:`write_phantom`)."""
+
+    name: str  # file stem
+    patient_id: str
+    study_date: str  # YYYY-MM-DD
+    laterality: str
+    view_position: str
+    body_part: str = "ARM"
+    format: FilmFormat = FilmFormat.DICOM
+    monochrome1: bool = False
+    spacing_tag: SpacingSource = SpacingSource.PIXEL_SPACING
+    ermf: float = 1.1
+    transfer_syntax: str = "jpeg2000-lossless"
+
+
+#: Truth label images are gzipped 16-bit PGM: a folder scan for films (PNG/TIFF/JPEG/DICOM)
+#: never mistakes them for radiographs, and they stay small.
+TRUTH_LABELS_SUFFIX = ".truth.pgm.gz"
+TRUTH_JSON_SUFFIX = ".truth.json"
+
+
+def write_truth(phantom: Phantom, stem: str | Path, *, film_file: str = "", extra: Mapping[str, Any] | None = None) -> list[Path]:
+    """Write ``STEM.truth.json`` (per-lesion kind, area, centroid, id; totals; transform) and
+    ``STEM.truth.pgm`` (16-bit label image, k = lesion k of the JSON).
+
+    Returns the paths written. Both files are written atomically and byte-reproducibly.
+    """
+    from calcimage.io.write import write_bytes_atomic
+    from calcimage.params import params_to_dict
+
+    stem = Path(stem)
+    labels_path = stem.with_name(stem.name + TRUTH_LABELS_SUFFIX)
+    json_path = stem.with_name(stem.name + TRUTH_JSON_SUFFIX)
+    truth = phantom.truth
+    if truth.n_lesions > 65535:
+        raise ParameterError(f"{truth.n_lesions} lesions do not fit a 16-bit label image")
+    ok, encoded = cv2.imencode(".pgm", truth.labels.astype(np.uint16))
+    if not ok:
+        raise RuntimeError("PGM encoding of the truth labels failed")
+    packed = gzip.compress(encoded.tobytes(), compresslevel=9, mtime=0)  # mtime=0: reproducible
+    info: dict[str, Any] = {
+        "film": film_file,
+        "labels": labels_path.name,
+        "generator": "calcimage.phantom",
+        "seed": phantom.seed,
+        "rows": phantom.film.shape[0],
+        "cols": phantom.film.shape[1],
+        "spacing_mm": list(phantom.film.spacing_mm or ()),
+        **(dict(extra) if extra else {}),
+        "phantom_params": params_to_dict(phantom.params),
+        "followup_params": params_to_dict(phantom.followup) if phantom.followup else None,
+        **truth.to_dict(),
+    }
+    write_bytes_atomic(labels_path, packed)
+    write_bytes_atomic(json_path, (json.dumps(info, indent=1) + "\n").encode("utf-8"))
+    return [labels_path, json_path]
+
+
+def read_truth_labels(path: str | Path) -> np.ndarray:
+    """Read a ``NAME.truth.pgm.gz`` label image written by :func:`write_truth` (int32)."""
+    data = gzip.decompress(Path(path).read_bytes())
+    labels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if labels is None:
+        raise ValueError(f"{path}: not a PGM label image")
+    return labels.astype(np.int32)
+
+
+def write_phantom(phantom: Phantom, out_dir: str | Path, output: FilmOutput) -> list[Path]:
+    """Write a phantom's film (DICOM or PNG + sidecar) and its truth files into ``out_dir``.
+
+    Returns the paths written (film first).
+    """
+    from calcimage.io.write import write_dicom, write_png
+
+    out = Path(out_dir)
+    if output.format is FilmFormat.PNG:
+        film_path = out / f"{output.name}.png"
+        write_png(
+            phantom.film, film_path, patient_id=output.patient_id, study_date=output.study_date,
+            laterality=output.laterality, view_position=output.view_position,
+            body_part=output.body_part, monochrome1=output.monochrome1,
+        )
+        written = [film_path, film_path.with_suffix(".json")]
+    else:
+        film_path = out / f"{output.name}.dcm"
+        write_dicom(
+            phantom.film, film_path, patient_id=output.patient_id, study_date=output.study_date,
+            laterality=output.laterality, view_position=output.view_position,
+            body_part=output.body_part, spacing_tag=output.spacing_tag, ermf=output.ermf,
+            transfer_syntax=output.transfer_syntax, monochrome1=output.monochrome1,
+            series_description="calcimage phantom",
+        )
+        written = [film_path]
+    extra = {
+        "patient_id": output.patient_id,
+        "study_date": output.study_date,
+        "laterality": output.laterality,
+        "view_position": output.view_position,
+        "months": phantom.followup.months if phantom.followup else 0,
+    }
+    written += write_truth(phantom, out / output.name, film_file=film_path.name, extra=extra)
+    return written
+
+
+def _add_months(date: dt.date, months: int) -> dt.date:
+    month = date.month - 1 + months
+    year = date.year + month // 12
+    month = month % 12 + 1
+    day = min(date.day, 28)
+    return dt.date(year, month, day)
+
+
+def random_followup_params(rng: np.random.Generator, *, months: int, area_factor: float) -> FollowupParams:
+    """Positioning and exposure drawn within the clinical ranges (±6°, ±10 mm, ±3 %, ×0.7-1.4)."""
+    return FollowupParams(
+        rotation_deg=float(rng.uniform(-6.0, 6.0)),
+        translation_mm=(float(rng.uniform(-10.0, 10.0)), float(rng.uniform(-10.0, 10.0))),
+        magnification=float(rng.uniform(0.97, 1.03)),
+        exposure=float(math.exp(rng.uniform(math.log(0.7), math.log(1.4)))),
+        change=ChangeMode.EVOLVE,
+        area_factor=area_factor,
+        resolve_fraction=0.15 if area_factor < 1.0 else 0.05,
+        n_new=0 if area_factor < 1.0 else int(rng.integers(1, 3)),
+        months=months,
+    )
+
+
+def write_pairs(
+    out_dir: str | Path, *, seed: int = 0, pairs: int = 1, months: tuple[int, ...] = (3,),
+    params: PhantomParams = PhantomParams(), film_format: FilmFormat = FilmFormat.DICOM,
+) -> list[Path]:
+    """Write ``pairs`` synthetic patients, each a baseline and one follow-up per ``months``.
+
+    Patient k (0-based) is ``SYN<seed>-<k>``; its baseline uses seed ``seed * 1000 + k`` and
+    its overall change (a random area factor in 0.5-1.6) is spread evenly over the follow-ups.
+    Files are named ``<patient>_<L|R>_PA_<date>`` as :mod:`calcimage.study` expects.
+    """
+    require(isinstance(pairs, int) and 1 <= pairs <= 1000, "pairs", pairs, "an integer in [1, 1000]")
+    require(
+        len(months) > 0 and all(isinstance(m, int) and 0 < m <= 600 for m in months)
+        and list(months) == sorted(set(months)),
+        "months", months, "increasing whole months after the baseline, e.g. (3, 9)",
+    )
+    out = Path(out_dir)
+    written: list[Path] = []
+    for k in range(pairs):
+        rng = _rng(seed * 1000 + k + 500_000)
+        side = "L" if k % 2 == 0 else "R"
+        p = replace(params, marker_text=side)
+        base = make_phantom(seed * 1000 + k, p)
+        patient = f"SYN{seed}-{k}"
+        start = dt.date(2025, 1, 1) + dt.timedelta(days=int(rng.integers(0, 365)))
+        final = float(rng.uniform(0.5, 1.6))
+        outputs = FilmOutput(
+            name=f"{patient}_{side}_PA_{start.isoformat()}", patient_id=patient,
+            study_date=start.isoformat(), laterality=side, view_position="PA",
+            format=film_format, transfer_syntax="explicit",
+        )
+        written += write_phantom(base, out, outputs)
+        previous, previous_factor = base, 1.0
+        for i, m in enumerate(months):
+            factor = final ** ((i + 1) / len(months))
+            fp = random_followup_params(rng, months=m, area_factor=factor / previous_factor)
+            follow = make_followup(previous, seed * 1000 + k + 1000 * (i + 1) + 700_000, fp)
+            date = _add_months(start, m)
+            written += write_phantom(follow, out, replace(outputs, name=f"{patient}_{side}_PA_{date.isoformat()}", study_date=date.isoformat()))
+            previous, previous_factor = follow, factor
+    return written
+
+
+#: The committed sample set (sample_images/): two patients, baseline + 3 + 9 months each.
+#: Patient SYN001 (left forearm) improves; patient SYN002 (right lower leg) progresses.
+SAMPLE_FILM_PARAMS = PhantomParams(rows=1000, cols=850, spacing_mm=0.2, bits_stored=12)
+
+
+def _sample_series() -> list[tuple[str, PhantomParams, int, list[tuple[FollowupParams | None, int, FilmOutput]]]]:
+    a = replace(SAMPLE_FILM_PARAMS, marker_text="L", limb_width_mm=(60.0, 75.0), n_nodules=9, n_plaques=3)
+    b = replace(
+        SAMPLE_FILM_PARAMS, marker_text="R", limb_width_mm=(85.0, 100.0), n_nodules=10, n_plaques=4,
+        bits_stored=10,
+    )
+    a_out = FilmOutput(name="", patient_id="SYN001", study_date="", laterality="L", view_position="PA", body_part="ARM")
+    b_out = FilmOutput(name="", patient_id="SYN002", study_date="", laterality="R", view_position="AP", body_part="LEG")
+    series_a = [
+        (None, 0, replace(a_out, name="SYN001_L_PA_2025-01-15", study_date="2025-01-15")),
+        (
+            FollowupParams(rotation_deg=3.5, translation_mm=(6.0, -4.0), magnification=1.02, exposure=0.8,
+                           area_factor=0.8, lesion_spread=0.2, resolve_fraction=0.1, n_new=0, months=3),
+            3,
+            replace(a_out, name="SYN001_L_PA_2025-04-15", study_date="2025-04-15", monochrome1=True,
+                    spacing_tag=SpacingSource.IMAGER_ERMF, ermf=1.08),
+        ),
+        (
+            FollowupParams(rotation_deg=-2.5, translation_mm=(-5.0, 7.0), magnification=0.98, exposure=1.25,
+                           area_factor=0.6875, lesion_spread=0.2, resolve_fraction=0.15, n_new=0, months=9),
+            9,
+            replace(a_out, name="SYN001_L_PA_2025-10-15", study_date="2025-10-15", format=FilmFormat.PNG),
+        ),
+    ]
+    series_b = [
+        (None, 0, replace(b_out, name="SYN002_R_AP_2025-02-03", study_date="2025-02-03", monochrome1=True)),
+        (
+            FollowupParams(rotation_deg=-5.0, translation_mm=(-8.0, 3.0), magnification=1.03, exposure=0.7,
+                           area_factor=1.3, lesion_spread=0.25, resolve_fraction=0.0, n_new=2, months=3),
+            3,
+            replace(b_out, name="SYN002_R_AP_2025-05-05", study_date="2025-05-05",
+                    spacing_tag=SpacingSource.IMAGER, transfer_syntax="deflated"),
+        ),
+        (
+            FollowupParams(rotation_deg=4.0, translation_mm=(4.0, -9.0), magnification=0.975, exposure=1.35,
+                           area_factor=1.3077, lesion_spread=0.25, resolve_fraction=0.0, n_new=2, months=9),
+            9,
+            replace(b_out, name="SYN002_R_AP_2025-11-03", study_date="2025-11-03"),
+        ),
+    ]
+    return [("SYN001", a, 101, series_a), ("SYN002", b, 202, series_b)]
+
+
+def write_sample_set(out_dir: str | Path) -> list[Path]:
+    """Write the committed sample set (see ``sample_images/README.md``) into ``out_dir``.
+
+    Each series is a baseline and follow-ups made in turn from the previous film (so
+    lesions evolve progressively); truth is relative to the series' baseline. Returns the
+    paths written; the same code and library versions give byte-identical files.
+    """
+    out = Path(out_dir)
+    written: list[Path] = []
+    for _patient, params, seed, series in _sample_series():
+        current: Phantom | None = None
+        for k, (fp, _months, output) in enumerate(series):
+            if fp is None:
+                current = make_phantom(seed, params)
+            else:
+                assert current is not None
+                current = make_followup(current, seed + k, fp)
+            written += write_phantom(current, out, output)
+    return written

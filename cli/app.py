@@ -10,6 +10,7 @@ import typer
 from calcimage.cli.compare_cmd import compare
 from calcimage.cli.inspect_cmd import inspect
 from calcimage.cli.measure_cmd import measure
+from calcimage.cli.phantom_cmd import phantom
 from calcimage.cli.study_cmd import study
 
 app = typer.Typer(
@@ -52,6 +53,7 @@ app.command("inspect")(inspect)
 app.command("measure")(measure)
 app.command("compare")(compare)
 app.command("study")(study)
+app.command("phantom")(phantom)
 
 
 def main() -> None:

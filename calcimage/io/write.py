@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+import secrets
 import warnings
 from pathlib import Path
 from typing import Any
@@ -78,8 +78,10 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"{path}: folder {folder} does not exist; create it first")
+    tmp = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        # os.open with 0o666 honours the umask, as a plain open() of the target would.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write to {folder}: {exc.strerror or exc}") from None
     try:
