@@ -460,3 +460,18 @@ def test_read_errors_become_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(load_module, "open", failing_open, raising=False)
     _refused(path, *words)
+
+
+def test_load_peak_memory_per_pixel(tmp_path: Path) -> None:
+    """Loading a 16-bit film peaks under 10 bytes per pixel (docs/reliability.md, Limits)."""
+    pixels = (np.arange(1500 * 1000, dtype=np.uint32).reshape(1500, 1000) % 4096).astype(np.uint16)
+    ds = _dataset(pixels, PhotometricInterpretation="MONOCHROME1", RescaleSlope=0.5, RescaleIntercept=3)
+    path = _write(tmp_path / "big.dcm", _dicom_bytes(ds))
+    tracemalloc.start()
+    try:
+        film = load(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert film.shape == (1500, 1000)
+    assert peak / pixels.size < 10.0

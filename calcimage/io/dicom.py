@@ -259,6 +259,19 @@ def _encapsulated_size(ds: Dataset) -> tuple[int, int] | None:
     return None
 
 
+def _rescale(stored: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    """``stored * slope + intercept`` as float32, computed in float64 a block of rows at a time.
+
+    float64 keeps the result exact to float32 rounding; blocks keep the temporary small
+    (a film at MAX_PIXELS would otherwise need 800 MB for it).
+    """
+    values = np.empty(stored.shape, dtype=np.float32)
+    step = max(1, (1 << 20) // max(1, stored.shape[1]))
+    for r0 in range(0, stored.shape[0], step):
+        values[r0 : r0 + step] = stored[r0 : r0 + step] * slope + intercept
+    return values
+
+
 def _check_native_length(path: Path, ds: Dataset, rows: int, cols: int, bits_allocated: int) -> None:
     """Uncompressed pixel data must hold exactly what Rows x Columns x BitsAllocated need.
 
@@ -347,6 +360,7 @@ def load_dicom(
         raise FilmReadError(f"{name}: decoded pixel data has shape {stored.shape}, expected {(rows, cols)}")
     if stored.dtype.kind not in "ui":
         raise FilmReadError(f"{name}: decoded pixel data has unsupported type {stored.dtype}")
+    del ds["PixelData"]  # the encoded copy is no longer needed: lower the peak memory
 
     modality_lut = "none"
     if "ModalityLUTSequence" in ds:
@@ -365,7 +379,7 @@ def load_dicom(
             # elements are present; a lone slope or intercept uses the default for the other.
             slope = _float(path, ds, "RescaleSlope", 1.0)
             intercept = _float(path, ds, "RescaleIntercept", 0.0)
-            values = (stored.astype(np.float64) * slope + intercept).astype(np.float32)
+            values = _rescale(stored, slope, intercept)
             ends = np.array([lo_stored, hi_stored], dtype=np.float64) * slope + intercept
         else:
             # apply_modality_lut indexes the LUT with the stored values: it needs integers.
@@ -380,7 +394,8 @@ def load_dicom(
         raise FilmReadError(f"{name}: cannot apply the modality LUT ({modality_lut}): {_short(exc)}") from None
     if values.shape != (rows, cols):
         raise FilmReadError(f"{name}: the modality LUT changed the image shape to {values.shape}")
-    if not (np.all(np.isfinite(values)) and np.all(np.isfinite(ends))):
+    # min/max propagate NaN, so they check finiteness without a film-sized temporary.
+    if not all(math.isfinite(float(v)) for v in (values.min(), values.max(), ends.min(), ends.max())):
         raise FilmReadError(
             f"{name}: pixel values are not finite after the modality LUT ({modality_lut}); "
             "check RescaleSlope / RescaleIntercept"
@@ -393,8 +408,8 @@ def load_dicom(
     if inverted:
         # Invert once. PresentationLUTShape INVERSE on a MONOCHROME1 film describes this same
         # inversion (DX requires it), so it never adds a second one.
-        values = np.float32(hi + lo) - values
-        if not np.all(np.isfinite(values)):
+        np.subtract(np.float32(hi + lo), values, out=values)  # in place: films can be large
+        if not (math.isfinite(float(values.min())) and math.isfinite(float(values.max()))):
             raise FilmReadError(f"{name}: pixel values overflow when inverting the MONOCHROME1 film")
     elif presentation is not None and presentation.upper() == "INVERSE":
         notes.append("MONOCHROME2 with PresentationLUTShape INVERSE: values used as stored")

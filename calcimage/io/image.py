@@ -174,7 +174,7 @@ def load_image(
         )
     inverted = photometric == "MONOCHROME1"
     if inverted:
-        values = np.float32(hi + lo) - values
+        np.subtract(np.float32(hi + lo), values, out=values)
 
     if user_spacing is not None:
         spacing, source = user_spacing, SpacingSource.USER
