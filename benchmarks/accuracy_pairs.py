@@ -1,0 +1,357 @@
+#!/usr/bin/env python
+"""Accuracy of calcimage.compare on phantom film pairs (issue 5). A script.
+
+One command (from the repository root)::
+
+    .venv/bin/python benchmarks/accuracy_pairs.py                  # held-out pairs 2000-2023
+    .venv/bin/python benchmarks/accuracy_pairs.py --seeds 100-139  # development pairs (never quote)
+    .venv/bin/python benchmarks/accuracy.py --no-films --pairs     # the same, through accuracy.py
+
+Seeds
+-----
+- **Development seeds 100-199**: the only pairs looked at while building and choosing the
+  registration / matching defaults.
+- **Held-out seeds 2000-2023** (default): never used while developing; their figures are the
+  ones published in docs/accuracy.md and docs/compare.md.
+
+Each seed makes one pair deterministically (:func:`pair_case`): a baseline phantom (spacing
+0.1 or 0.2 mm over a 150 x 120 mm field, 0-2 bones, MONOCHROME1/2 as metadata) and a follow-up
+of the same limb rotated up to ±6°, shifted up to ±10 mm in each direction, magnified
+0.97-1.03 and exposed ×0.7-1.4. Every third pair is a **retest** (same lesions; only position,
+exposure and noise differ); the others evolve towards a total-area factor from 0.45 to 2.2
+(lesions grow/shrink with per-lesion scatter, some resolve, one may be new).
+
+Every pair is run twice:
+
+- **pipeline**: ``segment`` → ``measure`` → ``compare`` with default parameters — the
+  figures the targets apply to;
+- **oracle**: ``compare`` on Measurements built from the phantom's true labels, which isolates
+  registration + matching from segmentation.
+
+Metrics (the issue's definitions)
+---------------------------------
+- |estimated − true total-area change| in percentage points (true change at baseline
+  magnification, from the phantom): median ≤ 3, max ≤ 10;
+- retest pairs: |estimated change| ≤ 5 % each;
+- category (±25 %) correct on every pair whose true change is outside ±35 % or inside ±15 %;
+- registration error at the follow-up's true lesion centroids (estimated vs true transform),
+  in baseline mm: ≤ 1 mm (max over the lesions of each pair, every pair).
+
+Output: a table on stdout, JSON at ``--out`` (default benchmarks/out/accuracy_pairs.json,
+gitignored). Exit status 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import calcimage  # noqa: E402
+from calcimage.compare import Category, CompareParams, classify_change, compare  # noqa: E402
+from calcimage.errors import CalcimageError  # noqa: E402
+from calcimage.film import Film  # noqa: E402
+from calcimage.measure import Lesion, Measurement, RegionTotal, measure  # noqa: E402
+from calcimage.phantom import ChangeMode, FollowupParams, PhantomParams, make_followup, make_phantom  # noqa: E402
+from calcimage.segment import Segmentation, segment  # noqa: E402
+
+DEVELOPMENT_SEEDS = range(100, 200)
+HELD_OUT_SEEDS = range(2000, 2024)
+DEFAULT_OUT = ROOT / "benchmarks" / "out" / "accuracy_pairs.json"
+FIELD_MM = (150.0, 120.0)
+AREA_FACTORS = (0.45, 0.6, 0.75, 0.9, 1.1, 1.3, 1.6, 2.2)
+
+TARGETS = {
+    "median_abs_change_error_pp": 3.0,
+    "max_abs_change_error_pp": 10.0,
+    "retest_max_abs_change_pct": 5.0,
+    "category_errors_clear": 0,
+    "max_registration_error_mm": 1.0,
+}
+
+
+@dataclass(frozen=True)
+class PairCase:
+    """The pair made from one seed."""
+
+    seed: int
+    spacing_mm: float
+    n_bones: int
+    monochrome1: bool
+    followup: FollowupParams
+
+    @property
+    def retest(self) -> bool:
+        return self.followup.change is ChangeMode.RETEST
+
+    def phantom_params(self) -> PhantomParams:
+        return PhantomParams(
+            rows=int(round(FIELD_MM[0] / self.spacing_mm)),
+            cols=int(round(FIELD_MM[1] / self.spacing_mm)),
+            spacing_mm=self.spacing_mm,
+            n_bones=self.n_bones,
+            monochrome1=self.monochrome1,
+            fraction_over_bone=0.25 if self.n_bones else 0.0,
+        )
+
+
+def pair_case(seed: int) -> PairCase:
+    """Deterministic pair for ``seed`` (positioning drawn from the seed, variants cycled)."""
+    rng = np.random.default_rng([seed, 5])
+    retest = seed % 3 == 0
+    factor = AREA_FACTORS[(seed // 3 * 2 + seed % 3) % len(AREA_FACTORS)]
+    followup = FollowupParams(
+        rotation_deg=float(rng.uniform(-6.0, 6.0)),
+        translation_mm=(float(rng.uniform(-10.0, 10.0)), float(rng.uniform(-10.0, 10.0))),
+        magnification=float(rng.uniform(0.97, 1.03)),
+        exposure=float(rng.uniform(0.7, 1.4)),
+        change=ChangeMode.RETEST if retest else ChangeMode.EVOLVE,
+        area_factor=1.0 if retest else factor,
+        n_new=0 if retest else int(rng.integers(0, 2)),
+    )
+    return PairCase(seed=seed, spacing_mm=0.1 if seed % 2 == 0 else 0.2, n_bones=(2, 1, 2, 0)[(seed // 2) % 4],
+                    monochrome1=seed % 4 == 1, followup=followup)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"2000-2023"`` or ``"1,2,5-7"`` -> list of ints."""
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out.extend(range(int(a), int(b) + 1))
+        elif part:
+            out.append(int(part))
+    return out
+
+
+def truth_measurement(film: Film, truth: Any) -> Measurement:
+    """A Measurement whose lesions are the phantom's true footprints (the oracle)."""
+    labels = np.asarray(truth.labels, dtype=np.int32)
+    lesions = []
+    for k in range(truth.n_lesions):
+        area = float(truth.areas_mm2[k])
+        row, col = truth.centroids[k]
+        lesions.append(Lesion(
+            lesion_id=k + 1, region="film", kind=truth.kinds[k], area_mm2=area,
+            area_px=int(np.count_nonzero(labels == k + 1)), centroid_row=float(row), centroid_col=float(col),
+            equivalent_diameter_mm=None, major_axis_mm=None, minor_axis_mm=None, perimeter_mm=None,
+            eccentricity=0.0, solidity=1.0, mean_intensity=0.0, max_intensity=0.0, density_grade=1, burden=area,
+        ))
+    total = sum(l.area_mm2 for l in lesions)
+    excluded = {"collimation": truth.masks["collimation"], "marker": truth.masks["marker"]}
+    seg = Segmentation(labels=labels, kinds=tuple(truth.kinds), threshold=0.0, threshold_low=0.0,
+                       flattened=np.zeros(labels.shape, np.float32), excluded=excluded)
+    return Measurement(film=film, segmentation=seg, labels=labels, lesions=tuple(lesions),
+                       regions=(RegionTotal("film", len(lesions), total, int((labels > 0).sum()), total),))
+
+
+def registration_error_mm(comparison: Any, truth: Any, spacing_mm: float) -> float:
+    """Largest distance, in baseline mm, between the estimated and true positions of the
+    follow-up's true lesion centroids (the film centre when it has no lesion)."""
+    cen = np.array(truth.centroids, dtype=np.float64).reshape(-1, 2)
+    if cen.size == 0:
+        cen = np.array([[truth.labels.shape[0] / 2.0, truth.labels.shape[1] / 2.0]])
+    est_r, est_c = comparison.registration.map_points(cen[:, 0], cen[:, 1])
+    t = np.asarray(truth.transform, dtype=np.float64)
+    true_rc = t[:, :2] @ cen.T + t[:, 2:3]
+    return float(np.hypot(est_r - true_rc[0], est_c - true_rc[1]).max() * spacing_mm)
+
+
+def _run_compare(base: Measurement, follow: Measurement, truth: Any, spacing: float,
+                 params: CompareParams) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    try:
+        c = compare(base, follow, params)
+    except CalcimageError as exc:
+        return {"error": str(exc), "compare_seconds": time.perf_counter() - t0}
+    dt = time.perf_counter() - t0
+    return {
+        "change_pct": c.change["total_area_pct"],
+        "category": c.category.value,
+        "scale": c.registration.scale,
+        "quality": c.registration.quality,
+        "rotation_deg": c.registration.rotation_deg,
+        "registration_error_mm": registration_error_mm(c, truth, spacing),
+        "area_baseline_mm2": c.change["total_area_baseline_mm2"],
+        "area_followup_mm2": c.change["total_area_followup_mm2"],
+        "lesions_baseline": c.change["lesion_count_baseline"],
+        "lesions_followup": c.change["lesion_count_followup"],
+        "statuses": {s: sum(1 for r in c.lesions if r.status.value == s)
+                     for s in ("new", "resolved", "grown", "shrunk", "stable")},
+        "compare_seconds": dt,
+    }
+
+
+def run_pair(seed: int, params: CompareParams = CompareParams()) -> dict[str, Any]:
+    """Render, segment, measure and compare the pair of ``seed``; score against the truth."""
+    case = pair_case(seed)
+    base = make_phantom(seed, case.phantom_params())
+    follow = make_followup(base, seed + 50_000, case.followup)
+    t0 = time.perf_counter()
+    mb = measure(base.film, segment(base.film))
+    mf = measure(follow.film, segment(follow.film))
+    measure_seconds = time.perf_counter() - t0
+    true_pct = float(follow.truth.true_change_pct)
+    pipeline = _run_compare(mb, mf, follow.truth, case.spacing_mm, params)
+    oracle = _run_compare(truth_measurement(base.film, base.truth), truth_measurement(follow.film, follow.truth),
+                          follow.truth, case.spacing_mm, params)
+    true_category = classify_change(true_pct, base.truth.total_area_mm2,
+                                    follow.truth.area_mm2_at_baseline_magnification, params)
+    for res in (pipeline, oracle):
+        if "error" not in res:
+            res["abs_error_pp"] = abs(res["change_pct"] - true_pct) if res["change_pct"] is not None else math.inf
+            res["category_correct"] = res["category"] == true_category.value
+    fp = case.followup
+    return {
+        "seed": seed, "spacing_mm": case.spacing_mm, "n_bones": case.n_bones, "retest": case.retest,
+        "rotation_deg": fp.rotation_deg, "translation_mm": list(fp.translation_mm),
+        "magnification": fp.magnification, "exposure": fp.exposure, "area_factor": fp.area_factor,
+        "true_change_pct": true_pct, "true_category": true_category.value,
+        "clear_category": abs(true_pct) > 35.0 or abs(true_pct) < 15.0,
+        "true_area_baseline_mm2": base.truth.total_area_mm2,
+        "true_area_followup_mm2": follow.truth.area_mm2_at_baseline_magnification,
+        "true_lesions": [base.truth.n_lesions, follow.truth.n_lesions],
+        "measure_seconds": measure_seconds,
+        "pipeline": pipeline, "oracle": oracle,
+    }
+
+
+def summarise(results: list[dict[str, Any]], which: str) -> dict[str, Any]:
+    """Pooled figures of the ``pipeline`` or ``oracle`` runs."""
+    runs = [(r, r[which]) for r in results]
+    ok = [(r, x) for r, x in runs if "error" not in x]
+    errors = [x["abs_error_pp"] for _, x in ok]
+    failed = [r["seed"] for r, x in runs if "error" in x]
+    retest = [abs(x["change_pct"]) for r, x in ok if r["retest"] and x["change_pct"] is not None]
+    clear = [(r, x) for r, x in runs if r["clear_category"]]
+    cat_errors = [r["seed"] for r, x in clear if "error" in x or not x["category_correct"]]
+    reg = [x["registration_error_mm"] for _, x in ok]
+    inf = math.inf
+    return {
+        "pairs": len(results),
+        "failed": failed,
+        "median_abs_change_error_pp": statistics.median(errors) if errors and not failed else inf,
+        "max_abs_change_error_pp": max(errors) if errors and not failed else inf,
+        "retest_pairs": sum(1 for r in results if r["retest"]),
+        "retest_max_abs_change_pct": max(retest) if retest and not failed else inf,
+        "clear_category_pairs": len(clear),
+        "category_errors_clear": len(cat_errors),
+        "category_error_seeds": cat_errors,
+        "category_correct_all": sum(1 for _, x in ok if x["category_correct"]),
+        "max_registration_error_mm": max(reg) if reg and not failed else inf,
+        "median_registration_error_mm": statistics.median(reg) if reg else inf,
+        "median_compare_seconds": statistics.median(x["compare_seconds"] for _, x in runs),
+    }
+
+
+def targets_met(summary: dict[str, Any]) -> bool:
+    """True when every target of the issue is met."""
+    return all(summary[k] <= v for k, v in TARGETS.items())
+
+
+def print_table(results: list[dict[str, Any]], pipeline: dict[str, Any], oracle: dict[str, Any]) -> None:
+    """Per-pair table and the pooled figures against the targets."""
+    print(f"{'seed':>5} {'mm':>4} {'kind':>6} {'rot':>5} {'mag':>6} {'exp':>4} {'true%':>7} "
+          f"{'est%':>7} {'err':>5} {'cat':>4} {'reg_mm':>6} {'q':>5} {'oracle%':>8} {'o_err':>5} {'s':>5}")
+    for r in results:
+        p, o = r["pipeline"], r["oracle"]
+        est = "fail" if "error" in p else f"{p['change_pct']:+7.1f}" if p["change_pct"] is not None else "n/a"
+        err = "" if "error" in p else f"{p['abs_error_pp']:5.1f}"
+        cat = "" if "error" in p else ("ok" if p["category_correct"] else "NO") + ("" if r["clear_category"] else "*")
+        reg = "" if "error" in p else f"{p['registration_error_mm']:6.2f}"
+        q = "" if "error" in p else f"{p['quality']:5.3f}"
+        oest = "fail" if "error" in o else f"{o['change_pct']:+8.1f}"
+        oerr = "" if "error" in o else f"{o['abs_error_pp']:5.1f}"
+        print(f"{r['seed']:>5} {r['spacing_mm']:>4} {'retest' if r['retest'] else 'evolve':>6} "
+              f"{r['rotation_deg']:+5.1f} {r['magnification']:6.3f} {r['exposure']:4.2f} "
+              f"{r['true_change_pct']:+7.1f} {est:>7} {err:>5} {cat:>4} {reg:>6} {q:>5} {oest:>8} {oerr:>5} "
+              f"{p['compare_seconds']:5.2f}")
+        if "error" in p:
+            print(f"      pipeline failed: {p['error']}")
+    print("(* = true change within 15-35 %: category not scored)")
+    print()
+    for label, s in (("pipeline", pipeline), ("oracle (true labels)", oracle)):
+        print(f"{label}:")
+        for key, target in TARGETS.items():
+            value = s[key]
+            print(f"  {key:<32} {value:8.2f}   target <= {target:<5} {'ok' if value <= target else 'MISSED'}")
+        print(f"  median registration error {s['median_registration_error_mm']:.3f} mm; "
+              f"median compare time {s['median_compare_seconds']:.2f} s; failed {s['failed']}; "
+              f"category errors on {s['category_error_seeds']}")
+
+
+def run_pairs(seeds: list[int] | None = None, params: CompareParams = CompareParams(),
+              verbose: bool = True) -> tuple[dict[str, Any], bool]:
+    """The pair section: run every seed, print the table; returns (report, targets met)."""
+    seeds = list(HELD_OUT_SEEDS) if seeds is None else seeds
+    results = []
+    for s in seeds:
+        results.append(run_pair(s, params))
+        if verbose:
+            print(f"pair {s} done", file=sys.stderr)
+    pipeline = summarise(results, "pipeline")
+    oracle = summarise(results, "oracle")
+    if verbose:
+        print_table(results, pipeline, oracle)
+    report = {
+        "seeds": f"{seeds[0]}-{seeds[-1]}" if seeds else "",
+        "held_out": all(s in HELD_OUT_SEEDS for s in seeds),
+        "targets": TARGETS,
+        "summary": {"pipeline": pipeline, "oracle": oracle},
+        "per_pair": results,
+        "calcimage": calcimage.__version__,
+    }
+    return report, targets_met(pipeline)
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``accuracy_pairs.py [--seeds A-B] [--out FILE] [--config TOML]``."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", default=f"{HELD_OUT_SEEDS.start}-{HELD_OUT_SEEDS.stop - 1}",
+                    help="pair seeds: 2000-2023 (held out, default) or within 100-199 (development)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output file")
+    ap.add_argument("--config", type=Path, default=None, help="TOML parameters ([compare])")
+    args = ap.parse_args(argv)
+    params = CompareParams() if args.config is None else calcimage.load_config(args.config).compare
+    report, ok = run_pairs(parse_seeds(args.seeds), params)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_finite(report), indent=1, default=_json_default), encoding="utf-8")
+    tmp.replace(args.out)
+    print(f"wrote {args.out}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
