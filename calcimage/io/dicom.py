@@ -266,7 +266,7 @@ def _rescale(stored: np.ndarray, slope: float, intercept: float) -> np.ndarray:
     (a film at MAX_PIXELS would otherwise need 800 MB for it).
     """
     values = np.empty(stored.shape, dtype=np.float32)
-    step = max(1, (1 << 20) // max(1, stored.shape[1]))
+    step = max(1, (1 << 16) // max(1, stored.shape[1]))
     for r0 in range(0, stored.shape[0], step):
         values[r0 : r0 + step] = stored[r0 : r0 + step] * slope + intercept
     return values
