@@ -364,8 +364,12 @@ def register(base_film: Film, follow_film: Film, *, base_mask: np.ndarray | None
     targets = [max(s, finest_native) for s in params.registration_spacings_mm]
     targets = sorted(set(targets), reverse=True)
 
+    # Resample the full films once, to the finest level; coarser levels start from that.
+    fine_b, fine_mask_b, fine_sp_b = _resample(base_film.pixels, sp_b, targets[-1], base_mask)
+    fine_f, fine_mask_f, fine_sp_f = _resample(follow_film.pixels, sp_f, targets[-1], follow_mask)
     levels = [
-        (_level(base_film.pixels, sp_b, s, base_mask), _level(follow_film.pixels, sp_f, s, follow_mask))
+        (_level(fine_b, fine_sp_b, s, None if base_mask is None else fine_mask_b),
+         _level(fine_f, fine_sp_f, s, None if follow_mask is None else fine_mask_f))
         for s in targets
     ]
 
