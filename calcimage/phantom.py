@@ -341,8 +341,8 @@ class Anatomy:
     trabecular: np.ndarray  # (n_bones, len(u_table)) share of cancellous bone in the medulla
     texture_origin_px: tuple[int, int]  # world pixel (0, 0) sits at this texture index
     texture_spacing_mm: float
-    bone_texture: np.ndarray  # float64 in [-1, 1], trabecular pattern
-    tissue_texture: np.ndarray  # float64 ~N(0, 1), fibre/lobule pattern
+    bone_texture: np.ndarray  # float64 in [-1, 1] on a 2^-16 grid, trabecular pattern
+    tissue_texture: np.ndarray  # float64 ~N(0, 1) on a 2^-16 grid, fibre/lobule pattern
 
     @property
     def n_bones(self) -> int:
@@ -510,7 +510,7 @@ def _broad_blur(
     size = (max(image.shape[1] // factor, 1), max(image.shape[0] // factor, 1))
     small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     if weight is not None:
-        small *= cv2.resize(weight.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+        small *= cv2.resize(weight.astype(np.float64), size, interpolation=cv2.INTER_AREA)
     small = cv2.GaussianBlur(
         small, (0, 0), sigmaX=sigma_px[1] / factor, sigmaY=sigma_px[0] / factor,
         borderType=cv2.BORDER_REFLECT,
@@ -522,7 +522,7 @@ def _texture(
     rng: np.random.Generator, shape: tuple[int, int], spacing_mm: float,
     fine_mm: tuple[float, float], coarse_mm: tuple[float, float],
 ) -> np.ndarray:
-    """Band-pass filtered noise (float32, unit std); (row, col) sigmas make it anisotropic."""
+    """Band-pass filtered noise (float64 on a 2^-16 grid, unit std), anisotropic by (row, col)."""
     noise = rng.standard_normal(shape)
     fine = cv2.GaussianBlur(
         noise, (0, 0), sigmaX=fine_mm[1] / spacing_mm, sigmaY=fine_mm[0] / spacing_mm,
@@ -530,13 +530,22 @@ def _texture(
     )
     del noise
     fine -= _broad_blur(fine, (coarse_mm[0] / spacing_mm, coarse_mm[1] / spacing_mm))
-    # Normalise by a fixed-order estimate and round to a 2^-16 grid: float differences in
-    # the last bits between CPUs then never reach the quantised film.
     std = math.sqrt(float(np.mean(fine[::7, ::7] ** 2)))
-    fine *= 65536.0 / std if std > 0 else 0.0
-    np.rint(fine, out=fine)
-    fine *= 1.0 / 65536.0
-    return fine.astype(np.float32)
+    fine *= 1.0 / std if std > 0 else 0.0
+    return _snap(fine)
+
+
+def _snap(values: np.ndarray) -> np.ndarray:
+    """Round float64 values to a 2^-16 grid, in place.
+
+    Last-bit differences between CPUs (SIMD exp/tanh, FMA in filters) vanish here, and
+    bilinear interpolation of snapped values with OpenCV's 1/32-pixel weights is then exact
+    in float64, so rendered films are byte-identical on any machine.
+    """
+    values *= 65536.0
+    np.rint(values, out=values)
+    values *= 1.0 / 65536.0
+    return values
 
 
 def _make_anatomy(rng: np.random.Generator, p: PhantomParams) -> Anatomy:
@@ -597,7 +606,7 @@ def _make_anatomy(rng: np.random.Generator, p: PhantomParams) -> Anatomy:
     tex_mm = max(p.spacing_mm, 0.15)
     margin = int(math.ceil(20.0 / tex_mm))
     tex_shape = (int(math.ceil(height_mm / tex_mm)) + 2 * margin, int(math.ceil(width_mm / tex_mm)) + 2 * margin)
-    bone_tex = np.tanh(1.3 * _texture(rng, tex_shape, tex_mm, (0.35, 0.16), (1.4, 0.9)))
+    bone_tex = _snap(np.tanh(1.3 * _texture(rng, tex_shape, tex_mm, (0.35, 0.16), (1.4, 0.9))))
     tissue_tex = _texture(rng, tex_shape, tex_mm, (1.2, 0.5), (6.0, 3.0))
     return Anatomy(
         axis_origin_mm=(centre[0], centre[1] + offset_col),
@@ -612,7 +621,7 @@ def _make_anatomy(rng: np.random.Generator, p: PhantomParams) -> Anatomy:
         trabecular=trab,
         texture_origin_px=(margin, margin),
         texture_spacing_mm=tex_mm,
-        bone_texture=bone_tex.astype(np.float32),
+        bone_texture=bone_tex,
         tissue_texture=tissue_tex,
     )
 
@@ -709,16 +718,17 @@ def _new_lesion(
             (float(0.15 * rng.standard_normal() / k), float(rng.uniform(0, 2 * math.pi)))
             for k in range(1, 6)
         )
-        thickness = rng.uniform(1.0, 4.0)
+        thickness = rng.uniform(2.0, 6.0)  # path along the beam through the sheet
         curvature = rng.uniform(-1.0, 1.0) * 0.3 / max(length, 1.0)
         mottle_freq = 2.0 * math.pi / 2.5
+    # Internal texture: six plane waves of random direction and wavelength (0.6-1.6 x nominal).
     mottle = tuple(
         (
-            float(mottle_freq * math.cos(t)),
-            float(mottle_freq * math.sin(t)),
+            float(mottle_freq * f * math.cos(t)),
+            float(mottle_freq * f * math.sin(t)),
             float(rng.uniform(0, 2 * math.pi)),
         )
-        for t in rng.uniform(0, math.pi, size=4)
+        for t, f in zip(rng.uniform(0, math.pi, size=6), rng.uniform(0.6, 1.6, size=6))
     )
     return LesionSpec(
         lesion_id=lesion_id,
@@ -1014,7 +1024,9 @@ def _render(
             cc = np.arange(c_lo, c_hi, dtype=np.float32)[None, :]
             map_r = rows * f32(to_tex[0, 0]) + (cc * f32(to_tex[0, 1]) + f32(to_tex[0, 2]))
             map_c = rows * f32(to_tex[1, 0]) + (cc * f32(to_tex[1, 1]) + f32(to_tex[1, 2]))
-            return cv2.remap(table, map_c, map_r, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            # float64 on snapped values: the interpolation is exact, hence machine-independent.
+            out = cv2.remap(table, map_c, map_r, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            return out.astype(np.float32)
 
         # Soft tissue: elliptical cross-section; chord lengths through skin, fat and muscle.
         half = look(anatomy.half_width_mm)
