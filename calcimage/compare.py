@@ -19,12 +19,13 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from calcimage.errors import IncompatibleFilmsError
+from calcimage.errors import CalcimageWarning, IncompatibleFilmsError
 from calcimage.measure import Measurement
 from calcimage.params import params_to_dict, require, require_positive, require_range
 
@@ -255,6 +256,9 @@ class LesionChange:
     overlap_dice: float = 0.0
     #: Distance between the pair's centroids after registration, in baseline mm.
     centroid_distance_mm: float | None = None
+    #: A new (resolved) lesion whose centroid falls outside the baseline's (follow-up's) film
+    #: or inside its collimation: its appearance (disappearance) is not a real change.
+    outside_other_field: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (one item of comparison.json ``lesions``)."""
@@ -272,6 +276,7 @@ class LesionChange:
             "change_pct": _num(self.change_pct),
             "overlap_dice": _num(self.overlap_dice),
             "centroid_distance_mm": _num(self.centroid_distance_mm),
+            "outside_other_field": self.outside_other_field,
         }
 
 
@@ -293,7 +298,8 @@ class Comparison:
         ``total_area_pct``, ``lesion_count`` (Δ), ``total_burden_pct``, plus the figures they
         come from (``total_area_baseline_mm2``, ``total_area_followup_mm2``,
         ``total_area_followup_raw_mm2``, ``lesion_count_baseline``/``_followup``,
-        ``total_burden_baseline``/``_followup``, ``total_burden_mm2``).
+        ``total_burden_baseline``/``_followup``, ``total_burden_mm2``) and
+        ``lesions_outside_common_field`` (new/resolved lesions outside the other film's field).
     regions
         One dict per region (union of both films' regions, baseline order first) with the
         same Δ figures per region.
@@ -551,6 +557,14 @@ def compare(base: Measurement, follow: Measurement, params: CompareParams = Comp
     scale2 = float(reg.scale) ** 2
     rows = match_lesions(base, follow, reg, params)
     change = _change_figures(base, follow, scale2)
+    outside = sum(1 for r in rows if r.outside_other_field)
+    change["lesions_outside_common_field"] = outside
+    if outside:
+        warnings.warn(
+            f"{outside} new or resolved lesion(s) lie outside the other film's field of view; "
+            "their change is counted in the totals but is not real (see outside_other_field)",
+            CalcimageWarning, stacklevel=2,
+        )
     category = classify_change(change["total_area_pct"], change["total_area_baseline_mm2"],
                                change["total_area_followup_mm2"], params)
     days = _interval_days(base, follow)

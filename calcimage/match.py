@@ -206,6 +206,27 @@ def _follow_centroids_in_base_mm(base: Measurement, follow: Measurement, reg: Re
     return np.stack([(br + 0.5) * sr, (bc + 0.5) * sc], axis=1).reshape(-1, 2)
 
 
+def _outside_field(source: Measurement, target: Measurement, matrix: np.ndarray) -> np.ndarray:
+    """For each lesion of ``source``: does its centroid, mapped by ``matrix`` (source (row, col,
+    1) -> target (row, col)), fall outside ``target``'s film or inside its collimation?"""
+    n = len(source.lesions)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    m = np.asarray(matrix, dtype=np.float64)
+    r = np.array([l.centroid_row for l in source.lesions])
+    c = np.array([l.centroid_col for l in source.lesions])
+    tr = np.rint(m[0, 0] * r + m[0, 1] * c + m[0, 2]).astype(np.int64)
+    tc = np.rint(m[1, 0] * r + m[1, 1] * c + m[1, 2]).astype(np.int64)
+    rows, cols = target.film.shape
+    out = (tr < 0) | (tr >= rows) | (tc < 0) | (tc >= cols)
+    excluded = dict(target.segmentation.excluded) if target.segmentation is not None else {}
+    coll = excluded.get("collimation")
+    if coll is not None and np.shape(coll) == (rows, cols):
+        inside = ~out
+        out[inside] = np.asarray(coll, dtype=bool)[tr[inside], tc[inside]]
+    return out
+
+
 def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
                   params: CompareParams = CompareParams()) -> tuple[LesionChange, ...]:
     """Match the lesions of two measured films and give each a status.
@@ -252,6 +273,9 @@ def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
     def dist(i: int, j: int) -> float:
         return float(distance[i - 1, j - 1])
 
+    outside_base = _outside_field(follow, base, reg.matrix)
+    outside_follow = _outside_field(base, follow, np.linalg.inv(np.vstack([reg.matrix, [0.0, 0.0, 1.0]]))[:2])
+
     rows: list[LesionChange] = []
     for g_index, g in enumerate(groups, start=1):
         total_b = sum(area_b[i] for i in g.baseline_ids)
@@ -264,13 +288,15 @@ def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
         if g.relation is Relation.RESOLVED:
             for i in g.baseline_ids:
                 rows.append(LesionChange(baseline_id=i, followup_id=None, area_baseline_mm2=area_b[i],
-                                         area_followup_mm2=0.0, area_followup_raw_mm2=0.0, **common))
+                                         area_followup_mm2=0.0, area_followup_raw_mm2=0.0,
+                                         outside_other_field=bool(outside_follow[i - 1]), **common))
             continue
         if g.relation is Relation.NEW:
             for j in g.followup_ids:
                 rows.append(LesionChange(baseline_id=None, followup_id=j, area_baseline_mm2=0.0,
                                          area_followup_mm2=area_f_raw[j] / scale2,
-                                         area_followup_raw_mm2=area_f_raw[j], **common))
+                                         area_followup_raw_mm2=area_f_raw[j],
+                                         outside_other_field=bool(outside_base[j - 1]), **common))
             continue
         if len(g.baseline_ids) >= len(g.followup_ids):
             for i in g.baseline_ids:

@@ -264,3 +264,15 @@ def test_registration_to_dict() -> None:
     d = reg.to_dict()
     assert d["matrix"] == [[1.0, 0.0, 2.0], [0.0, 1.0, 3.0]]
     assert (d["scale"], d["quality"], d["rotation_deg"], d["translation_mm"]) == (1.01, 0.9, 1.5, [1.0, 1.5])
+
+
+def test_lesion_outside_common_field_warns(baseline: Measurement) -> None:
+    from calcimage.errors import CalcimageWarning
+
+    # The follow-up is shifted 30 mm up and shows a lesion above the baseline's field.
+    follow = _measured_film(BLOBS + [(-15.0, 80.0, 3.0)], metadata=META_F, pose=_pose(0.0, 1.0, (-30.0, 0.0)))
+    with pytest.warns(CalcimageWarning, match="1 new or resolved lesion.*outside the other film's field"):
+        result = compare(baseline, follow)
+    assert result.change["lesions_outside_common_field"] == 1
+    flagged = [r for r in result.lesions if r.outside_other_field]
+    assert [(r.baseline_id, r.followup_id, r.status) for r in flagged] == [(None, 5, Status.NEW)]

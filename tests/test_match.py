@@ -247,3 +247,35 @@ def test_inputs_unchanged() -> None:
     before = mb.labels.copy()
     match_lesions(mb, mb, _identity())
     assert np.array_equal(mb.labels, before)
+
+
+def test_new_lesion_outside_baseline_field_is_flagged() -> None:
+    b = _blank()
+    b[10:20, 10:20] = 1
+    f = _blank()
+    f[10:20, 10:20] = 1
+    f[50:55, 50:55] = 2  # maps to baseline (70, 52): beyond the baseline's 60 rows
+    f[30:34, 30:34] = 3  # inside the baseline, but in its collimation
+    reg = Registration(matrix=np.array([[1.0, 0.0, 20.0], [0.0, 1.0, 0.0]]), scale=1.0, quality=1.0)
+    b[:] = 0
+    b[30:40, 10:20] = 1  # the same lesion 1, in baseline coordinates
+    mb = _measurement(b)
+    coll = np.zeros((60, 60), bool)
+    coll[45:, :] = True
+    mb = Measurement(film=mb.film, segmentation=Segmentation(labels=mb.labels, kinds=mb.segmentation.kinds,
+                     threshold=1.0, threshold_low=0.5, flattened=mb.segmentation.flattened,
+                     excluded={"collimation": coll}), labels=mb.labels, lesions=mb.lesions, regions=mb.regions)
+    f[30:34, 30:34] = 0
+    f[28:32, 30:34] = 3  # -> baseline rows 48-51: collimated there
+    rows = match_lesions(mb, _measurement(f), reg)
+    flags = {(r.baseline_id, r.followup_id): r.outside_other_field for r in rows}
+    assert flags == {(1, 1): False, (None, 2): True, (None, 3): True}
+
+
+def test_resolved_lesion_outside_followup_field_is_flagged() -> None:
+    b = _blank()
+    b[5:9, 5:9] = 1  # maps to follow-up row -15: outside
+    b[30:34, 30:34] = 2  # inside, really resolved
+    reg = Registration(matrix=np.array([[1.0, 0.0, 20.0], [0.0, 1.0, 0.0]]), scale=1.0, quality=1.0)
+    rows = match_lesions(_measurement(b), _measurement(_blank()), reg)
+    assert {(r.baseline_id, r.outside_other_field) for r in rows} == {(1, True), (2, False)}
