@@ -20,7 +20,13 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
+from pydicom.uid import (
+    DigitalXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    generate_uid,
+)
 
 import calcimage.io.load as load_module
 from calcimage import Film, FilmReadError, load
@@ -207,18 +213,26 @@ def test_pixel_limit_boundary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     _refused(_write(tmp_path / "over.dcm", _dicom_bytes(ds)), "64x47 = 3008 pixels exceeds the limit of 3007")
 
 
-def test_compressed_frame_declaring_huge_size_refused(tmp_path: Path) -> None:
-    """A JPEG 2000 codestream claiming 20000x20000 inside a 64x48 DICOM: refused before decoding."""
+@pytest.mark.parametrize("syntax", [JPEG2000Lossless, JPEGLSLossless])
+def test_compressed_frame_declaring_huge_size_refused(tmp_path: Path, syntax: pydicom.uid.UID) -> None:
+    """A codestream claiming 20000x20000 (JPEG 2000) or 65535x65535 (JPEG-LS) inside a 64x48
+    DICOM: refused before the decoder allocates it."""
     ds = _dataset()
-    ds.compress(JPEG2000Lossless)
+    ds.compress(syntax)
     frame = bytearray(ds.PixelData)
-    siz = frame.index(b"\xff\x4f\xff\x51")
-    frame[siz + 8 : siz + 16] = struct.pack(">II", 20000, 20000)  # Xsiz, Ysiz
+    if syntax == JPEG2000Lossless:
+        siz = frame.index(b"\xff\x4f\xff\x51")
+        frame[siz + 8 : siz + 16] = struct.pack(">II", 20000, 20000)  # Xsiz, Ysiz
+        rows = cols = 20000
+    else:
+        sof = frame.index(b"\xff\xf7")  # JPEG-LS start of frame
+        frame[sof + 5 : sof + 9] = struct.pack(">HH", 65535, 65535)
+        rows = cols = 65535
     ds.PixelData = bytes(frame)
     path = _write(tmp_path / "bomb.dcm", _dicom_bytes(ds))
     tracemalloc.start()
     try:
-        _refused(path, "compressed frame of 20000x20000", "exceeds the limit")
+        _refused(path, f"compressed frame of {rows}x{cols}", "exceeds the limit")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -11,6 +11,7 @@ import datetime as dt
 import io
 import logging
 import math
+import struct
 import warnings
 from pathlib import Path
 from typing import Any
@@ -243,20 +244,26 @@ def _stored_range(bits_stored: int, signed: bool) -> tuple[int, int]:
     return 0, 2**bits_stored - 1
 
 
-def _encapsulated_size(ds: Dataset) -> tuple[int, int] | None:
-    """(rows, cols) declared by the first compressed frame's JPEG / JPEG 2000 header."""
+def _encapsulated_size(ds: Dataset, ts: UID) -> tuple[int, int] | None:
+    """(rows, cols) declared by the first compressed fragment's JPEG / JPEG 2000 header."""
+    if "2000" in ts.name or "HTJ2K" in ts.name:
+        fmt = "j2k"
+    elif "JPEG" in ts.name:
+        fmt = "jpeg"
+    else:  # RLE and others: the decoded size is Rows x Columns
+        return None
     try:
         head = bytes(ds.PixelData[:65536])
+        # Item (FFFE,E000) with the Basic Offset Table, then the first fragment's item.
+        if head[:4] != b"\xfe\xff\x00\xe0":
+            return None
+        (bot_length,) = struct.unpack("<I", head[4:8])
+        at = 8 + bot_length
+        if head[at : at + 4] != b"\xfe\xff\x00\xe0":
+            return None
     except Exception:
         return None
-    # Skip the Basic Offset Table and find the first fragment's codestream by its marker.
-    jpeg_at = head.find(b"\xff\xd8\xff")
-    j2k = image_header_size(head, "j2k")
-    if j2k is not None:
-        return j2k
-    if jpeg_at >= 0:
-        return image_header_size(head[jpeg_at:], "jpeg")
-    return None
+    return image_header_size(head[at + 8 :], fmt)
 
 
 def _rescale(stored: np.ndarray, slope: float, intercept: float) -> np.ndarray:
@@ -345,7 +352,7 @@ def load_dicom(
     ts = _transfer_syntax(path, ds, notes)
     ts_name = ts.name
     if ts.is_compressed:
-        declared = _encapsulated_size(ds)
+        declared = _encapsulated_size(ds, ts)
         if declared is not None:
             # A codestream may declare a far larger image than Rows x Columns: refuse it
             # before the decoder allocates it.
