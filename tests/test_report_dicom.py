@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from pathlib import Path
 
 import cv2
@@ -632,3 +633,33 @@ def test_tracking_map_pickles_for_worker_processes(tmp_path: Path) -> None:
     one[5:10, 5:10] = 1
     tracking = build_tracking([(measured(f0, one, (N,)), measured(f1, one, (N,)), [LesionChange(1, 1, Status.STABLE, 1, 1)])])
     assert pickle.loads(pickle.dumps(tracking)) == tracking
+
+
+def test_clean_source_gives_no_library_remarks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write_dx(tmp_path / "f.dcm", orientation=True)
+    m = measured(calcimage.load(path), *three_lesions())
+    with caplog.at_level("INFO", logger="calcimage.report.dicom"):
+        write_dicom_results(m, tmp_path / "o")
+    assert [r.getMessage() for r in caplog.records if "DICOM SEG/SR:" in r.getMessage()] == []
+
+
+def test_invalid_patient_values_are_left_empty_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write_dx(tmp_path / "f.dcm")
+    ds = pydicom.dcmread(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns while we build the odd source on purpose
+        ds.PatientBirthDate = "00000000"  # seen in real films
+        ds.AccessionNumber = "d14a028c2a3a2bc9476102bb288234c415a2b01f828ea62ac5b3e42f"  # 56 > 16 chars
+        ds.PatientName = "ANON-1234"  # one component: pydicom remarks on it, harmless
+        ds.save_as(path, enforce_file_format=True)
+    film = calcimage.load(path)
+    m = measured(film, *three_lesions())
+    with caplog.at_level("INFO", logger="calcimage.report.dicom"):
+        with pytest.warns(CalcimageWarning, match=r"f: invalid PatientBirthDate, AccessionNumber in the source"):
+            seg_path, sr_path = write_dicom_results(m, tmp_path / "o")
+    for out in (seg_path, sr_path):
+        out_ds = pydicom.dcmread(out)
+        assert (out_ds.PatientBirthDate, out_ds.AccessionNumber) == ("", "")
+        assert str(out_ds.PatientName) == "ANON-1234"
+    remarks = [r.getMessage() for r in caplog.records if "DICOM SEG/SR: UserWarning" in r.getMessage()]
+    assert remarks and len(remarks) == len(set(remarks))  # logged, once each

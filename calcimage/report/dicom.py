@@ -39,7 +39,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
-from skimage.measure import find_contours
+from skimage.measure import approximate_polygon, find_contours
 
 from calcimage.errors import CalcimageWarning, OutputError
 from calcimage.film import Film
@@ -82,6 +82,9 @@ MANUFACTURER = "calcimage project"
 _UID_NAMESPACE = uuid.UUID("0b6e8f8e-3c1e-5a59-9d3f-6b3d2c1a7c11")
 #: Private coding scheme for the two concepts DICOM has no code for (PS3.16 8.2: "99" prefix).
 PRIVATE_SCHEME = "99CALCIMAGE"
+#: Most outline points one SCOORD can hold: GraphicData (FL, 8 bytes a point) must stay under
+#: the 64 KiB length limit of explicit-VR elements.
+MAX_OUTLINE_POINTS = 8000
 #: lesions.csv rounds floats to this many decimals; SR numbers use the same rounding.
 CSV_DECIMALS = 6
 #: Average month length, for "months since baseline".
@@ -473,7 +476,51 @@ def _read_source(film: Film) -> Dataset:
         raise OutputError(f"{film.path}: cannot re-read the source DICOM for SEG/SR: {exc}") from None
     if "TransferSyntaxUID" not in ds.file_meta:
         ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    blanked = _blank_invalid(ds)
+    if blanked:
+        warnings.warn(
+            f"{film.name}: invalid {', '.join(blanked)} in the source DICOM left empty in the SEG/SR "
+            "(the source file is not changed)",
+            CalcimageWarning,
+            stacklevel=3,
+        )
     return ds
+
+
+#: Patient and study attributes highdicom copies from the source into the SEG and SR.
+_COPIED = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
+    "StudyDate", "StudyTime", "ReferringPhysicianName",
+)
+
+
+def _blank_invalid(ds: Dataset) -> list[str]:
+    """Empty copied attributes whose value is invalid for its VR (e.g. PatientBirthDate
+    00000000, a 56-character AccessionNumber), which highdicom would refuse; return their names.
+    All copied attributes are type 2, so empty is valid."""
+    from pydicom import config
+    from pydicom.valuerep import DA, TM, validate_value
+
+    blanked = []
+    for keyword in _COPIED:
+        if keyword not in ds:
+            continue
+        elem = ds[keyword]
+        value = elem.value
+        if value is None or value == "":
+            continue
+        try:
+            validate_value(elem.VR, value, config.RAISE)
+            if elem.VR == "DA":
+                DA(str(value))
+            elif elem.VR == "TM":
+                TM(str(value))
+            if keyword == "PatientSex" and str(value) not in ("M", "F", "O"):
+                raise ValueError(f"PatientSex {value!r}")
+        except Exception:  # pydicom raises ValueError or its own types; any means invalid
+            elem.value = ""
+            blanked.append(keyword)
+    return blanked
 
 
 # --------------------------------------------------------------------------------------------
@@ -487,8 +534,10 @@ def lesion_outline(mask: np.ndarray) -> np.ndarray:
     (marching squares at level 0.5, diagonal neighbours connected), so the centres of all
     pixels of a hole-free lesion lie inside it and no background pixel centre does. DICOM
     pixel coordinates put (0, 0) at the top-left corner of the top-left pixel, so a pixel
-    centre (row, col) is (x=col + 0.5, y=row + 0.5). Holes are not outlined; of several
-    parts, the largest is.
+    centre (row, col) is (x=col + 0.5, y=row + 0.5). Collinear points are dropped; an outline
+    of more than :data:`MAX_OUTLINE_POINTS` points is simplified (Douglas-Peucker, tolerance
+    doubled from 0.25 px until it fits), the one case where it is not exact. Holes are not
+    outlined; of several parts, the largest is.
 
     Parameters
     ----------
@@ -512,6 +561,16 @@ def lesion_outline(mask: np.ndarray) -> np.ndarray:
         return abs(float(np.dot(c[:-1, 0], c[1:, 1]) - np.dot(c[1:, 0], c[:-1, 1]))) / 2
 
     best = max(contours, key=enclosed)
+    # Drop collinear points (straight runs along pixel edges): same polygon, far fewer points.
+    simple = approximate_polygon(best, tolerance=1e-6)
+    tolerance = 0.25
+    while len(simple) > MAX_OUTLINE_POINTS:
+        # GraphicData (FL) must fit an explicit-VR element (< 64 KiB): simplify huge outlines.
+        simple = approximate_polygon(best, tolerance=tolerance)
+        tolerance *= 2
+    if len(simple) != len(best) and tolerance > 0.25:
+        logger.debug("outline of %d points simplified to %d (tolerance %.2f px)", len(best), len(simple), tolerance / 2)
+    best = simple
     row = best[:, 0] + (r0 - 1)
     col = best[:, 1] + (c0 - 1)
     points = np.stack([col + 0.5, row + 0.5], axis=1).astype(np.float32)
@@ -690,7 +749,10 @@ def _build_sr(
     film = measurement.film
     labels = np.asarray(measurement.labels)
     group = tracking.group(film)
-    algorithm = hd.sr.AlgorithmIdentification(
+    # The parameters are recorded once, in the film totals group (and in the SEG); repeating
+    # them in every lesion group would multiply the report's size.
+    algorithm = hd.sr.AlgorithmIdentification(name=ALGORITHM_NAME, version=version, family=CODES.algorithm_family)
+    algorithm_with_params = hd.sr.AlgorithmIdentification(
         name=ALGORITHM_NAME,
         version=version,
         parameters=[f"{k}={v}" for k, v in _params_text(measurement).items()],
@@ -759,7 +821,7 @@ def _build_sr(
             time_point_context=tpc,
             finding_type=CODES.calcinosis,
             finding_category=CODES.category,
-            algorithm_id=algorithm,
+            algorithm_id=algorithm_with_params,
             measurements=_total_measurements(measurement.lesions),
             source_images=[hd.sr.SourceImageForMeasurementGroup(src_class, src_uid)],
         )
@@ -908,10 +970,13 @@ def _write(
     stem = stem or film.name
     tracking = tracking if tracking is not None else TrackingMap()
     tp = timepoint or tracking.time_point(film) or TimePoint(study_date=film.metadata.study_date)
-    source = _read_source(film)
-    built = _build_seg(measurement, source, tracking, __version__)
-    seg, segment_numbers = built if built is not None else (None, {})
-    sr = _build_sr(measurement, source, seg, segment_numbers, tracking, tp, __version__)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        source = _read_source(film)
+        built = _build_seg(measurement, source, tracking, __version__)
+        seg, segment_numbers = built if built is not None else (None, {})
+        sr = _build_sr(measurement, source, seg, segment_numbers, tracking, tp, __version__)
+    _pass_on(caught, film.name)
 
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -931,6 +996,24 @@ def _write(
     _atomic_write(sr, sr_path, inputs)
     written.append(sr_path)
     return written
+
+
+def _pass_on(caught: Sequence[warnings.WarningMessage], name: str) -> None:
+    """Re-emit calcimage's own warnings; log pydicom's and highdicom's remarks once each.
+
+    Those remarks are about values copied from the source film (a one-part PatientName, an
+    invalid StudyInstanceUID that every reference must repeat): the SEG/SR cannot fix them,
+    so they are logged (INFO) rather than alarming the user once per reference.
+    """
+    seen: set[str] = set()
+    for w in caught:
+        if issubclass(w.category, CalcimageWarning):
+            warnings.warn(w.message, w.category, stacklevel=4)
+            continue
+        text = " ".join(str(w.message).split())
+        if text not in seen:
+            seen.add(text)
+            logger.info("%s: DICOM SEG/SR: %s: %s", name, w.category.__name__, text)
 
 
 # --------------------------------------------------------------------------------------------
