@@ -147,6 +147,25 @@ def test_different_spacing_no_motion(base_film: Film) -> None:
     assert np.allclose(reg.matrix_mm, [[1, 0, 0], [0, 1, 0]], atol=0.03)
 
 
+def test_anisotropic_follow_up_spacing(base_film: Film) -> None:
+    # Follow-up pixels of 0.5 mm (rows) x 0.4 mm (cols), moved and magnified.
+    pose = _pose(-4.0, 1.025, (-6.0, 7.0))
+    rows, cols = 400, 400
+    r = (np.arange(rows) + 0.5) * 0.5
+    c = (np.arange(cols) + 0.5) * 0.4
+    rr, cc = np.meshgrid(r, c, indexing="ij")
+    wr = pose[0, 0] * rr + pose[0, 1] * cc + pose[0, 2]
+    wc = pose[1, 0] * rr + pose[1, 1] * cc + pose[1, 2]
+    follow = Film(_scene(wr, wc).astype(np.float32), (0.5, 0.4), SpacingSource.USER)
+    reg = register(base_film, follow)
+    q_f = np.array([[0.5, 0, 0.25], [0, 0.4, 0.2], [0, 0, 1]])
+    q_b = np.array([[0.5, 0, 0.25], [0, 0.5, 0.25], [0, 0, 1]])
+    truth = (np.linalg.inv(q_b) @ np.vstack([pose, [0, 0, 1]]) @ q_f)[:2]
+    assert _max_error_mm(reg.matrix, truth, (rows, cols), 0.5) < 0.3
+    assert reg.scale == pytest.approx(1.025, rel=2e-3)
+    assert reg.rotation_deg == pytest.approx(-4.0, abs=0.1)
+
+
 def test_exposure_and_noise(base_film: Film) -> None:
     pose = _pose(-3.0, 1.02, (4.0, -7.0))
     follow = _film(BASE_SHAPE, 0.5, pose, gain=0.7, offset=0.3, noise=0.05, seed=3)
