@@ -713,7 +713,7 @@ def _new_lesion(
         length = rng.uniform(*p.plaque_length_mm)
         size = length / 2.0
         width = rng.uniform(*p.plaque_width_mm) / 2.0
-        angle = limb_angle + math.radians(rng.uniform(-20.0, 20.0))
+        angle = limb_angle + math.radians(rng.uniform(-8.0, 8.0))  # along the fascia
         harmonics = tuple(
             (float(0.15 * rng.standard_normal() / k), float(rng.uniform(0, 2 * math.pi)))
             for k in range(1, 6)
@@ -1259,8 +1259,12 @@ def make_phantom(seed: int, params: PhantomParams = PhantomParams()) -> Phantom:
     next_id = 1
     for kind in kinds:  # plaques first: they need the most room
         over_bone = bool(anatomy.n_bones) and bool(rng.uniform() < p.fraction_over_bone)
-        lesion = _new_lesion(rng, p, kind, next_id, anatomy.axis_angle_rad, over_bone)
-        put = _place_lesion(rng, anatomy, lesion, placed, field_mm, p.cluster_fraction)
+        put = None
+        for _ in range(4):  # a lesion that does not fit is redrawn (new size and shape)
+            lesion = _new_lesion(rng, p, kind, next_id, anatomy.axis_angle_rad, over_bone)
+            put = _place_lesion(rng, anatomy, lesion, placed, field_mm, p.cluster_fraction)
+            if put is not None:
+                break
         if put is None:
             logger.debug("phantom seed %d: no room for a %s; skipped", seed, kind.value)
             continue
