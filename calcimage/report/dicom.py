@@ -438,7 +438,7 @@ def dicom_skip_reason(measurement: Measurement) -> str | None:
     if film.spacing_mm is None:
         return (
             f"{film.name}: no pixel spacing, so areas in mm² cannot be reported; no DICOM SEG/SR "
-            "written (give --spacing-mm to measure in mm)"
+            "written (give the spacing: --spacing MM, or calcimage.load(path, spacing_mm=...))"
         )
     missing = [
         name
