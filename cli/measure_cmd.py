@@ -129,7 +129,9 @@ def _print_summary(results, out_dir: Path) -> None:
 
     table = Table(title=f"calcimage measure → {out_dir}")
     for col in ("film", "lesions", "area mm²", "area px", "status"):
-        table.add_column(col, justify="right" if col in ("lesions", "area mm²", "area px") else "left")
+        table.add_column(
+            col, justify="right" if col in ("lesions", "area mm²", "area px") else "left", overflow="fold"
+        )
     for r in results:
         if r.ok:
             area = "—" if r.total_area_mm2 is None else f"{r.total_area_mm2:.2f}"

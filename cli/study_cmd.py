@@ -143,7 +143,9 @@ def _print_summary(rows, films, pairs, out_dir: Path) -> None:
 
     table = Table(title=f"calcimage study → {out_dir}")
     for col in ("group", "date", "months", "lesions", "area mm²", "change", "category"):
-        table.add_column(col, justify="right" if col in ("months", "lesions", "area mm²", "change") else "left")
+        table.add_column(
+            col, justify="right" if col in ("months", "lesions", "area mm²", "change") else "left", overflow="fold"
+        )
     for row in rows:
         table.add_row(
             row["group"], row["date"] or "—",

@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 
 from calcimage.report.atomic import write_text
-from calcimage.report.overlay import KIND_COLOURS, STATUS_COLOURS, png_bytes, thumbnail
+from calcimage.report.overlay import KIND_COLOURS, STATUS_COLOURS, thumbnail
 
 __all__ = ["render_report", "write_report", "trend_svg"]
 
@@ -30,7 +30,7 @@ table{border-collapse:collapse;margin:12px 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:right} th{background:#f2f2f2}
 td.l,th.l{text-align:left}
 .figs{display:flex;flex-wrap:wrap;gap:12px}
-figure{margin:0;max-width:100%} figure img{max-width:560px;width:100%;height:auto;border:1px solid #ccc}
+figure{margin:0;max-width:100%} figure img{max-width:700px;width:100%;height:auto;border:1px solid #ccc}
 figcaption{font-size:.85em;color:#444}
 .legend span{display:inline-block;margin-right:12px;font-size:.85em}
 .legend i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle}
@@ -59,12 +59,17 @@ def _hex(bgr: tuple[int, int, int]) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-def _img_tag(path: Path, alt: str, max_side: int = 900) -> str:
+def _img_tag(path: Path, alt: str, max_side: int = 700) -> str:
+    # Embedded as JPEG: a film's noise makes PNG ten times larger, and the full-resolution
+    # PNG stays beside the report for close inspection.
     image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
     if image is None:
         return f'<p class="failed">missing picture: {_esc(alt)}</p>'
-    data = base64.b64encode(png_bytes(thumbnail(image, max_side))).decode("ascii")
-    return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
+    ok, buf = cv2.imencode(".jpg", thumbnail(image, max_side), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        return f'<p class="failed">cannot encode picture: {_esc(alt)}</p>'
+    data = base64.b64encode(buf.tobytes()).decode("ascii")
+    return f'<img alt="{_esc(alt)}" src="data:image/jpeg;base64,{data}">'
 
 
 def _fmt(value: Any, spec: str = ".2f", suffix: str = "") -> str:
@@ -110,7 +115,7 @@ def trend_svg(
         return top + ph * (1 - c / c_max)
 
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'<svg width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="trend of total area and lesion count">',
         f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fff" stroke="#999"/>',
     ]
@@ -226,7 +231,7 @@ def render_report(
             parts.append('<h3>follow-up vs baseline (left: baseline, right: registered follow-up)</h3><div class="figs">')
             for film, pair in comparisons:
                 caption = f"{film.film_id}: {pair.category}, total area {_fmt(pair.change_pct, '+.1f', ' %')}"
-                parts.append(f"<figure>{_img_tag(out_dir / pair.folder / 'overlay.png', caption, 1200)}"
+                parts.append(f"<figure>{_img_tag(out_dir / pair.folder / 'overlay.png', caption, 1100)}"
                              f"<figcaption>{_esc(caption)}</figcaption></figure>")
             parts.append("</div>")
         parts.append("</section>")
