@@ -62,6 +62,7 @@ __all__ = [
     "FollowupParams",
     "LesionSpec",
     "Anatomy",
+    "TextureField",
     "PhantomTruth",
     "Phantom",
     "make_phantom",
@@ -326,6 +327,16 @@ class LesionSpec:
 
 
 @dataclass(frozen=True, eq=False)
+class TextureField:
+    """A texture sampled on a square grid in the world frame: ``values[i, j]`` is at world
+    ``(origin_mm[0] + i * spacing_mm, origin_mm[1] + j * spacing_mm)``; beyond it, reflected."""
+
+    values: np.ndarray  # float64 on a 2^-16 grid
+    spacing_mm: float
+    origin_mm: tuple[float, float]
+
+
+@dataclass(frozen=True, eq=False)
 class Anatomy:
     """The limb, in the world frame (mm): soft tissue, bones and texture fields."""
 
@@ -339,10 +350,8 @@ class Anatomy:
     bone_radius_mm: np.ndarray  # (n_bones, len(u_table)) outer radius
     cortex_mm: np.ndarray  # (n_bones, len(u_table)) cortical thickness
     trabecular: np.ndarray  # (n_bones, len(u_table)) share of cancellous bone in the medulla
-    texture_origin_px: tuple[int, int]  # world pixel (0, 0) sits at this texture index
-    texture_spacing_mm: float
-    bone_texture: np.ndarray  # float64 in [-1, 1] on a 2^-16 grid, trabecular pattern
-    tissue_texture: np.ndarray  # float64 ~N(0, 1) on a 2^-16 grid, fibre/lobule pattern
+    bone_texture: TextureField  # in [-1, 1], trabecular pattern, over the bones' band
+    tissue_texture: TextureField  # ~N(0, 1), muscle fibre/lobule pattern, over the limb's band
 
     @property
     def n_bones(self) -> int:
@@ -601,15 +610,30 @@ def _make_anatomy(rng: np.random.Generator, p: PhantomParams) -> Anatomy:
             offsets[0] = centre_line - lateral * (radii[1] + gap / 2.0)
             offsets[1] = centre_line + lateral * (radii[0] + gap / 2.0)
 
-    # Texture fields on the baseline grid plus a margin; follow-ups reflect beyond it.
-    # Their grid is never finer than 0.15 mm (finer films interpolate), which keeps large films fast.
-    tex_mm = max(p.spacing_mm, 0.15)
-    margin = int(math.ceil(20.0 / tex_mm))
-    tex_shape = (int(math.ceil(height_mm / tex_mm)) + 2 * margin, int(math.ceil(width_mm / tex_mm)) + 2 * margin)
-    bone_tex = _snap(np.tanh(1.3 * _texture(rng, tex_shape, tex_mm, (0.35, 0.16), (1.4, 0.9))))
-    tissue_tex = _texture(rng, tex_shape, tex_mm, (1.2, 0.5), (6.0, 3.0))
+    # Texture fields cover the band of the film the limb (or the bones) can occupy, plus a
+    # margin; follow-ups that look further out see them reflected. Trabecular texture needs a
+    # fine grid (<= 0.15 mm); the softer muscle texture is sampled at 0.3 mm.
+    origin = (centre[0], centre[1] + offset_col)
+    reach_u = height_mm / 2.0 + 30.0
+
+    def band(lo_v: float, hi_v: float, step_mm: float, fine_mm: tuple[float, float], coarse_mm: tuple[float, float]) -> TextureField:
+        cols = [origin[1] + uu * math.sin(angle) + vv * math.cos(angle) for uu in (-reach_u, reach_u) for vv in (lo_v, hi_v)]
+        c0, c1 = min(cols) - 20.0, max(cols) + 20.0
+        r0, r1 = -20.0, height_mm + 20.0
+        shape = (int(math.ceil((r1 - r0) / step_mm)) + 1, int(math.ceil((c1 - c0) / step_mm)) + 1)
+        return TextureField(_texture(rng, shape, step_mm, fine_mm, coarse_mm), step_mm, (r0, c0))
+
+    if n:
+        lo_v = float((offsets - radii).min())
+        hi_v = float((offsets + radii).max())
+    else:
+        lo_v = hi_v = 0.0
+    bone_tex = band(lo_v, hi_v, min(max(p.spacing_mm, 0.1), 0.15), (0.35, 0.16), (1.4, 0.9))
+    bone_tex = replace(bone_tex, values=_snap(np.tanh(1.3 * bone_tex.values)))
+    half_max = float(half_width.max())
+    tissue_tex = band(-half_max, half_max, 0.3, (1.2, 0.5), (6.0, 3.0))
     return Anatomy(
-        axis_origin_mm=(centre[0], centre[1] + offset_col),
+        axis_origin_mm=origin,
         axis_angle_rad=angle,
         u_table_mm=u,
         half_width_mm=half_width,
@@ -619,8 +643,6 @@ def _make_anatomy(rng: np.random.Generator, p: PhantomParams) -> Anatomy:
         bone_radius_mm=radii,
         cortex_mm=cortex,
         trabecular=trab,
-        texture_origin_px=(margin, margin),
-        texture_spacing_mm=tex_mm,
         bone_texture=bone_tex,
         tissue_texture=tissue_tex,
     )
@@ -1002,8 +1024,6 @@ def _render(
     to_limb = np.array([[ca, sa], [-sa, ca]]) @ np.hstack(
         [pose[:, :2], (pose[:, 2] - np.array(anatomy.axis_origin_mm))[:, None]]
     )
-    tex = 1.0 / anatomy.texture_spacing_mm
-    to_tex = pose * tex + np.array([[0.0, 0.0, anatomy.texture_origin_px[0]], [0.0, 0.0, anatomy.texture_origin_px[1]]])
     att = np.zeros(shape, np.float32)
     body = np.zeros(shape, bool)
     bone_mask = np.zeros(shape, bool)
@@ -1020,12 +1040,14 @@ def _render(
         look = _Lookup(anatomy, u)
         del u
 
-        def texture(table: np.ndarray, c_lo: int, c_hi: int) -> np.ndarray:
+        def texture(field: TextureField, c_lo: int, c_hi: int) -> np.ndarray:
+            # Film pixel -> texture index, composed into one affine map.
+            to_tex = (pose - np.array([[0.0, 0.0, field.origin_mm[0]], [0.0, 0.0, field.origin_mm[1]]])) / field.spacing_mm
             cc = np.arange(c_lo, c_hi, dtype=np.float32)[None, :]
             map_r = rows * f32(to_tex[0, 0]) + (cc * f32(to_tex[0, 1]) + f32(to_tex[0, 2]))
             map_c = rows * f32(to_tex[1, 0]) + (cc * f32(to_tex[1, 1]) + f32(to_tex[1, 2]))
             # float64 on snapped values: the interpolation is exact, hence machine-independent.
-            out = cv2.remap(table, map_c, map_r, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            out = cv2.remap(field.values, map_c, map_r, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
             return out.astype(np.float32)
 
         # Soft tissue: elliptical cross-section; chord lengths through skin, fat and muscle.
