@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -363,3 +364,90 @@ def test_no_bones_and_one_bone_render():
         assert ph.anatomy.n_bones == n
         assert ph.truth.masks["bone"].any() == (n > 0)
         assert math.isfinite(float(ph.film.pixels.mean()))
+
+
+# ----------------------------------------------------------------------------- CLI and files
+
+
+def test_cli_phantom_writes_films_and_truth(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    import calcimage
+    from calcimage.cli.app import app
+    from calcimage.phantom import read_truth_labels
+
+    out = tmp_path / "films"
+    args = ["phantom", "--out", str(out), "--seed", "4", "--pairs", "2", "--months", "3,9",
+            "--rows", "500", "--cols", "450", "--spacing", "0.25", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.output)
+    assert len(listed) == 6 and {r["patient_id"] for r in listed} == {"SYN4-0", "SYN4-1"}
+    films = sorted(out.glob("*.dcm"))
+    assert len(films) == 6
+    for row in listed:
+        film = calcimage.load(row["film"])
+        truth = json.loads(Path(row["truth"]).read_text(encoding="utf-8"))
+        labels = read_truth_labels(out / truth["labels"])
+        assert labels.shape == film.shape == (500, 450)
+        assert int(labels.max()) == truth["lesion_count"] == row["lesion_count"]
+        assert film.metadata.patient_id == row["patient_id"]
+        assert film.metadata.study_date.isoformat() == row["study_date"]
+    # Same seed, same bytes.
+    again = tmp_path / "again"
+    assert CliRunner().invoke(app, [*args[:2], str(again), *args[3:]]).exit_code == 0
+    assert all((again / f.name).read_bytes() == f.read_bytes() for f in out.iterdir())
+
+
+def test_cli_phantom_png_format(tmp_path):
+    from typer.testing import CliRunner
+
+    import calcimage
+    from calcimage.cli.app import app
+
+    result = CliRunner().invoke(
+        app, ["phantom", "--out", str(tmp_path), "--format", "png", "--rows", "400", "--cols", "400", "--spacing", "0.3"]
+    )
+    assert result.exit_code == 0, result.output
+    pngs = sorted(tmp_path.glob("*.png"))
+    assert len(pngs) == 2
+    film = calcimage.load(pngs[0])
+    assert film.spacing_mm == (0.3, 0.3) and film.metadata.patient_id == "SYN0-0"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--format", "tiff"], "--format"),
+        (["--months", "9,3"], "--months"),
+        (["--months", "x"], "--months"),
+        (["--rows", "500", "--cols", "300", "--spacing", "0.2"], "limb_width_mm"),
+    ],
+)
+def test_cli_phantom_bad_options_exit_2_with_one_line(tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from calcimage.cli.app import app
+
+    result = CliRunner().invoke(app, ["phantom", "--out", str(tmp_path / "o"), *args])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_truth_files_round_trip(tmp_path, base):
+    import json
+
+    from calcimage.phantom import read_truth_labels, write_truth
+
+    paths = write_truth(base, tmp_path / "film", film_file="film.dcm")
+    assert [p.name for p in paths] == ["film.truth.pgm.gz", "film.truth.json"]
+    labels = read_truth_labels(paths[0])
+    assert labels.dtype == np.int32 and np.array_equal(labels, base.truth.labels)
+    info = json.loads(paths[1].read_text(encoding="utf-8"))
+    assert info["film"] == "film.dcm" and info["seed"] == 11
+    assert info["lesion_count"] == base.truth.n_lesions
+    assert [entry["lesion_id"] for entry in info["lesions"]] == list(base.truth.lesion_ids)
+    assert [entry["kind"] for entry in info["lesions"]] == [k.value for k in base.truth.kinds]
+    assert info["phantom_params"]["spacing_mm"] == 0.2
