@@ -338,7 +338,7 @@ def test_truncated_image(tmp_path: Path, suffix: str, fraction: float) -> None:
     try:
         film = load(path)
     except FilmReadError as exc:
-        assert "cannot decode" in str(exc) and "\n" not in str(exc)
+        assert ("cannot decode" in str(exc) or "corrupt PNG" in str(exc)) and "\n" not in str(exc)
     else:  # some decoders return the rows they could read; the film is still well formed
         assert film.shape == (64, 64)
 
@@ -489,3 +489,14 @@ def test_load_peak_memory_per_pixel(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert film.shape == (1500, 1000)
     assert peak / pixels.size < 10.0
+
+
+def test_png_chunk_length_bomb_refused(tmp_path: Path) -> None:
+    """One flipped length byte made OpenCV reserve ~1.8 GB and spend seconds on an 88-byte file
+    (found by the image fuzzer): chunk lengths are checked against the file before decoding."""
+    ok, encoded = cv2.imencode(".png", PIXELS)
+    data = bytearray(encoded.tobytes())
+    idat = data.index(b"IDAT") - 4
+    data[idat : idat + 4] = struct.pack(">I", 0x6E0001D7)
+    _refused(_write(tmp_path / "chunk.png", bytes(data)), "corrupt PNG: chunk b'IDAT'", "declares 1845494231 bytes")
+    _refused(_write(tmp_path / "noend.png", encoded.tobytes()[:-12]), "corrupt PNG: no IEND chunk (truncated)")

@@ -281,3 +281,44 @@ def test_load_survives_mutated_dicom(
     path = tmp_path / "fuzz.dcm"
     path.write_bytes(bytes(data))
     _check(path)
+
+
+def _image_bases() -> dict[str, bytes]:
+    import cv2
+
+    grey16 = ((np.arange(ROWS * COLS).reshape(ROWS, COLS) * 2113) % 65536).astype(np.uint16)
+    grey8 = (grey16 >> 8).astype(np.uint8)
+    out = {}
+    for suffix, img in ((".png", grey16), (".tif", grey16), (".jpg", grey8), (".png", np.dstack([grey8] * 3))):
+        ok, encoded = cv2.imencode(suffix, img)
+        assert ok
+        out[f"{suffix}-{img.dtype}-{img.ndim}"] = encoded.tobytes()
+    return out
+
+
+_IMAGE_BASES = _image_bases()
+
+
+@settings(
+    max_examples=max(20, FUZZ_EXAMPLES // 3),
+    deadline=5000,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    derandomize=os.environ.get("CALCIMAGE_FUZZ_RANDOM") is None,
+)
+@given(
+    base=st.sampled_from(sorted(_IMAGE_BASES)),
+    raw_edit=st.lists(st.tuples(st.integers(0, 100_000), st.integers(0, 255)), min_size=1, max_size=6),
+    cut=st.one_of(st.none(), st.integers(1, 100_000)),
+)
+def test_load_survives_mutated_image(
+    tmp_path: Path, base: str, raw_edit: list[tuple[int, int]], cut: int | None
+) -> None:
+    """PNG / TIFF / JPEG bytes overwritten (headers included) or cut: same contract."""
+    data = bytearray(_IMAGE_BASES[base])
+    for at, byte in raw_edit:
+        data[at % len(data)] = byte
+    if cut is not None:
+        data = data[: max(1, cut % len(data))]
+    path = tmp_path / ("fuzz" + base.split("-")[0])
+    path.write_bytes(bytes(data))
+    _check(path)

@@ -84,6 +84,27 @@ def _sidecar_spacing(sidecar_path: Path, value: Any) -> tuple[float, float]:
     return (pair[0], pair[1])
 
 
+def _png_chunk_problem(data: bytes) -> str | None:
+    """Why the PNG chunk layout is impossible, or None when every chunk fits in the file.
+
+    OpenCV's PNG reader allocates a buffer of the length a chunk declares: a flipped length
+    byte in a 100-byte file would make it reserve gigabytes. Checked before decoding.
+    """
+    pos = 8
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        if pos + 12 + length > len(data):
+            return (
+                f"chunk {kind!r} at byte {pos} declares {length} bytes but the file ends "
+                f"{len(data) - pos - 12} bytes later (truncated or damaged)"
+            )
+        if kind == b"IEND":
+            return None
+        pos += 12 + length
+    return "no IEND chunk (truncated)"
+
+
 def _tiff_has_more_pages(data: bytes) -> bool:
     """True when the first TIFF image file directory links to a second one."""
     order = "<" if data[:2] == b"II" else ">"
@@ -122,6 +143,10 @@ def load_image(
         raise FilmReadError(
             f"{name}: multi-page TIFF is not supported (like multi-frame DICOM); save one film per file"
         )
+    if fmt == "png":
+        problem = _png_chunk_problem(data)
+        if problem is not None:
+            raise FilmReadError(f"{name}: corrupt PNG: {problem}")
     size = image_header_size(data, fmt)
     if size is not None:
         check_pixel_limit(path, *size, what=f"{fmt.upper()} image")
