@@ -663,3 +663,59 @@ def test_invalid_patient_values_are_left_empty_with_a_warning(tmp_path: Path, ca
         assert str(out_ds.PatientName) == "ANON-1234"
     remarks = [r.getMessage() for r in caplog.records if "DICOM SEG/SR: UserWarning" in r.getMessage()]
     assert remarks and len(remarks) == len(set(remarks))  # logged, once each
+
+
+@pytest.mark.slow
+def test_sample_films_end_to_end_keep_tracking_ids(sample_dir: Path, tmp_path: Path) -> None:
+    """segment -> measure -> compare -> SEG/SR on a synthetic patient's baseline and 3-month film."""
+    from calcimage.compare import compare
+
+    files = [sample_dir / "SYN002_R_AP_2025-02-03.dcm", sample_dir / "SYN002_R_AP_2025-05-05.dcm"]
+    if not all(f.is_file() for f in files):
+        pytest.skip("sample_images/SYN002 films are absent")
+    base, follow = (calcimage.measure(f, calcimage.segment(f)) for f in map(calcimage.load, files))
+    with warnings.catch_warnings():
+        # compare warns about lesions outside the other film's field; that is its business
+        warnings.simplefilter("ignore", CalcimageWarning)
+        comp = compare(base, follow)
+    tracking = build_tracking([comp])
+    reports, segs = [], []
+    for m, stem in ((base, "t0"), (follow, "t1")):
+        seg_path, sr_path = write_dicom_results(m, tmp_path, tracking=tracking, stem=stem)
+        segs.append(hd.seg.segread(seg_path))
+        reports.append(hd.sr.srread(sr_path).content)
+        # every lesion's numbers, as lesions.csv writes them (6 decimals)
+        groups = reports[-1].get_planar_roi_measurement_groups()[: m.lesion_count]
+        for lesion, group in zip(m.lesions, groups):
+            assert group_num(group, codes.SCT.Area) == [round(lesion.area_mm2, 6)]
+            assert group_num(group, CODES.density_grade) == [lesion.density_grade]
+            assert group.finding_type == {N: CODES.nodule, P: CODES.plaque}[lesion.kind]
+        # segment masks = labels of that class
+        numbers = segs[-1].get_segment_numbers()
+        masks = segs[-1].get_pixels_by_source_instance([m.film.metadata.sop_instance_uid], segment_numbers=numbers)
+        for i, number in enumerate(numbers):
+            kind = N if segs[-1].get_segment_description(number).segmented_property_type == CODES.nodule else P
+            ids = [l.lesion_id for l in m.lesions if l.kind is kind]
+            np.testing.assert_array_equal(masks[0, ..., i] > 0, np.isin(m.labels, ids))
+    ident0 = {
+        l.lesion_id: (g.tracking_identifier, g.tracking_uid)
+        for l, g in zip(base.lesions, reports[0].get_planar_roi_measurement_groups())
+    }
+    ident1 = {
+        l.lesion_id: (g.tracking_identifier, g.tracking_uid)
+        for l, g in zip(follow.lesions, reports[1].get_planar_roi_measurement_groups())
+    }
+    partners: dict[int, set[int]] = {}
+    for row in comp.lesions:
+        if row.baseline_id is not None and row.followup_id is not None:
+            partners.setdefault(row.followup_id, set()).add(row.baseline_id)
+    assert partners, "the sample pair should have matched lesions"
+    assert len({uid for _, uid in ident1.values()}) == follow.lesion_count  # each identity once per film
+    for lesion_id, identity in ident1.items():
+        partner_ids = {ident0[b] for b in partners.get(lesion_id, set())}
+        if identity in ident0.values():
+            assert identity in partner_ids  # inherited only from a lesion it was matched with
+        else:
+            assert identity[0] == f"lesion T1-{lesion_id}"
+            # new identity although matched: every partner's identity went to another lesion
+            assert partner_ids <= set(ident1.values())
