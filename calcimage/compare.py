@@ -494,12 +494,14 @@ def _interval_days(base: Measurement, follow: Measurement) -> int | None:
 
 
 def registration_mask(m: Measurement) -> np.ndarray | None:
-    """Pixels of ``m`` the registration may use: all but the collimation, markers and lesions
-    (they differ between films). Air is kept: it is flat and costs nothing, and the skin line
-    next to it is the strongest stable edge.
+    """Pixels of ``m`` the registration may use: all but the collimation and markers (they
+    differ between films). Air is kept: it is flat and costs nothing, and the skin line next
+    to it is the strongest stable edge. Lesions stay in: most change little and anchor the
+    fit (a limb without bone has little else along its length); the registration's robust
+    weights discount those that do change.
 
-    The registration itself keeps three pyramid pixels (>= 3 mm) clear of every excluded
-    area, so no margin is added here. Returns None when nothing is excluded.
+    The registration fills excluded areas and keeps a pyramid pixel clear of them, so no
+    margin is added here. Returns None when nothing is excluded.
     """
     shape = m.film.shape
     drop = np.zeros(shape, dtype=bool)
@@ -508,9 +510,6 @@ def registration_mask(m: Measurement) -> np.ndarray | None:
         mask = excluded.get(name)
         if mask is not None and np.shape(mask) == shape:
             drop |= np.asarray(mask, dtype=bool)
-    labels = np.asarray(m.labels)
-    if labels.shape == shape:
-        drop |= labels > 0
     if not drop.any():
         return None
     return ~drop

@@ -21,9 +21,11 @@ correlation (``cv2.phaseCorrelate``) — and the best-correlating fit is refined
 pyramid. (Feature matching with ORB and RANSAC was tried first: the smooth gradients of a limb
 film give too few repeatable corners for it.)
 
-Masks: excluded areas (collimation, markers, lesions) are filled with their smoothed
-surroundings before gradients are taken, and pixels within three level pixels of them are left
-out of the fit, so their edges pull on nothing.
+Masks: excluded areas (collimation, markers) are filled with their smoothed surroundings
+before gradients are taken, and the pixel next to them is left out of the fit, so their edges
+pull on nothing. Lesions are not masked: most change little and anchor the fit (a limb without
+bone has little else along its length); the ECC is iteratively reweighted (Tukey biweight on
+the normalised residual), so a lesion that grew, shrank, appeared or resolved loses its say.
 
 Coordinates: internally (x = col, y = row) in mm, OpenCV's order; the returned
 :class:`~calcimage.compare.Registration` holds (row, col) matrices. The mm position of pixel
@@ -54,6 +56,8 @@ _SEARCH_ROTATION_DEG = 12.0
 _SEARCH_STEP_DEG = 2.0
 #: Scale of the local mean removed before the quality correlation, in mm.
 _QUALITY_HIGHPASS_MM = 5.0
+#: Tukey biweight constant, in robust standard deviations of the residual.
+_TUKEY_C = 4.685
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,7 @@ def _level(pixels: np.ndarray, spacing_rc: tuple[float, float], target_mm: float
     image = ((image - lo) / max(float(hi - lo), 1e-6)).astype(np.float32)
     if mask is not None and not small_mask.all():
         # Fill excluded areas with the smoothed surroundings (normalised convolution) so their
-        # edges (collimation, markers, lesions) do not put gradients into the kept area.
+        # edges (collimation, markers) do not put gradients into the kept area.
         keep = small_mask.astype(np.float32)
         num = cv2.GaussianBlur(image * keep, (0, 0), 4.0)
         den = cv2.GaussianBlur(keep, (0, 0), 4.0)
@@ -121,9 +125,8 @@ def _level(pixels: np.ndarray, spacing_rc: tuple[float, float], target_mm: float
     mgx = cv2.Sobel(magnitude, cv2.CV_32F, 1, 0, ksize=3, scale=1.0 / 8.0) / np.float32(spacing[1])
     mgy = cv2.Sobel(magnitude, cv2.CV_32F, 0, 1, ksize=3, scale=1.0 / 8.0) / np.float32(spacing[0])
     if mask is not None:
-        # The smoothing spreads an excluded edge (collimation penumbra) ~3 pixels into the
-        # kept area: keep clear of it on every level.
-        small_mask = cv2.erode(small_mask.astype(np.uint8), np.ones((7, 7), np.uint8),
+        # Pixels at the border of an excluded area mix both sides: keep one pixel clear.
+        small_mask = cv2.erode(small_mask.astype(np.uint8), np.ones((3, 3), np.uint8),
                                borderType=cv2.BORDER_CONSTANT, borderValue=1) > 0
     return _Level(magnitude, mgx, mgy, small_mask, spacing)
 
@@ -162,7 +165,7 @@ def _overlap(t: _Level, f: _Level, w_mm: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def _ecc(t: _Level, f: _Level, w0: np.ndarray, kind: TransformKind, iterations: int,
-         max_scale_change: float) -> tuple[np.ndarray, float]:
+         max_scale_change: float, robust: bool = True) -> tuple[np.ndarray, float]:
     """Maximise the correlation of ``t`` and ``f`` warped by ``w`` (base mm → follow-up mm).
 
     Returns the warp and the final correlation coefficient.
@@ -202,6 +205,20 @@ def _ecc(t: _Level, f: _Level, w0: np.ndarray, kind: TransformKind, iterations: 
         w_norm = float(np.linalg.norm(warped))
         if t_norm == 0.0 or w_norm == 0.0:
             raise _EccFailure("an image is flat over the overlap")
+        if robust:
+            # Iteratively reweighted: pixels whose normalised residual is far beyond the
+            # typical one (a lesion that grew, a marker) lose weight (Tukey biweight).
+            resid = tmpl / t_norm - warped / w_norm
+            sigma = 1.4826 * float(np.median(np.abs(resid))) + 1e-12
+            u = resid / (_TUKEY_C * sigma)
+            weight = np.sqrt(np.clip(1.0 - u * u, 0.0, None) ** 2)
+            tmpl *= weight
+            warped *= weight
+            jac *= weight[:, None]
+            tmpl -= tmpl.mean()
+            warped -= warped.mean()
+            t_norm = float(np.linalg.norm(tmpl))
+            w_norm = float(np.linalg.norm(warped))
         correlation = float(tmpl @ warped)
         rho = correlation / (t_norm * w_norm)
         hessian = jac.T @ jac
@@ -336,7 +353,8 @@ def register(base_film: Film, follow_film: Film, *, base_mask: np.ndarray | None
         Films with pixel spacing (any spacing; they need not agree).
     base_mask, follow_mask
         Optional boolean masks (each the shape of its film) of the pixels registration may use:
-        the body without changing structures (lesions) and without collimation and markers.
+        True except on collimation and markers. Lesions need no mask: they are what changes,
+        but most change little and anchor the fit, and robust weights discount those that do.
     params
         ``transform``, ``registration_spacings_mm``, ``max_iterations``, ``min_quality``,
         ``min_overlap`` and ``max_scale_change`` are used.
@@ -400,6 +418,12 @@ def register(base_film: Film, follow_film: Film, *, base_mask: np.ndarray | None
         )
     _, start, w = best
     for t, f in levels[1:]:
+        # A limb is nearly a tube: at coarse scale a shift along it costs little, and the
+        # finer texture may prefer another place. Let phase correlation propose one.
+        shifted = _phase_shift(t, f, w)
+        if shifted is not None and shifted[1] > registration_quality(t, f, w)[0] + 0.01:
+            logger.debug("registration at %.1f mm: phase correlation moved the start", t.spacing_rc[0])
+            w = shifted[0]
         try:
             w, _ = _ecc(t, f, w, kind, params.max_iterations, params.max_scale_change)
         except _EccFailure as exc:

@@ -247,15 +247,15 @@ def test_to_dict_is_the_comparison_json_contract(baseline: Measurement) -> None:
     assert isinstance(result, Comparison)
 
 
-def test_registration_mask_excludes_lesions_and_collimation(baseline: Measurement) -> None:
+def test_registration_masks(baseline: Measurement) -> None:
     coll = np.zeros(baseline.film.shape, bool)
     coll[:20] = True
     seg = dataclasses.replace(baseline.segmentation, excluded={"collimation": coll})
     mask = registration_mask(dataclasses.replace(baseline, segmentation=seg))
     assert mask is not None
     assert not mask[:20].any()
-    assert not mask[baseline.labels > 0].any()
-    assert mask[200, 10]
+    assert mask[20:].all()
+    assert registration_mask(baseline) is None
 
 
 def test_registration_to_dict() -> None:
