@@ -122,13 +122,13 @@ class SegmentParams:
 
     method: ThresholdMethod = ThresholdMethod.AUTO
     min_area_mm2: float = 1.0
-    k_sigma: float = 4.0
+    k_sigma: float = 5.0
     low_ratio: float = 0.5
     fixed_threshold: float | None = None
     smooth_mm: float = 0.3
     background_mm: float = 16.0
     work_spacing_mm: float = 0.5
-    noise_mm: float = 12.0
+    noise_mm: float = 30.0
     bone_scale_mm: float = 48.0
     bone_min_relative: float = 0.15
     bone_line_mm: float = 24.0
@@ -143,6 +143,9 @@ class SegmentParams:
     ridge_min_length_mm: float = 60.0
     ridge_line_mm: float = 50.0
     faint_smooth_mm: float = 1.0
+    gate_fraction: float = 0.5
+    film_edge_mm: float = 3.0
+    denoise_mm: float = 1.0
     collimation_max_depth_mm: float = 40.0
     collimation_margin_mm: float = 1.5
     body_min_area_mm2: float = 400.0
@@ -171,6 +174,9 @@ class SegmentParams:
             require_positive(name, getattr(self, name))
         require_range("low_ratio", self.low_ratio, 0.05, 1.0)
         require_range("edge_fraction", self.edge_fraction, 0.0, 0.95)
+        require_range("gate_fraction", self.gate_fraction, 0.0, 1.0)
+        require_positive("film_edge_mm", self.film_edge_mm, allow_zero=True)
+        require_positive("denoise_mm", self.denoise_mm)
         require_positive("edge_mm", self.edge_mm)
         require_range("marker_saturation", self.marker_saturation, 0.5, 1.0)
         require_range("plaque_max_solidity", self.plaque_max_solidity, 0.0, 1.0)
@@ -283,6 +289,26 @@ def _resize(img: np.ndarray, shape: tuple[int, int], interp: int) -> np.ndarray:
     return cv2.resize(img, (shape[1], shape[0]), interpolation=interp)
 
 
+def upsample(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsampling that extrapolates linearly past the outer pixel centres.
+
+    Plain resizing holds the last half pixel constant; a background rising towards the film
+    edge would then sit below the film there and leave a false band along the edge.
+    """
+    if img.shape == shape:
+        return img.astype(np.float32)
+    h, w = img.shape
+    pad = np.pad(img.astype(np.float32), 1, mode="reflect", reflect_type="odd")
+    fr, fc = shape[0] / h, shape[1] / w
+    big = cv2.resize(pad, (int(round((w + 2) * fc)), int(round((h + 2) * fr))),
+                     interpolation=cv2.INTER_LINEAR)
+    r0, c0 = int(round(fr)), int(round(fc))
+    out = big[r0:r0 + shape[0], c0:c0 + shape[1]]
+    if out.shape != shape:  # rounding: fall back to a plain resize
+        return _resize(img.astype(np.float32), shape, cv2.INTER_LINEAR)
+    return out
+
+
 def _mask_resize(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return _resize(mask.astype(np.uint8), shape, cv2.INTER_NEAREST).astype(bool)
 
@@ -295,7 +321,8 @@ def find_air(coarse: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.nd
     """Air (direct exposure) on the reduced film and its level.
 
     Air is the dark Otsu class of the ``valid`` pixels when it forms a separate mode (class
-    means at least four pooled standard deviations apart, at least 1 % of the pixels).
+    means at least ten pooled standard deviations apart, at least 1 % of the pixels, and
+    at least 10 % left over as non-air).
     Returns (mask, level); without air the mask is empty and the level is the 0.5th
     percentile of the valid pixels.
     """
@@ -313,22 +340,31 @@ def find_air(coarse: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.nd
     # itself bimodal (air | soft tissue | bone films put soft tissue into the dark class).
     t = None
     cur = v
-    for _ in range(3):
+    for _ in range(4):
         if cur.size < 16 or float(cur.max()) <= float(cur.min()):
             break
         tt = float(filters.threshold_otsu(cur))
         dark, light = cur[cur <= tt], cur[cur > tt]
         if dark.size < 0.01 * v.size or light.size == 0:
             break
-        pooled = math.sqrt(0.5 * (dark.var() + light.var())) + 1e-12
-        if (light.mean() - dark.mean()) / pooled < 4.0:
+        if light.size < 0.1 * v.size and t is None:
+            # A small bright class (a marker, a dense lesion) is not "the body": look below it.
+            cur = dark
+            continue
+        # Robust spreads and centres: a few marker pixels must not hide the air mode.
+        pooled = math.sqrt(0.5 * (robust_sigma(dark) ** 2 + robust_sigma(light) ** 2)) + 1e-12
+        # A split of one Gaussian (or uniform) mode scores ~5-7; air vs tissue scores far more.
+        if (float(np.median(light)) - float(np.median(dark))) / pooled < 10.0:
             break
         t, cur = tt, dark
     if t is None:
         return np.zeros(coarse.shape, bool), lo
-    air_level = float(np.median(v[v <= t]))
-    # Cut halfway between the air level and the Otsu split: thin tissue at the skin is body.
-    cut = air_level + 0.5 * (t - air_level)
+    air = v[v <= t]
+    air_level = float(np.median(air))
+    tissue_level = float(np.median(v[v > t]))
+    # Cut a fifth of the way from air to tissue (thin tissue at the skin is body), but clear
+    # of the air's own noise.
+    cut = max(air_level + 0.2 * (tissue_level - air_level), air_level + 5 * robust_sigma(air))
     return (coarse <= cut) & valid, air_level
 
 
@@ -420,7 +456,7 @@ def local_sigma(flat: np.ndarray, body: np.ndarray, spacing: float, noise_mm: fl
                 out_shape: tuple[int, int], block_mm: float = 5.0) -> tuple[np.ndarray, float]:
     """Local robust noise sigma of ``flat`` on a grid of ``out_shape``.
 
-    Per block of ``block_mm``: 1.4826 × median |value − block median| over at most ~64
+    Per block of ``block_mm``: 1.4826 × median |value| over at most ~64
     samples; blocks mostly outside ``body`` take the body-wide value; then a median filter
     over ``noise_mm`` (ridges and lesions occupy few blocks) and a resize. Returns
     (sigma map, body-wide sigma).
@@ -435,8 +471,9 @@ def local_sigma(flat: np.ndarray, body: np.ndarray, spacing: float, noise_mm: fl
         return np.full(out_shape, sigma_g, np.float32), sigma_g
     blk = flat[: nbr * b, : nbc * b].reshape(nbr, b, nbc, b)[:, ::st, :, ::st]
     blk = blk.transpose(0, 2, 1, 3).reshape(nbr, nbc, -1)
-    med = np.median(blk, axis=2, keepdims=True)
-    sig = 1.4826 * np.median(np.abs(blk - med), axis=2)
+    # ``flat`` is already locally zero-centred: deviations are taken from 0, not from the
+    # block median, so variation at scales near the block size still counts.
+    sig = 1.4826 * np.median(np.abs(blk), axis=2)
     bb = body[: nbr * b, : nbc * b].reshape(nbr, b, nbc, b)[:, ::st, :, ::st]
     inside = bb.mean(axis=(1, 3)) >= 0.5
     sigma_g = float(np.median(sig[inside])) if inside.any() else float(np.median(sig))
@@ -495,10 +532,16 @@ def masked_open(img: np.ndarray, mask: np.ndarray, kernel: np.ndarray) -> np.nda
     """
     img = img.astype(np.float32, copy=False)
     big = np.float32(3e38)
-    ero = cv2.erode(np.where(mask, img, big), kernel, borderType=cv2.BORDER_CONSTANT,
-                    borderValue=float(big))
-    dil = cv2.dilate(np.where(mask, ero, -big), kernel, borderType=cv2.BORDER_CONSTANT,
-                     borderValue=float(-big))
+    # Beyond the film edge the film is taken to continue unchanged (padding by replication,
+    # so discs may be centred outside): a tissue profile rising towards the edge is not cut.
+    pr, pc = kernel.shape[0] // 2 + 1, kernel.shape[1] // 2 + 1
+    src = cv2.copyMakeBorder(np.where(mask, img, big).astype(np.float32), pr, pr, pc, pc,
+                             cv2.BORDER_REPLICATE)
+    m = cv2.copyMakeBorder(mask.astype(np.uint8), pr, pr, pc, pc, cv2.BORDER_REPLICATE) > 0
+    ero = cv2.erode(src, kernel, borderType=cv2.BORDER_REPLICATE)
+    dil = cv2.dilate(np.where(m, ero, -big).astype(np.float32), kernel,
+                     borderType=cv2.BORDER_REPLICATE)
+    dil = dil[pr:pr + img.shape[0], pc:pc + img.shape[1]]
     return np.where(mask, dil, img).astype(np.float32)
 
 
@@ -618,34 +661,59 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
                             disc(2 * params.marker_margin_mm / spacing + 1)).astype(bool)
 
     # 3. background ----------------------------------------------------------------------
-    bg_c = masked_open(coarse, body_c, disc(params.background_mm / ws))
+    # Denoise the working grid first (edge-preserving, range ~3 noise sigmas): an opening of a
+    # noisy image follows the noise minima, which would skew the flattened film positive.
+    d = np.diff(coarse, axis=1)[body_c[:, 1:] & body_c[:, :-1]]
+    sigma_cw = robust_sigma(d) / math.sqrt(2.0) if d.size else 0.0
+    denoised = coarse
+    if sigma_cw > 0:
+        denoised = cv2.bilateralFilter(coarse.astype(np.float32), -1, 3.0 * sigma_cw,
+                                       max(1.0, params.denoise_mm / ws))
+    bg_c = masked_open(denoised, body_c, disc(params.background_mm / ws))
     if params.ridge_line_mm > 0:
         # Long straight ridges (cortical edges) belong to the background: line openings at
         # ~1 mm resolution, along n orientations fine enough for a 2 mm wide ridge.
         f2 = max(1, int(round(1.0 / ws)))
         small_shape = (max(8, wshape[0] // f2), max(8, wshape[1] // f2))
         ws2 = ws * wshape[0] / small_shape[0]
-        c2 = _resize(coarse, small_shape, cv2.INTER_AREA)
+        c2 = _resize(denoised, small_shape, cv2.INTER_AREA)
         b2 = _mask_resize(body_c, small_shape)
         n_angles = max(8, int(math.ceil(math.pi * params.ridge_line_mm / 3.0)))
         lo2 = line_open_max(c2, b2, params.ridge_line_mm / ws2, n_angles)
-        lo_c = _resize(lo2, wshape, cv2.INTER_LINEAR)
+        lo_c = upsample(lo2, wshape)
         bg_c = np.where(body_c, np.maximum(bg_c, np.minimum(lo_c, coarse)), bg_c)
-    soft_c = masked_open(coarse, body_c, disc(params.bone_scale_mm / ws))
+    soft_c = masked_open(denoised, body_c, disc(params.bone_scale_mm / ws))
     tissue_c = np.maximum(soft_c - air_level, 1e-6)
     bone_c = ((bg_c - soft_c) / tissue_c > params.bone_min_relative) & body_c
     bone_c = ndi.binary_opening(bone_c, iterations=1)
-    # Smooth the staircase of the opening, inside the body only.
-    bg_c = _masked_blur(bg_c, body_c, max(0.5, 1.0 / ws))
+    # Residual on the working grid, before any smoothing: an opening keeps steps (skin line,
+    # bone edges) exactly here, whereas the full-size residual shows a thin band along them
+    # where the reduced background is too coarse. Lesions need support here too.
+    resid_c = coarse - bg_c
+    # Smooth the noise-minimum texture of the opening without blurring steps (skin line, bone
+    # edges): an edge-preserving bilateral filter whose range is a few working-grid sigmas.
+    rb = resid_c[body_c]
+    r_sig = robust_sigma(rb) if rb.size else 0.0
+    if r_sig > 0:
+        bg_c = np.where(body_c, cv2.bilateralFilter(bg_c.astype(np.float32), -1, 3.0 * r_sig,
+                                                    max(0.5, 1.0 / ws)), bg_c)
 
     # 4. flattened film ------------------------------------------------------------------
     sm = px
     if params.smooth_mm > 0 and params.smooth_mm / spacing >= 0.3:
         sm = cv2.GaussianBlur(px, (0, 0), params.smooth_mm / spacing)
-    background = _resize(bg_c, (rows, cols), cv2.INTER_LINEAR)
+    background = upsample(bg_c, (rows, cols))
     flat = (sm - background).astype(np.float32)
     body_full = _mask_resize(body_c, (rows, cols))
     body = body_full & ~marker & ~collimation
+    # The background is least certain within a few pixels of the film edge (the opening and
+    # the upsampling both extrapolate there): leave a thin frame out.
+    edge_px = int(math.ceil(params.film_edge_mm / spacing))
+    if edge_px > 0:
+        frame = np.zeros((rows, cols), bool)
+        frame[:edge_px] = frame[-edge_px:] = True
+        frame[:, :edge_px] = frame[:, -edge_px:] = True
+        body &= ~frame
     bone = _mask_resize(bone_c, (rows, cols)) & body
 
     # Bias of the opening (it sits under the noise and under convex tissue): remove the local
@@ -657,7 +725,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     ksig = params.noise_mm / ws / 2
     flat_c = _resize(np.clip(flat, -3 * sigma_g, 3 * sigma_g), wshape, cv2.INTER_AREA)
     bias_c = _masked_blur(flat_c, body_c, ksig, outside=0.0)
-    bias = _resize(bias_c, (rows, cols), cv2.INTER_LINEAR)
+    bias = upsample(bias_c, (rows, cols))
     flat -= bias
     background = background + bias
 
@@ -688,18 +756,31 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     high &= body
     low &= body
     grown = _hysteresis(low, high)
+    grown = _trim_edges(grown, flat, params.edge_fraction, params.edge_mm / spacing)
     if params.method is ThresholdMethod.AUTO and params.faint_smooth_mm > 0:
         # Faint, larger lesions: the same rule on the film smoothed at ``faint_smooth_mm``
-        # (noise falls, lesion contrast stays), with that scale's own local sigma.
+        # (noise falls, lesion contrast stays), with that scale's own local sigma. Their
+        # extent is taken on the smoothed film; components near a lesion of the first pass
+        # are that lesion's blurred halo and are not added.
         sig_px = params.faint_smooth_mm / spacing
         f2 = cv2.GaussianBlur(flat, (0, 0), sig_px)
         sig2_c, _ = local_sigma(f2, body, spacing, params.noise_mm, wshape)
-        thr2 = _resize((sig2_c * factor_c * params.k_sigma).astype(np.float32), (rows, cols),
-                       cv2.INTER_LINEAR)
-        high2 = (f2 >= thr2) & body
-        low2 = (f2 >= thr2 * params.low_ratio) & body
-        grown |= _hysteresis(low2, high2) & (flat >= thr_map * params.low_ratio * 0.5)
-    grown = _trim_edges(grown, flat, params.edge_fraction, params.edge_mm / spacing)
+        thr2 = upsample((sig2_c * factor_c * params.k_sigma).astype(np.float32), (rows, cols))
+        faint = _hysteresis((f2 >= thr2 * params.low_ratio) & body, (f2 >= thr2) & body)
+        if faint.any():
+            n_g, lab_g, st_g, _ = cv2.connectedComponentsWithStats(grown.astype(np.uint8),
+                                                                   connectivity=8)
+            big_g = st_g[:, cv2.CC_STAT_AREA] * pixel_area >= params.min_area_mm2
+            big_g[0] = False
+            near = cv2.dilate(big_g[lab_g].astype(np.uint8),
+                              disc(2 * (3 * params.faint_smooth_mm) / spacing + 1)) > 0
+            n_f, lab_f = cv2.connectedComponents(faint.astype(np.uint8), connectivity=8)
+            touched = np.zeros(n_f, bool)
+            touched[np.unique(lab_f[near & faint])] = True
+            touched[0] = True
+            grown = grown | ~touched[lab_f]
+    if params.gate_fraction > 0:
+        grown = _mass_gate(grown, flat, resid_c, body_c, params.gate_fraction)
 
     # 7. label, size filter, cortex ridges, classes ---------------------------------------
     labels, kinds, rejected = _label_and_classify(grown, film, spacing, params)
@@ -728,6 +809,30 @@ def _hysteresis(low: np.ndarray, high: np.ndarray) -> np.ndarray:
         return np.zeros(low.shape, bool)
     keep = np.zeros(n, bool)
     keep[np.unique(lab[high & low])] = True
+    keep[0] = False
+    return keep[lab]
+
+
+def _mass_gate(mask: np.ndarray, flat: np.ndarray, resid_c: np.ndarray, body_c: np.ndarray,
+               fraction: float) -> np.ndarray:
+    """Drop components whose contrast mass the working grid does not confirm.
+
+    Area averaging keeps sums, so a real lesion's summed residual on the working grid
+    (within one working pixel of it) matches its summed full-size residual. Along a sharp
+    step (skin line, bone edge) the working-grid residual is ~0 while the full-size one shows
+    a thin band where the reduced background could not place the step exactly: such
+    components keep less than ``fraction`` of their mass and are dropped.
+    """
+    if not mask.any():
+        return mask
+    rb = resid_c[body_c]
+    r_med = float(np.median(rb)) if rb.size else 0.0
+    support_c = cv2.dilate((resid_c - r_med).astype(np.float32), np.ones((3, 3), np.uint8))
+    support = _resize(np.maximum(support_c, 0.0), mask.shape, cv2.INTER_LINEAR)
+    n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    fine = np.bincount(lab.ravel(), weights=np.maximum(flat, 0).ravel(), minlength=n)
+    coarse = np.bincount(lab.ravel(), weights=support.ravel(), minlength=n)
+    keep = coarse >= fraction * fine
     keep[0] = False
     return keep[lab]
 

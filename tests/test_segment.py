@@ -1,0 +1,245 @@
+"""Unit tests for calcimage.segment on small hand-made films."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from calcimage.errors import ParameterError
+from calcimage.film import Film, SpacingSource
+from calcimage.params import params_from_mapping, params_to_dict
+from calcimage.segment import (
+    LesionKind, SegmentParams, ThresholdMethod, axes_mm, classify, find_air, masked_open,
+    robust_sigma, segment, disc,
+)
+
+FIELD_MM = 60.0
+
+
+def _film(img: np.ndarray, spacing: float | None, dtype=np.float32) -> Film:
+    if spacing is None:
+        return Film(img.astype(dtype), None, SpacingSource.NONE)
+    return Film(img.astype(dtype), (spacing, spacing), SpacingSource.USER)
+
+
+def _grid(spacing: float, size_mm: float = FIELD_MM) -> tuple[np.ndarray, np.ndarray]:
+    n = int(round(size_mm / spacing))
+    rr, cc = np.mgrid[:n, :n]
+    return (rr + 0.5) * spacing, (cc + 0.5) * spacing
+
+
+def _disc_film(spacing: float, radius_mm: float, contrast: float = 200.0, noise: float = 4.0,
+               dtype=np.float32, seed: int = 0) -> Film:
+    rr, cc = _grid(spacing)
+    img = 1000.0 + 1.5 * rr  # exposure gradient
+    img = img + contrast * (((rr - 30) ** 2 + (cc - 30) ** 2) <= radius_mm ** 2)
+    img = img + np.random.default_rng(seed).normal(0, noise, img.shape)
+    if np.issubdtype(dtype, np.integer):
+        img = np.rint(img)
+    return _film(img, spacing, dtype)
+
+
+@pytest.mark.parametrize("spacing", [0.1, 0.2])
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+def test_disc_area_matches_at_both_spacings(spacing: float, dtype) -> None:
+    # A flat-topped disc has its edge at half maximum: edge_fraction=0.5 is exact for it
+    # (the default, lower fraction is tuned for rounded, calcification-like profiles).
+    film = _disc_film(spacing, 4.0, dtype=dtype)
+    seg = segment(film, SegmentParams(edge_fraction=0.5))
+    assert seg.n_lesions == 1
+    area = np.count_nonzero(seg.labels) * spacing ** 2
+    assert area == pytest.approx(math.pi * 16.0, rel=0.03)
+    assert seg.kinds == (LesionKind.NODULE,)
+    assert seg.labels.dtype == np.int32 and seg.labels.shape == film.shape
+    assert seg.threshold > seg.threshold_low > 0
+    assert seg.threshold_k == SegmentParams().k_sigma
+    assert set(seg.excluded) == {"outside_body", "collimation", "marker", "bone"}
+
+
+@pytest.mark.parametrize("spacing", [0.1, 0.2])
+def test_rounded_nodule_area_with_defaults(spacing: float) -> None:
+    # Projected sphere: thickness ~ sqrt(1 - (r/R)^2), footprint = pi R^2.
+    rr, cc = _grid(spacing)
+    rho2 = ((rr - 30) ** 2 + (cc - 30) ** 2) / 16.0
+    img = 1000.0 + 120 * np.sqrt(np.clip(1 - rho2, 0, None))
+    img += np.random.default_rng(7).normal(0, 3, img.shape)
+    seg = segment(_film(img, spacing))
+    assert seg.n_lesions == 1
+    assert np.count_nonzero(seg.labels) * spacing ** 2 == pytest.approx(math.pi * 16, rel=0.08)
+
+
+def test_same_limb_at_two_spacings_agrees() -> None:
+    areas = []
+    for spacing in (0.1, 0.2):
+        rr, cc = _grid(spacing)
+        img = 1000.0 + 100 * (((rr - 20) ** 2 + (cc - 20) ** 2) <= 9)
+        img += 60 * ((np.abs(rr - 40) <= 1.5) & (np.abs(cc - 35) <= 10))  # a 20 x 3 mm plaque
+        img += np.random.default_rng(1).normal(0, 3, img.shape)
+        seg = segment(_film(img, spacing))
+        assert seg.n_lesions == 2
+        areas.append(np.bincount(seg.labels.ravel())[1:] * spacing ** 2)
+        assert seg.kinds == (LesionKind.NODULE, LesionKind.PLAQUE)
+    np.testing.assert_allclose(areas[0], areas[1], rtol=0.05)
+
+
+def test_min_area_drops_small_lesions() -> None:
+    spacing = 0.1
+    rr, cc = _grid(spacing)
+    img = 1000.0 + 150 * (((rr - 15) ** 2 + (cc - 15) ** 2) <= 0.45 ** 2)  # 0.64 mm²
+    img += 150 * (((rr - 40) ** 2 + (cc - 40) ** 2) <= 0.8 ** 2)  # 2.0 mm²
+    img += np.random.default_rng(2).normal(0, 2, img.shape)
+    film = _film(img, spacing)
+    seg = segment(film, SegmentParams(smooth_mm=0.0, faint_smooth_mm=0.0))
+    assert seg.n_lesions == 1
+    rows, cols = np.nonzero(seg.labels)
+    assert abs(rows.mean() * spacing - 40) < 0.5 and abs(cols.mean() * spacing - 40) < 0.5
+    seg0 = segment(film, SegmentParams(smooth_mm=0.0, faint_smooth_mm=0.0, min_area_mm2=0.3))
+    assert seg0.n_lesions == 2
+
+
+def test_hysteresis_grows_faint_rim() -> None:
+    spacing = 0.2
+    rr, cc = _grid(spacing)
+    d2 = (rr - 30) ** 2 + (cc - 30) ** 2
+    img = 1000.0 + 170 * (d2 <= 4) + 30 * (d2 <= 16)  # bright core r=2, faint rim to r=4
+    base = dict(method=ThresholdMethod.FIXED, fixed_threshold=100.0, smooth_mm=0.0,
+                edge_fraction=0.0, faint_smooth_mm=0.0)
+    grown = segment(_film(img, spacing), SegmentParams(low_ratio=0.2, **base))
+    core = segment(_film(img, spacing), SegmentParams(low_ratio=0.5, **base))
+    assert np.count_nonzero(grown.labels) == np.count_nonzero(d2 <= 16)
+    assert np.count_nonzero(core.labels) == np.count_nonzero(d2 <= 4)
+    assert grown.threshold == 100.0 and grown.threshold_low == pytest.approx(20.0)
+
+
+def test_edge_trim_cuts_blur_tail() -> None:
+    spacing = 0.1
+    rr, cc = _grid(spacing)
+    d = np.sqrt((rr - 30) ** 2 + (cc - 30) ** 2)
+    img = 1000.0 + 400 * np.clip(4.5 - d, 0, 1)  # 1 mm linear ramp from r=3.5 to 4.5
+    params = dict(method=ThresholdMethod.FIXED, fixed_threshold=100.0, low_ratio=0.05,
+                  smooth_mm=0.0, faint_smooth_mm=0.0)
+    loose = segment(_film(img, spacing), SegmentParams(edge_fraction=0.0, **params))
+    half = segment(_film(img, spacing), SegmentParams(edge_fraction=0.5, **params))
+    assert np.count_nonzero(loose.labels) == np.count_nonzero(img - 1000 >= 5)  # low = 0.05 x 100
+    assert np.count_nonzero(half.labels) == np.count_nonzero(img - 1000 >= 200)
+
+
+def _limb_film(spacing: float, extra) -> tuple[Film, np.ndarray, np.ndarray]:
+    rr, cc = _grid(spacing, 80.0)
+    body = np.abs(cc - 40) <= 25
+    img = np.where(body, 1000.0, 100.0)
+    img = img + extra(rr, cc, body)
+    img += np.random.default_rng(3).normal(0, 3, img.shape)
+    return _film(img, spacing), rr, cc
+
+
+@pytest.mark.parametrize("spacing", [0.1, 0.2])
+def test_marker_in_air_is_excluded(spacing: float) -> None:
+    def marker(rr, cc, body):
+        return 3000.0 * ((np.abs(rr - 20) <= 4) & (np.abs(cc - 7) <= 3))
+
+    film, rr, cc = _limb_film(spacing, marker)
+    seg = segment(film)
+    assert seg.n_lesions == 0
+    block = (np.abs(rr - 20) <= 4) & (np.abs(cc - 7) <= 3)
+    assert seg.excluded["marker"][block].all()
+    assert seg.excluded["outside_body"][np.abs(cc - 40) > 28].mean() > 0.9
+
+
+def test_long_bright_ridge_is_not_a_lesion() -> None:
+    def ridge(rr, cc, body):
+        return 120.0 * ((np.abs(cc - 30) <= 1.0) & (rr > 5) & (rr < 75))
+
+    film, _, _ = _limb_film(0.2, ridge)
+    seg = segment(film)
+    assert seg.n_lesions == 0
+
+
+def test_collimation_borders_are_excluded() -> None:
+    spacing = 0.2
+    rr, cc = _grid(spacing, 80.0)
+    img = np.where(np.abs(cc - 40) <= 22, 1000.0, 100.0)
+    coll = (rr < 6) | (rr > 74)
+    img = np.where(coll, 1400.0, img) + np.random.default_rng(4).normal(0, 3, rr.shape)
+    seg = segment(_film(img, spacing))
+    assert seg.n_lesions == 0
+    assert seg.excluded["collimation"][coll].mean() > 0.95
+    assert seg.excluded["collimation"][(rr > 10) & (rr < 70)].sum() == 0
+
+
+def test_film_without_spacing_uses_assumed_scale() -> None:
+    film = _disc_film(0.2, 4.0)
+    bare = _film(np.asarray(film.pixels), None)
+    seg = segment(bare)
+    assert seg.scale_spacing_mm == 0.2
+    assert seg.n_lesions == 1
+    np.testing.assert_array_equal(seg.labels, segment(film).labels)
+
+
+def test_classify_thresholds() -> None:
+    p = SegmentParams()
+    assert classify(50.0, 8.0, 8.0, 0.95, p) is LesionKind.NODULE
+    assert classify(60.0, 25.0, 3.0, 0.9, p) is LesionKind.PLAQUE
+    assert classify(10.0, 6.0, 2.0, 0.9, p) is LesionKind.NODULE  # elongated but short
+    assert classify(40.0, 9.0, 7.0, 0.5, p) is LesionKind.PLAQUE  # large and irregular
+
+
+@pytest.mark.parametrize("spacing", [(0.1, 0.1), (0.1, 0.2)])
+def test_axes_mm_of_rectangle(spacing) -> None:
+    # 40 x 10 mm rectangle expressed in pixels of the given spacing.
+    nr, nc = int(40 / spacing[0]), int(10 / spacing[1])
+    coords = np.argwhere(np.ones((nr, nc), bool))
+    major, minor, orient = axes_mm(coords, spacing)
+    assert major == pytest.approx(4 * 40 / math.sqrt(12), rel=1e-3)
+    assert minor == pytest.approx(4 * 10 / math.sqrt(12), rel=1e-3)
+    assert abs(math.cos(orient)) < 1e-6  # along rows
+
+
+def test_robust_sigma_and_air() -> None:
+    v = np.random.default_rng(5).normal(0, 2.0, 20000)
+    assert robust_sigma(v) == pytest.approx(2.0, rel=0.05)
+    assert robust_sigma(np.array([])) == 0.0
+    img = np.full((100, 100), 1000.0, np.float32)
+    img[:, :30] = 100.0
+    air, level = find_air(img + np.random.default_rng(6).normal(0, 2, img.shape).astype(np.float32))
+    assert air[:, :30].all() and not air[:, 35:].any()
+    assert level == pytest.approx(100.0, abs=1.0)
+    flat_air, _ = find_air(np.full((50, 50), 7.0, np.float32))
+    assert not flat_air.any()
+
+
+def test_masked_open_follows_edge_profile() -> None:
+    # A falling ramp towards the mask edge is reproduced exactly (no ridge at the skin line).
+    img = np.tile(np.linspace(1000, 500, 60, dtype=np.float32), (40, 1))
+    mask = np.ones_like(img, bool)
+    mask[:, 50:] = False
+    img[:, 50:] = 0.0
+    out = masked_open(img, mask, disc(15))
+    # (the film border on the left is a peak for the opening, so compare from one radius in)
+    np.testing.assert_allclose(out[:, 8:50], img[:, 8:50], atol=1e-3)
+
+
+def test_params_validation_and_toml_mapping() -> None:
+    with pytest.raises(ParameterError, match="k_sigma"):
+        SegmentParams(k_sigma=-1.0)
+    with pytest.raises(ParameterError, match="fixed_threshold"):
+        SegmentParams(method=ThresholdMethod.FIXED)
+    with pytest.raises(ParameterError, match="low_ratio"):
+        SegmentParams(low_ratio=2.0)
+    p = params_from_mapping(SegmentParams, {"method": "otsu", "min_area_mm2": 2, "k_sigma": 5},
+                            section="segment")
+    assert p.method is ThresholdMethod.OTSU and p.min_area_mm2 == 2.0
+    assert params_from_mapping(SegmentParams, params_to_dict(p)) == p
+
+
+@pytest.mark.parametrize("method", [ThresholdMethod.OTSU, ThresholdMethod.YEN, ThresholdMethod.LI,
+                                    ThresholdMethod.TRIANGLE])
+def test_global_methods_find_the_disc(method: ThresholdMethod) -> None:
+    film = _disc_film(0.2, 4.0, contrast=300.0, noise=3.0)
+    seg = segment(film, SegmentParams(method=method, edge_fraction=0.5))
+    assert seg.threshold_k is None
+    assert seg.n_lesions >= 1
+    big = np.bincount(seg.labels.ravel())[1:].max() * 0.04
+    assert big == pytest.approx(math.pi * 16, rel=0.1)
