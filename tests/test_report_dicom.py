@@ -201,6 +201,7 @@ def test_seg_and_sr_round_trip(tmp_path: Path, spacing: tuple[float, float]) -> 
     assert isinstance(sr, hd.sr.ComprehensiveSR)
     assert sr.StudyInstanceUID == src.StudyInstanceUID
     assert sr.CompletionFlag == "COMPLETE"
+    assert [i.CodingSchemeDesignator for i in sr.CodingSchemeIdentificationSequence] == ["99CALCIMAGE"]
     evidence = {
         item.ReferencedSOPInstanceUID
         for study in sr.CurrentRequestedProcedureEvidenceSequence
@@ -623,6 +624,13 @@ def test_pair_writer_names_files_and_tracks(tmp_path: Path) -> None:
     g1 = hd.sr.srread(written[3]).content.get_planar_roi_measurement_groups()[0]
     assert (g0.tracking_identifier, g0.tracking_uid) == (g1.tracking_identifier, g1.tracking_uid)
     assert time_point_items(g1)["Longitudinal Temporal Offset from Event"] == round(60 / 30.4375, 2)
+    # One film failing does not stop the other: it becomes a message.
+    ds = pydicom.dcmread(f1.path)
+    ds.InstanceNumber = 5
+    ds.save_as(f1.path, enforce_file_format=True)
+    written, messages = write_dicom_for_pair(m0, m1, rows, tmp_path / "cmp2")
+    assert [p.name for p in written] == ["baseline.seg.dcm", "baseline.sr.dcm"]
+    assert len(messages) == 1 and "not written for the followup" in messages[0] and "changed since" in messages[0]
 
 
 def test_tracking_map_pickles_for_worker_processes(tmp_path: Path) -> None:

@@ -12,6 +12,10 @@ Entry points
     Longitudinal identities: lesions matched by :func:`calcimage.compare` keep the same
     Tracking Identifier and Tracking UID in every SR of a patient, plus the time point
     (months since baseline) of each film.
+:func:`write_dicom_for_pair`, :func:`write_dicom_for_outputs`
+    What ``calcimage compare --dicom-out`` and ``measure``/``study --dicom-out`` call: the
+    former from two measurements in memory, the latter from the results folders already
+    written (:func:`measurement_from_outputs`), so films reused from a cache get objects too.
 
 Both objects are built with highdicom. They belong to the source film's study (patient and
 study modules are copied from the source image by highdicom, on purpose: see docs/pacs.md).
@@ -41,7 +45,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from skimage.measure import approximate_polygon, find_contours
 
-from calcimage.errors import CalcimageWarning, OutputError
+from calcimage.errors import CalcimageError, CalcimageWarning, OutputError
 from calcimage.film import Film
 from calcimage.measure import Lesion, Measurement
 from calcimage.report.atomic import atomic_path
@@ -129,6 +133,10 @@ class _Codes:
 
 
 CODES = _Codes()
+#: Declares the private scheme in the SR header (Coding Scheme Identification Sequence).
+_PRIVATE_SCHEME_ITEM = hd.coding_schemes.CodingSchemeIdentificationItem(
+    designator=PRIVATE_SCHEME, name="calcimage private codes", responsible_organization="calcimage project"
+)
 
 _KIND_CODE: dict[LesionKind, Code] = {LesionKind.NODULE: CODES.nodule, LesionKind.PLAQUE: CODES.plaque}
 #: Segment colours (sRGB), matching nothing in particular but distinct: nodule orange, plaque cyan.
@@ -862,6 +870,7 @@ def _build_sr(
         manufacturer=MANUFACTURER,
         is_complete=True,
         series_description="calcimage calcinosis report",
+        coding_schemes=[_PRIVATE_SCHEME_ITEM],
     )
 
 
@@ -1151,11 +1160,34 @@ def write_dicom_for_outputs(
     else:
         tracking = build_tracking(triples)
     for folder, m in measured.items():
-        try:
-            written.extend(_write(m, out / folder, tracking=tracking, timepoint=None, stem=stem))
-        except (OutputError, ValueError) as exc:
-            messages.append(f"DICOM SEG/SR not written for {folder}: {exc}")
+        paths, notes = _write_noting(m, out / folder, tracking, stem, folder)
+        written.extend(paths)
+        messages.extend(notes)
     return written, messages
+
+
+def _write_noting(
+    m: Measurement, out: Path, tracking: TrackingMap, stem: str, label: str
+) -> tuple[list[Path], list[str]]:
+    """:func:`_write` for batch use: warnings and failures of one film become messages, so
+    one film cannot stop the others."""
+    notes: list[str] = []
+    paths: list[Path] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            paths = _write(m, out, tracking=tracking, timepoint=None, stem=stem)
+        except CalcimageError as exc:
+            notes.append(f"DICOM SEG/SR not written for {label}: {exc}")
+        except Exception as exc:  # highdicom/pydicom on an odd source: report, go on
+            logger.debug("DICOM SEG/SR for %s failed", label, exc_info=True)
+            notes.append(f"DICOM SEG/SR not written for {label}: internal error: {type(exc).__name__}: {exc}")
+    for w in caught:
+        if issubclass(w.category, CalcimageWarning):
+            notes.append(str(w.message))
+        else:
+            warnings.warn(w.message, w.category, stacklevel=2)
+    return paths, notes
 
 
 def write_dicom_for_pair(
@@ -1199,10 +1231,9 @@ def write_dicom_for_pair(
         if reason is not None:
             messages.append(f"DICOM SEG/SR skipped: {reason}")
             continue
-        try:
-            written.extend(_write(m, out, tracking=tracking, timepoint=None, stem=stem))
-        except (OutputError, ValueError) as exc:
-            messages.append(f"DICOM SEG/SR not written for the {stem}: {exc}")
+        paths, notes = _write_noting(m, out, tracking, stem, f"the {stem}")
+        written.extend(paths)
+        messages.extend(notes)
     return written, messages
 
 
