@@ -244,13 +244,23 @@ def _stored_range(bits_stored: int, signed: bool) -> tuple[int, int]:
     return 0, 2**bits_stored - 1
 
 
+def _codestream_format(ts: UID) -> str | None:
+    """"j2k" or "jpeg" for syntaxes whose frames carry their own size, else None (RLE...)."""
+    if "2000" in ts.name or "HTJ2K" in ts.name:
+        return "j2k"
+    if "JPEG" in ts.name:
+        return "jpeg"
+    return None
+
+
+def _has_sized_codestream(ts: UID) -> bool:
+    return _codestream_format(ts) is not None
+
+
 def _encapsulated_size(ds: Dataset, ts: UID) -> tuple[int, int] | None:
     """(rows, cols) declared by the first compressed fragment's JPEG / JPEG 2000 header."""
-    if "2000" in ts.name or "HTJ2K" in ts.name:
-        fmt = "j2k"
-    elif "JPEG" in ts.name:
-        fmt = "jpeg"
-    else:  # RLE and others: the decoded size is Rows x Columns
+    fmt = _codestream_format(ts)
+    if fmt is None:  # RLE and others: the decoded size is Rows x Columns
         return None
     try:
         head = bytes(ds.PixelData[:65536])
@@ -353,6 +363,11 @@ def load_dicom(
     ts_name = ts.name
     if ts.is_compressed:
         declared = _encapsulated_size(ds, ts)
+        if declared is None and _has_sized_codestream(ts):
+            raise FilmReadError(
+                f"{name}: cannot read the image size from the compressed frame's header ({ts_name}); "
+                "the pixel data is damaged"
+            )
         if declared is not None:
             # A codestream may declare a far larger image than Rows x Columns: refuse it
             # before the decoder allocates it.

@@ -148,8 +148,11 @@ def load_image(
         if problem is not None:
             raise FilmReadError(f"{name}: corrupt PNG: {problem}")
     size = image_header_size(data, fmt)
-    if size is not None:
-        check_pixel_limit(path, *size, what=f"{fmt.upper()} image")
+    if size is None:
+        # Decoders may skip garbage and find a frame header this parser did not: refuse
+        # rather than decode a size nobody checked.
+        raise FilmReadError(f"{name}: corrupt {fmt.upper()}: cannot read the image size from its header")
+    check_pixel_limit(path, *size, what=f"{fmt.upper()} image")
     sidecar = read_sidecar(path)
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
