@@ -393,6 +393,10 @@ class PhantomTruth:
         (follow-up areas divided by ``magnification**2``); 0.0 on the baseline.
     resolved_ids, new_ids
         Baseline lesions absent here; lesions absent at baseline.
+    truncated_ids
+        Lesions cut by the collimation or the film's edge: partly (their area is the visible
+        part) or wholly (absent from the labels, and not counted as resolved). Placement keeps
+        this empty for follow-ups within ±6°, ±10 mm and ±3 %.
     """
 
     labels: np.ndarray
@@ -411,6 +415,7 @@ class PhantomTruth:
     true_change_pct: float = 0.0
     resolved_ids: tuple[int, ...] = ()
     new_ids: tuple[int, ...] = ()
+    truncated_ids: tuple[int, ...] = ()
 
     @property
     def n_lesions(self) -> int:
@@ -439,6 +444,7 @@ class PhantomTruth:
             "true_change_pct": round(self.true_change_pct, 6),
             "resolved_ids": list(self.resolved_ids),
             "new_ids": list(self.new_ids),
+            "truncated_ids": list(self.truncated_ids),
             "lesions": [
                 {
                     "label": k + 1,
@@ -860,18 +866,20 @@ def _place_lesion(
 
 
 def _lesion_patch(
-    lesion: LesionSpec, pose: np.ndarray, inv_pose: np.ndarray, shape: tuple[int, int]
-) -> tuple[slice, slice, np.ndarray, np.ndarray] | None:
-    """Footprint and added attenuation of one lesion on a film's grid (float64)."""
+    lesion: LesionSpec, pose: np.ndarray, inv_pose: np.ndarray
+) -> tuple[int, int, np.ndarray, np.ndarray] | None:
+    """Footprint and added attenuation of one lesion on a film's pixel grid (float64).
+
+    Returns the patch's first (row, col) -- possibly outside the film -- the footprint and
+    the attenuation, or None when the lesion covers no pixel centre at all.
+    """
     mm_per_px = math.sqrt(abs(np.linalg.det(pose[:, :2])))
     centre_px = inv_pose @ np.array([lesion.centre_mm[0], lesion.centre_mm[1], 1.0])
     radius_px = lesion.bounding_radius_mm / mm_per_px + 2.0
-    r0 = max(int(math.floor(centre_px[0] - radius_px)), 0)
-    r1 = min(int(math.ceil(centre_px[0] + radius_px)) + 1, shape[0])
-    c0 = max(int(math.floor(centre_px[1] - radius_px)), 0)
-    c1 = min(int(math.ceil(centre_px[1] + radius_px)) + 1, shape[1])
-    if r0 >= r1 or c0 >= c1:
-        return None
+    r0 = int(math.floor(centre_px[0] - radius_px))
+    r1 = int(math.ceil(centre_px[0] + radius_px)) + 1
+    c0 = int(math.floor(centre_px[1] - radius_px))
+    c1 = int(math.ceil(centre_px[1] + radius_px)) + 1
     rows = np.arange(r0, r1, dtype=np.float64)[:, None]
     cols = np.arange(c0, c1, dtype=np.float64)[None, :]
     wr = pose[0, 0] * rows + pose[0, 1] * cols + (pose[0, 2] - lesion.centre_mm[0])
@@ -907,7 +915,7 @@ def _lesion_patch(
         mottle += np.cos((k_r * wr + k_c * wc) / s + phase)
     mottle = np.clip(1.0 + lesion.mottle_amplitude * mottle / math.sqrt(len(lesion.mottle) / 2.0), 0.3, None)
     attenuation = lesion.delta_mu_per_mm * lesion.fade * thickness * mottle
-    return slice(r0, r1), slice(c0, c1), inside, attenuation
+    return r0, c0, inside, attenuation
 
 
 # --------------------------------------------------------------------------- rendering
@@ -1011,8 +1019,8 @@ def _draw_marker(
 def _render(
     p: PhantomParams, anatomy: Anatomy, lesions: tuple[LesionSpec, ...], pose: np.ndarray,
     shot: _Shot, rng: np.random.Generator,
-) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, list[tuple[LesionSpec, int]]]:
-    """Render one film. Returns stored values, masks, labels and (lesion, label) pairs.
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, list[tuple[LesionSpec, int]], set[int]]:
+    """Render one film: stored values, masks, labels, (lesion, label) pairs, truncated ids.
 
     Anatomy is evaluated in float32 with only exactly rounded operations (+, -, *, /, sqrt);
     exp, log and filtering run in float64, so the quantised values are the same on any CPU.
@@ -1125,13 +1133,26 @@ def _render(
     att = att.astype(np.float64)
     labels = np.zeros(shape, np.int32)
     present: list[tuple[LesionSpec, int]] = []
+    truncated: set[int] = set()
     inv_pose = np.linalg.inv(np.vstack([pose, [0.0, 0.0, 1.0]]))[:2]
     for lesion in sorted(lesions, key=lambda item: item.lesion_id):
-        patch = _lesion_patch(lesion, pose, inv_pose, shape)
+        patch = _lesion_patch(lesion, pose, inv_pose)
         if patch is None:
+            continue  # smaller than a pixel: not on this film
+        r0, c0, inside, extra = patch
+        whole = int(np.count_nonzero(inside))
+        # The part on the film and inside the collimated field; the rest is cut off.
+        fr0, fc0 = max(r0, 0), max(c0, 0)
+        fr1, fc1 = min(r0 + inside.shape[0], shape[0]), min(c0 + inside.shape[1], shape[1])
+        if fr0 >= fr1 or fc0 >= fc1:
+            truncated.add(lesion.lesion_id)
             continue
-        rs, cs, inside, extra = patch
-        inside = inside & in_field[rs, cs]
+        rs, cs = slice(fr0, fr1), slice(fc0, fc1)
+        local = (slice(fr0 - r0, fr1 - r0), slice(fc0 - c0, fc1 - c0))
+        inside = inside[local] & in_field[rs, cs]
+        extra = extra[local]
+        if int(np.count_nonzero(inside)) < whole:
+            truncated.add(lesion.lesion_id)
         if not inside.any():
             continue
         window = labels[rs, cs]
@@ -1201,7 +1222,7 @@ def _render(
         "marker": letter,
         "collimation": ~in_field,
     }
-    return density.astype(np.float32), masks, labels, present
+    return density.astype(np.float32), masks, labels, present, truncated
 
 
 def _truth(
@@ -1252,6 +1273,18 @@ def _film(p: PhantomParams, stored: np.ndarray) -> Film:
     )
 
 
+def _lesion_field_mm(p: PhantomParams) -> tuple[float, float, float, float]:
+    """World box (row0, row1, col0, col1) lesions stay in, even grown.
+
+    Lesions keep clear of the film's top and bottom (35 mm, less on short films) so that a
+    follow-up turned by 6°, shifted by 10 mm and magnified by 3 % still shows them whole
+    inside the collimated field; across the limb the field is set around the body anyway.
+    """
+    height_mm, width_mm = p.rows * p.spacing_mm, p.cols * p.spacing_mm
+    keep = min(35.0, 0.18 * height_mm)
+    return (keep, height_mm - keep, 5.0, width_mm - 5.0)
+
+
 def make_phantom(seed: int, params: PhantomParams = PhantomParams()) -> Phantom:
     """Render a baseline phantom film with its ground truth.
 
@@ -1272,10 +1305,7 @@ def make_phantom(seed: int, params: PhantomParams = PhantomParams()) -> Phantom:
     p = params
     anatomy = _make_anatomy(rng, p)
     shot = _draw_shot(rng, exposure=1.0)
-    height_mm, width_mm = p.rows * p.spacing_mm, p.cols * p.spacing_mm
-    # Lesions keep clear of the film's top and bottom so follow-up shifts keep them in view.
-    keep = 22.0
-    field_mm = (keep, height_mm - keep, 5.0, width_mm - 5.0)
+    field_mm = _lesion_field_mm(p)
     kinds = [LesionKind.PLAQUE] * p.n_plaques + [LesionKind.NODULE] * p.n_nodules
     placed: list[LesionSpec] = []
     next_id = 1
@@ -1293,8 +1323,8 @@ def make_phantom(seed: int, params: PhantomParams = PhantomParams()) -> Phantom:
         placed.append(put)
         next_id += 1
     pose = np.array([[p.spacing_mm, 0.0, 0.0], [0.0, p.spacing_mm, 0.0]])
-    stored, masks, labels, present = _render(p, anatomy, tuple(placed), pose, shot, rng)
-    truth = _truth(labels, present, masks, p.spacing_mm**2)
+    stored, masks, labels, present, truncated = _render(p, anatomy, tuple(placed), pose, shot, rng)
+    truth = _truth(labels, present, masks, p.spacing_mm**2, truncated_ids=tuple(sorted(truncated)))
     truth = replace(
         truth,
         baseline_total_area_mm2=truth.total_area_mm2,
@@ -1343,8 +1373,7 @@ def _evolve(
         linear = min(math.sqrt(float(f)) * lesion.scale, _MAX_LINEAR_GROWTH)
         fade = min(lesion.fade * float(f) ** 0.25, 1.5)  # shrinking deposits also thin out
         evolved.append(replace(lesion, scale=linear, fade=fade))
-    height_mm, width_mm = p.rows * p.spacing_mm, p.cols * p.spacing_mm
-    field_mm = (22.0, height_mm - 22.0, 5.0, width_mm - 5.0)
+    field_mm = _lesion_field_mm(p)
     survivors = {lesion.lesion_id for lesion in evolved}
     for _ in range(fp.n_new):
         over_bone = bool(base.anatomy.n_bones) and bool(rng.uniform() < p.fraction_over_bone)
@@ -1393,7 +1422,7 @@ def make_followup(base: Phantom, seed: int, params: FollowupParams = FollowupPar
     transform[:, :2] = rot_inv
     transform[:, 2] = centre - rot_inv @ (centre + shift)
     pose = p.spacing_mm * transform
-    stored, masks, labels, present = _render(p, base.anatomy, lesions, pose, shot, rng)
+    stored, masks, labels, present, truncated = _render(p, base.anatomy, lesions, pose, shot, rng)
     pixel_area = p.spacing_mm**2
     present_ids = {lesion.lesion_id for lesion, _ in present}
     base_ids = set(baseline_truth.lesion_ids)
@@ -1408,8 +1437,9 @@ def make_followup(base: Phantom, seed: int, params: FollowupParams = FollowupPar
         baseline_total_area_mm2=base_total,
         baseline_areas_mm2=baseline_truth.baseline_areas_mm2,
         true_change_pct=float(change),
-        resolved_ids=tuple(sorted(base_ids - present_ids)),
+        resolved_ids=tuple(sorted(base_ids - present_ids - truncated)),
         new_ids=tuple(sorted(present_ids - base_ids)),
+        truncated_ids=tuple(sorted(truncated)),
     )
     return Phantom(
         film=_film(p, stored), truth=truth, anatomy=base.anatomy, lesions=lesions, pose=pose,

@@ -451,3 +451,31 @@ def test_truth_files_round_trip(tmp_path, base):
     assert [entry["lesion_id"] for entry in info["lesions"]] == list(base.truth.lesion_ids)
     assert [entry["kind"] for entry in info["lesions"]] == [k.value for k in base.truth.kinds]
     assert info["phantom_params"]["spacing_mm"] == 0.2
+
+
+def test_followups_within_clinical_ranges_show_every_lesion_whole():
+    from calcimage.phantom import random_followup_params
+
+    for seed in range(3):
+        base = make_phantom(seed)
+        assert base.truth.truncated_ids == ()
+        fp = random_followup_params(np.random.Generator(np.random.PCG64(seed)), months=3, area_factor=1.2)
+        assert abs(fp.rotation_deg) <= 6 and max(map(abs, fp.translation_mm)) <= 10
+        assert make_followup(base, seed + 100, fp).truth.truncated_ids == ()
+
+
+def test_lesions_cut_by_the_field_are_reported_as_truncated():
+    base = make_phantom(5, SMALL)
+    shifted = make_followup(
+        base, 6, FollowupParams(rotation_deg=10.0, translation_mm=(20.0, 0.0), magnification=1.1,
+                                change=ChangeMode.RETEST),
+    )
+    t = shifted.truth
+    assert t.truncated_ids, "a 20 mm shift on a 120 mm film should cut a lesion"
+    assert set(t.truncated_ids) <= set(base.truth.lesion_ids)
+    assert t.resolved_ids == ()  # out of view is not resolved
+    assert set(t.lesion_ids) | set(t.truncated_ids) == set(base.truth.lesion_ids)
+    for lesion_id in t.truncated_ids:
+        if lesion_id in t.lesion_ids:  # partly visible: less than its whole area
+            k = t.lesion_ids.index(lesion_id)
+            assert t.areas_mm2[k] / 1.1**2 < 0.97 * t.baseline_areas_mm2[lesion_id]
