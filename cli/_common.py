@@ -95,42 +95,41 @@ def run_jobs(
     quiet: bool,
     on_crash: Callable[[int, BaseException], R],
 ) -> list[R]:
-    """Run ``fn(*args, **kwargs)`` for every call, in worker processes when ``workers > 1``.
+    """Run ``fn(*args, **kwargs)`` for every call, each in a fresh worker process.
 
-    Results come back in the order of ``calls`` whatever order the workers finish in, so the
-    outputs do not depend on ``workers``. A rich progress bar runs on stderr when it is a
-    terminal and ``quiet`` is off. ``fn`` must be a top-level function (workers are spawned).
-    ``on_crash(i, exc)`` makes a result for a call whose worker died.
+    Every call gets its own spawned process (``max_tasks_per_child=1``), whatever ``workers``
+    is: floating-point reductions in the numeric libraries can depend on the state of the
+    process's heap (memory alignment), so computing each film in a fresh process is what makes
+    results byte-identical across runs and ``--workers`` values. It also means a crash inside
+    a decoder fails that one film, not the batch. Results come back in the order of ``calls``.
+    A rich progress bar runs on stderr when it is a terminal and ``quiet`` is off. ``fn`` must
+    be a top-level function. ``on_crash(i, exc)`` makes a result for a call whose worker died.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = stderr_console()
     results: list[R | None] = [None] * len(calls)
+    if not calls:
+        return []
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, disable=quiet or not console.is_terminal, transient=False,
     )
     with progress:
         task = progress.add_task(description, total=len(calls))
-        if workers <= 1 or len(calls) <= 1:
-            for i, (args, kwargs) in enumerate(calls):
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            max_workers=max(1, min(workers, len(calls))), mp_context=context, max_tasks_per_child=1
+        ) as pool:
+            futures = {pool.submit(fn, *args, **kwargs): i for i, (args, kwargs) in enumerate(calls)}
+            for future in as_completed(futures):
+                i = futures[future]
                 try:
-                    results[i] = fn(*args, **kwargs)
-                except Exception as exc:  # the job itself catches film errors; this is a bug
-                    logger.debug("job crashed", exc_info=True)
+                    results[i] = future.result()
+                except Exception as exc:  # a worker died (killed, out of memory, crashed decoder)
+                    logger.debug("worker failed", exc_info=True)
                     results[i] = on_crash(i, exc)
                 progress.advance(task)
-        else:
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=min(workers, len(calls)), mp_context=context) as pool:
-                futures = {pool.submit(fn, *args, **kwargs): i for i, (args, kwargs) in enumerate(calls)}
-                for future in as_completed(futures):
-                    i = futures[future]
-                    try:
-                        results[i] = future.result()
-                    except Exception as exc:  # a worker died (killed, out of memory, ...)
-                        results[i] = on_crash(i, exc)
-                    progress.advance(task)
     return results  # type: ignore[return-value]
 
 

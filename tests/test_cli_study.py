@@ -1,0 +1,243 @@
+"""``calcimage study``: layout, study.csv, report.html, privacy, resume after kill -9, workers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+from typer.testing import CliRunner
+
+from _cli_films import dicom_film, outputs_text, phantom_png, write_study
+from calcimage.cli.app import app
+from calcimage.report.atomic import TMP_SUFFIX
+from calcimage.report.tables import STUDY_COLUMNS
+
+SALT = "study-test-salt"
+IDENTIFIERS = (b"Doe", b"Jane", b"19700101", b"Nowhere", b"P01", b"P02", b"P03", b"film_2026")
+
+
+@pytest.fixture(autouse=True)
+def _salt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALCIMAGE_SALT", SALT)
+
+
+def run(*args: object):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def study_in(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = write_study(tmp_path_factory.mktemp("study") / "in")
+    dicom_film(folder / "P03" / "IM0001", seed=5, patient_id="P03")  # no suffix: found by its DICM signature
+    (folder / "P03" / "notes.txt").write_text("not a film")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def studied(study_in: Path, tmp_path_factory: pytest.TempPathFactory):
+    os.environ["CALCIMAGE_SALT"] = SALT  # module-scoped: the autouse fixture has not run yet
+    out = tmp_path_factory.mktemp("res") / "out"
+    result = run("study", study_in, "--out", out, "--workers", "1")
+    return out, result
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_study_layout_and_table(studied) -> None:
+    out, result = studied
+    assert result.exit_code == 0, result.output
+    rows = read_rows(out / "study.csv")
+    with open(out / "study.csv", encoding="utf-8") as fh:
+        assert fh.readline().rstrip("\n").split(",") == list(STUDY_COLUMNS)
+    assert len(rows) == 5
+    groups = sorted({r["group"] for r in rows})
+    assert len(groups) == 3 and all(re.fullmatch(r"p-[0-9a-f]{12}_L_PA", g) for g in groups)
+    for group in groups:
+        members = [r for r in rows if r["group"] == group]
+        assert members[0]["category"] == "baseline" and members[0]["change_pct"] == ""
+        for follow in members[1:]:
+            assert follow["months_since_baseline"] == "2.99" and follow["date"] == "2026-04-06"
+            data = json.loads((out / group / f"compare_{follow['film']}" / "comparison.json").read_text())
+            assert float(follow["change_pct"]) == data["change"]["total_area_pct"]
+            assert follow["category"] == data["category"]
+            assert data["baseline"]["input"] == f"{group}/{members[0]['film']}"
+        for member in members:
+            folder = out / group / member["film"]
+            assert sorted(p.name for p in folder.iterdir()) == ["labels.png", "lesions.csv", "overlay.png", "summary.json"]
+            summary = json.loads((folder / "summary.json").read_text())
+            assert summary["lesion_count"] == int(member["lesion_count"])
+            assert member["film"].startswith(member["date"] + "_") and summary["sha256"].startswith(member["film"][-8:])
+    assert sum(1 for r in rows if r["category"] == "baseline") == 3
+
+
+def test_report_html_is_self_contained(studied) -> None:
+    out, _ = studied
+    text = (out / "report.html").read_text(encoding="utf-8")
+    outside_data = re.sub(r'"data:[^"]*"', '""', text)
+    assert not re.search(r"https?:|ftp:|//[a-z]|url\(", outside_data)
+    sources = re.findall(r'src="([^"]*)"', text)
+    assert len(sources) == 5 + 2 and all(s.startswith("data:image/") for s in sources)
+    assert text.count("<svg") == 3 and "stable band" in text
+    assert "<link" not in text
+
+
+def test_no_identifier_reaches_any_output(studied) -> None:
+    out, result = studied
+    for path in out.rglob("*"):
+        rel = path.relative_to(out).as_posix().encode()
+        assert not any(i in rel for i in IDENTIFIERS), rel
+        if path.is_file():
+            data = path.read_bytes()
+            assert not any(i in data for i in IDENTIFIERS), (rel, [i for i in IDENTIFIERS if i in data])
+    for stream in (result.stdout, result.stderr):
+        assert not any(i.decode() in stream for i in IDENTIFIERS)
+
+
+def test_rerun_reuses_everything(studied, study_in: Path) -> None:
+    out, _ = studied
+    before = outputs_text(out)
+    result = run("study", study_in, "--out", out, "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert "7 reused" in result.stdout
+    assert outputs_text(out) == before
+
+
+def test_another_salt_is_refused(studied, study_in: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out, _ = studied
+    monkeypatch.setenv("CALCIMAGE_SALT", "another")
+    result = run("study", study_in, "--out", out)
+    assert result.exit_code == 2 and "salt" in result.stderr
+
+
+def test_workers_give_identical_results(studied, study_in: Path, tmp_path: Path) -> None:
+    out, _ = studied
+    result = run("study", study_in, "--out", tmp_path / "w2", "--workers", "2")
+    assert result.exit_code == 0, result.output
+    a, b = outputs_text(out), outputs_text(tmp_path / "w2")
+    assert sorted(a) == sorted(b)
+    for key in a:
+        assert a[key].decode() == b[key].decode(), key
+
+
+def _complete(path: Path) -> None:
+    """Raise unless ``path`` is a whole file of its kind."""
+    if path.suffix == ".json":
+        json.loads(path.read_text(encoding="utf-8"))
+    elif path.suffix == ".csv":
+        text = path.read_text(encoding="utf-8")
+        assert text.endswith("\n")
+        rows = list(csv.reader(text.splitlines()))
+        assert len({len(r) for r in rows}) == 1
+    elif path.suffix == ".png":
+        assert cv2.imread(str(path), cv2.IMREAD_UNCHANGED) is not None, path
+    elif path.suffix == ".html":
+        assert path.read_text(encoding="utf-8").rstrip().endswith("</html>")
+
+
+@pytest.mark.slow
+def test_killed_study_resumes_to_the_same_results(studied, study_in: Path, tmp_path: Path) -> None:
+    out_ref, _ = studied
+    out = tmp_path / "killed"
+    env = dict(os.environ, CALCIMAGE_SALT=SALT)
+    cmd = [sys.executable, "-c", "from calcimage.cli.app import main; main()", "-q", "study", str(study_in),
+           "--out", str(out), "--workers", "1"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:  # kill once the first film is finished, mid-way
+            if len(list((out / ".calcimage" / "films").glob("*.json"))) >= 2:
+                break
+            if proc.poll() is not None:
+                pytest.fail("study finished before it could be killed")
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert not (out / "study.csv").exists()
+    for path in out.rglob("*"):
+        if path.is_file() and not path.name.endswith(TMP_SUFFIX):
+            _complete(path)
+    result = run("study", study_in, "--out", out, "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert "reused" in result.stdout
+    assert not list(out.rglob(f"*{TMP_SUFFIX}"))
+    a, b = outputs_text(out_ref), outputs_text(out)
+    assert sorted(a) == sorted(b)
+    for key in a:
+        assert a[key].decode() == b[key].decode(), key
+
+
+def test_bad_film_in_study_is_partial(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    phantom_png(folder / "a" / "x.png", seed=1, patient_id="Q1")
+    (folder / "a" / "broken.dcm").write_bytes(os.urandom(300))
+    result = run("study", folder, "--out", tmp_path / "out", "--workers", "1")
+    assert result.exit_code == 3, result.output
+    errors = read_rows(tmp_path / "out" / "errors.csv")
+    assert [Path(e["input"]).name for e in errors] == ["broken.dcm"]
+    assert len(read_rows(tmp_path / "out" / "study.csv")) == 1
+    assert "failed" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_keep_ids_sanitises_a_hostile_patient_id(tmp_path: Path) -> None:
+    folder = tmp_path / "study"
+    out = tmp_path / "deep" / "out"
+    phantom_png(folder / "a.png", seed=1, patient_id="../../etc", date="2026-01-05")
+    phantom_png(folder / "b.png", seed=1, followup=True, patient_id="../../etc", date="2026-04-06")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = run("study", folder, "--out", out, "--keep-ids", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert not (tmp_path / "etc").exists() and not (tmp_path / "deep" / "etc").exists()
+    assert sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["etc_L_PA"]
+    rows = read_rows(out / "study.csv")
+    assert {r["group"] for r in rows} == {"etc_L_PA"}
+    summary = json.loads(next((out / "etc_L_PA").glob("2026-01-05_*/summary.json")).read_text())
+    assert summary["input"] == "a.png"
+
+
+def test_filename_convention_groups_films_without_metadata(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    for name, follow in (("Z9_R_AP_2026-01-05", False), ("Z9_R_AP_20260706", True)):
+        film = phantom_png(folder / f"{name}.png", seed=1, followup=follow, patient_id=None, date=None,
+                           laterality="", view="")
+        sidecar = json.loads(film.with_suffix(".json").read_text())
+        film.with_suffix(".json").write_text(json.dumps({"spacing_mm": sidecar["spacing_mm"]}))
+    result = run("study", folder, "--out", tmp_path / "out", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    rows = read_rows(tmp_path / "out" / "study.csv")
+    assert len({r["group"] for r in rows}) == 1 and rows[0]["group"].endswith("_R_AP")
+    assert [r["months_since_baseline"] for r in rows] == ["0.0", "6.01"]
+
+
+def test_symlink_loop_is_harmless(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    phantom_png(folder / "a.png", seed=1)
+    (folder / "loop").symlink_to(folder, target_is_directory=True)
+    result = run("study", folder, "--out", tmp_path / "out", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert len(read_rows(tmp_path / "out" / "study.csv")) == 1
+
+
+def test_study_refusals(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    phantom_png(folder / "a.png", seed=1)
+    result = run("study", folder, "--out", folder / "res")
+    assert result.exit_code == 2 and not (folder / "res").exists()
+    (tmp_path / "empty").mkdir()
+    result = run("study", tmp_path / "empty", "--out", tmp_path / "o1")
+    assert result.exit_code == 2 and "no films" in result.stderr
+    result = run("study", folder / "a.png", "--out", tmp_path / "o2")
+    assert result.exit_code == 2 and "not a folder" in result.stderr
