@@ -320,52 +320,48 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
 def find_air(coarse: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Air (direct exposure) on the reduced film and its level.
 
-    Air is the dark Otsu class of the ``valid`` pixels when it forms a separate mode (class
-    means at least ten pooled standard deviations apart, at least 1 % of the pixels, and
-    at least 10 % left over as non-air).
-    Returns (mask, level); without air the mask is empty and the level is the 0.5th
-    percentile of the valid pixels.
+    Candidate splits come from Otsu's threshold applied repeatedly to the darker class
+    (air | soft tissue | bone films need two). A candidate dark region is air when it holds
+    1-90 % of the ``valid`` pixels and is smooth: its median local standard deviation (3 x 3)
+    is under half that of the rest, as direct exposure carries noise but no anatomy. The
+    loosest accepted split wins. The returned mask cuts a fifth of the way from the air level
+    to the tissue level (thin tissue at the skin is body). Without air the mask is empty and
+    the level is the 0.5th percentile of the valid pixels.
     """
     if valid is None:
         valid = np.ones(coarse.shape, bool)
-    v = coarse[valid]
+    c = coarse.astype(np.float32)
+    v = c[valid]
     if v.size == 0:
         return np.zeros(coarse.shape, bool), float(np.percentile(coarse, 0.5))
-    if v.size > 60000:
-        v = v[:: v.size // 60000]
     lo = float(np.percentile(v, 0.5))
-    if float(v.max()) - float(v.min()) <= 0:
-        return np.zeros(coarse.shape, bool), lo
-    # Air is the darkest mode: split with Otsu, and split the dark class again while it is
-    # itself bimodal (air | soft tissue | bone films put soft tissue into the dark class).
-    t = None
-    cur = v
-    for _ in range(4):
+    sub = v[:: max(1, v.size // 60000)]
+    candidates: list[float] = []
+    cur = sub
+    for _ in range(3):
         if cur.size < 16 or float(cur.max()) <= float(cur.min()):
             break
-        tt = float(filters.threshold_otsu(cur))
-        dark, light = cur[cur <= tt], cur[cur > tt]
-        if dark.size < 0.01 * v.size or light.size == 0:
-            break
-        if light.size < 0.1 * v.size and t is None:
-            # A small bright class (a marker, a dense lesion) is not "the body": look below it.
-            cur = dark
-            continue
-        # Robust spreads and centres: a few marker pixels must not hide the air mode.
-        pooled = math.sqrt(0.5 * (robust_sigma(dark) ** 2 + robust_sigma(light) ** 2)) + 1e-12
-        # A split of one Gaussian (or uniform) mode scores ~5-7; air vs tissue scores far more.
-        if (float(np.median(light)) - float(np.median(dark))) / pooled < 10.0:
-            break
-        t, cur = tt, dark
-    if t is None:
+        t = float(filters.threshold_otsu(cur))
+        candidates.append(t)
+        cur = cur[cur <= t]
+    if not candidates:
         return np.zeros(coarse.shape, bool), lo
-    air = v[v <= t]
-    air_level = float(np.median(air))
-    tissue_level = float(np.median(v[v > t]))
-    # Cut a fifth of the way from air to tissue (thin tissue at the skin is body), but clear
-    # of the air's own noise.
-    cut = max(air_level + 0.2 * (tissue_level - air_level), air_level + 5 * robust_sigma(air))
-    return (coarse <= cut) & valid, air_level
+    mean = cv2.blur(c, (3, 3))
+    lstd = np.sqrt(np.maximum(cv2.blur(c * c, (3, 3)) - mean * mean, 0.0))
+    n_valid = int(valid.sum())
+    for t in candidates:  # loosest first
+        dark = (c <= t) & valid
+        frac = dark.sum() / n_valid
+        if not 0.01 <= frac <= 0.9:
+            continue
+        rest = valid & ~dark
+        if float(np.median(lstd[dark])) >= 0.5 * float(np.median(lstd[rest])):
+            continue
+        air_level = float(np.median(c[dark]))
+        tissue_level = float(np.median(c[rest]))
+        cut = air_level + 0.2 * (tissue_level - air_level)
+        return (c <= cut) & valid, air_level
+    return np.zeros(coarse.shape, bool), lo
 
 
 def find_collimation(coarse: np.ndarray, ws: float, params: SegmentParams) -> np.ndarray:
@@ -421,7 +417,16 @@ def find_collimation(coarse: np.ndarray, ws: float, params: SegmentParams) -> np
         outside_vals = a[probe, np.arange(n_c)]
         if np.median(np.abs(outside_vals - np.median(outside_vals))) > 0.25 * float(np.median(g[ok])):
             continue
-        side = np.arange(n_r)[:, None] <= (edge + margin)[None, :]
+        # ... and the whole band between the film edge and the line must be brighter than
+        # the strip just inside it (a lesion's edge near the film edge is not a collimator).
+        rows_idx = np.arange(n_r)[:, None]
+        band = rows_idx < (edge - k)[None, :]
+        inner = (rows_idx > (edge + k)[None, :]) & (rows_idx <= (edge + 4 * k)[None, :])
+        if not band.any() or not inner.any():
+            continue
+        if float(np.median(a[band])) - float(np.median(a[inner])) < 0.5 * float(np.median(g[ok])):
+            continue
+        side = rows_idx <= (edge + margin)[None, :]
         mask |= back(side)
     return mask
 
@@ -537,9 +542,10 @@ def masked_open(img: np.ndarray, mask: np.ndarray, kernel: np.ndarray) -> np.nda
     pr, pc = kernel.shape[0] // 2 + 1, kernel.shape[1] // 2 + 1
     src = cv2.copyMakeBorder(np.where(mask, img, big).astype(np.float32), pr, pr, pc, pc,
                              cv2.BORDER_REPLICATE)
-    m = cv2.copyMakeBorder(mask.astype(np.uint8), pr, pr, pc, pc, cv2.BORDER_REPLICATE) > 0
     ero = cv2.erode(src, kernel, borderType=cv2.BORDER_REPLICATE)
-    dil = cv2.dilate(np.where(m, ero, -big).astype(np.float32), kernel,
+    # Every disc that touches the mask counts (its erosion is finite), also one centred
+    # outside: that is what lets it hang over the edge.
+    dil = cv2.dilate(np.where(ero < 0.5 * big, ero, -big).astype(np.float32), kernel,
                      borderType=cv2.BORDER_REPLICATE)
     dil = dil[pr:pr + img.shape[0], pc:pc + img.shape[1]]
     return np.where(mask, dil, img).astype(np.float32)
@@ -661,6 +667,9 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
                             disc(2 * params.marker_margin_mm / spacing + 1)).astype(bool)
 
     # 3. background ----------------------------------------------------------------------
+    # Openings look at tissue only (not the body mask's margin into air): structuring
+    # elements may hang over the skin line instead of dipping into the air.
+    tis_c = body_c & ~air_c if (body_c & ~air_c).any() else body_c
     # Denoise the working grid first (edge-preserving, range ~3 noise sigmas): an opening of a
     # noisy image follows the noise minima, which would skew the flattened film positive.
     d = np.diff(coarse, axis=1)[body_c[:, 1:] & body_c[:, :-1]]
@@ -669,7 +678,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     if sigma_cw > 0:
         denoised = cv2.bilateralFilter(coarse.astype(np.float32), -1, 3.0 * sigma_cw,
                                        max(1.0, params.denoise_mm / ws))
-    bg_c = masked_open(denoised, body_c, disc(params.background_mm / ws))
+    bg_c = masked_open(denoised, tis_c, disc(params.background_mm / ws))
     if params.ridge_line_mm > 0:
         # Long straight ridges (cortical edges) belong to the background: line openings at
         # ~1 mm resolution, along n orientations fine enough for a 2 mm wide ridge.
@@ -677,12 +686,12 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         small_shape = (max(8, wshape[0] // f2), max(8, wshape[1] // f2))
         ws2 = ws * wshape[0] / small_shape[0]
         c2 = _resize(denoised, small_shape, cv2.INTER_AREA)
-        b2 = _mask_resize(body_c, small_shape)
+        b2 = _mask_resize(tis_c, small_shape)
         n_angles = max(8, int(math.ceil(math.pi * params.ridge_line_mm / 3.0)))
         lo2 = line_open_max(c2, b2, params.ridge_line_mm / ws2, n_angles)
         lo_c = upsample(lo2, wshape)
-        bg_c = np.where(body_c, np.maximum(bg_c, np.minimum(lo_c, coarse)), bg_c)
-    soft_c = masked_open(denoised, body_c, disc(params.bone_scale_mm / ws))
+        bg_c = np.where(tis_c, np.maximum(bg_c, np.minimum(lo_c, coarse)), bg_c)
+    soft_c = masked_open(denoised, tis_c, disc(params.bone_scale_mm / ws))
     tissue_c = np.maximum(soft_c - air_level, 1e-6)
     bone_c = ((bg_c - soft_c) / tissue_c > params.bone_min_relative) & body_c
     bone_c = ndi.binary_opening(bone_c, iterations=1)
@@ -692,10 +701,10 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     resid_c = coarse - bg_c
     # Smooth the noise-minimum texture of the opening without blurring steps (skin line, bone
     # edges): an edge-preserving bilateral filter whose range is a few working-grid sigmas.
-    rb = resid_c[body_c]
+    rb = resid_c[tis_c]
     r_sig = robust_sigma(rb) if rb.size else 0.0
     if r_sig > 0:
-        bg_c = np.where(body_c, cv2.bilateralFilter(bg_c.astype(np.float32), -1, 3.0 * r_sig,
+        bg_c = np.where(tis_c, cv2.bilateralFilter(bg_c.astype(np.float32), -1, 3.0 * r_sig,
                                                     max(0.5, 1.0 / ws)), bg_c)
 
     # 4. flattened film ------------------------------------------------------------------
@@ -724,15 +733,19 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     sigma_g = sigma_g if sigma_g > 0 else 1e-6
     ksig = params.noise_mm / ws / 2
     flat_c = _resize(np.clip(flat, -3 * sigma_g, 3 * sigma_g), wshape, cv2.INTER_AREA)
-    bias_c = _masked_blur(flat_c, body_c, ksig, outside=0.0)
+    # Statistics come from tissue only: the body mask's margin into air has no anatomy and
+    # would pull bias and noise estimates down near the skin.
+    tissue_c = tis_c
+    tissue = _mask_resize(tissue_c, (rows, cols)) & body
+    bias_c = _masked_blur(flat_c, tissue_c, ksig, outside=0.0)
     bias = upsample(bias_c, (rows, cols))
     flat -= bias
     background = background + bias
 
     # 5. local noise sigma: block-wise MAD of the flattened film (robust to lesions and
     # ridges), median-filtered over ``noise_mm`` and brought to the working grid.
-    sig_c, sigma_g = local_sigma(flat, body, spacing, params.noise_mm, wshape)
-    noise_sigma = float(np.median(sig_c[body_c])) if body_c.any() else sigma_g
+    sig_c, sigma_g = local_sigma(flat, tissue, spacing, params.noise_mm, wshape)
+    noise_sigma = float(np.median(sig_c[tissue_c])) if tissue_c.any() else sigma_g
 
     # 6. threshold + hysteresis ---------------------------------------------------------
     threshold_k: float | None = None
@@ -764,7 +777,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         # are that lesion's blurred halo and are not added.
         sig_px = params.faint_smooth_mm / spacing
         f2 = cv2.GaussianBlur(flat, (0, 0), sig_px)
-        sig2_c, _ = local_sigma(f2, body, spacing, params.noise_mm, wshape)
+        sig2_c, _ = local_sigma(f2, tissue, spacing, params.noise_mm, wshape)
         thr2 = upsample((sig2_c * factor_c * params.k_sigma).astype(np.float32), (rows, cols))
         faint = _hysteresis((f2 >= thr2 * params.low_ratio) & body, (f2 >= thr2) & body)
         if faint.any():

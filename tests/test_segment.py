@@ -126,12 +126,22 @@ def test_edge_trim_cuts_blur_tail() -> None:
     assert np.count_nonzero(half.labels) == np.count_nonzero(img - 1000 >= 200)
 
 
+def _texture(shape, spacing: float, seed: int, amp: float) -> np.ndarray:
+    """Smooth random anatomy-like texture (correlation ~3 mm) of std ``amp``."""
+    import cv2
+    t = np.random.default_rng(seed).normal(0, 1, shape).astype(np.float32)
+    t = cv2.GaussianBlur(t, (0, 0), 1.5 / spacing)
+    return amp * t / t.std()
+
+
 def _limb_film(spacing: float, extra) -> tuple[Film, np.ndarray, np.ndarray]:
+    # Air (direct exposure) is smooth with little noise; tissue is noisier and textured.
     rr, cc = _grid(spacing, 80.0)
     body = np.abs(cc - 40) <= 25
-    img = np.where(body, 1000.0, 100.0)
+    rng = np.random.default_rng(3)
+    img = np.where(body, 1000.0 + _texture(rr.shape, spacing, 4, 2.0) + rng.normal(0, 3, rr.shape),
+                   100.0 + rng.normal(0, 1, rr.shape))
     img = img + extra(rr, cc, body)
-    img += np.random.default_rng(3).normal(0, 3, img.shape)
     return _film(img, spacing), rr, cc
 
 
@@ -201,13 +211,16 @@ def test_robust_sigma_and_air() -> None:
     v = np.random.default_rng(5).normal(0, 2.0, 20000)
     assert robust_sigma(v) == pytest.approx(2.0, rel=0.05)
     assert robust_sigma(np.array([])) == 0.0
-    img = np.full((100, 100), 1000.0, np.float32)
-    img[:, :30] = 100.0
-    air, level = find_air(img + np.random.default_rng(6).normal(0, 2, img.shape).astype(np.float32))
-    assert air[:, :30].all() and not air[:, 35:].any()
-    assert level == pytest.approx(100.0, abs=1.0)
-    flat_air, _ = find_air(np.full((50, 50), 7.0, np.float32))
-    assert not flat_air.any()
+    rng = np.random.default_rng(6)
+    img = 1000.0 + rng.normal(0, 8, (100, 100))  # tissue: noisy
+    img[:, :30] = 100.0 + rng.normal(0, 1, (100, 30))  # air: smooth
+    air, level = find_air(img.astype(np.float32))
+    assert air[:, :30].all() and not air[:, 30:].any()
+    assert level == pytest.approx(100.0, abs=0.5)
+    # Same texture on both sides: a dark tissue, not air.
+    same = np.where(np.arange(100) < 30, 600.0, 1000.0)[None, :] + rng.normal(0, 8, (100, 100))
+    assert not find_air(same.astype(np.float32))[0].any()
+    assert not find_air(np.full((50, 50), 7.0, np.float32))[0].any()
 
 
 def test_masked_open_follows_edge_profile() -> None:
