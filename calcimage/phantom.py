@@ -638,17 +638,18 @@ def _make_anatomy(rng: np.random.Generator, p: PhantomParams) -> Anatomy:
     bone_tex = replace(bone_tex, values=_snap(np.tanh(1.3 * bone_tex.values)))
     half_max = float(half_width.max())
     tissue_tex = band(-half_max, half_max, 0.3, (1.2, 0.5), (6.0, 3.0))
+    # Profiles are snapped too, so their float32 copies in the renderer are exact.
     return Anatomy(
         axis_origin_mm=origin,
         axis_angle_rad=angle,
         u_table_mm=u,
-        half_width_mm=half_width,
+        half_width_mm=_snap(half_width),
         depth_ratio=float(rng.uniform(0.75, 0.95)),
-        fat_mm=fat,
-        bone_offset_mm=offsets,
-        bone_radius_mm=radii,
-        cortex_mm=cortex,
-        trabecular=trab,
+        fat_mm=_snap(fat),
+        bone_offset_mm=_snap(offsets),
+        bone_radius_mm=_snap(radii),
+        cortex_mm=_snap(cortex),
+        trabecular=_snap(trab),
         bone_texture=bone_tex,
         tissue_texture=tissue_tex,
     )
