@@ -19,14 +19,15 @@ _WAVES = [(_RNG.uniform(-0.35, 0.35), _RNG.uniform(-0.35, 0.35), _RNG.uniform(0,
 _BLOBS = [(_RNG.uniform(30, 170), _RNG.uniform(45, 115), _RNG.uniform(1.5, 4.0)) for _ in range(6)]
 
 
-def _scene(row_mm: np.ndarray, col_mm: np.ndarray, blobs: list[tuple[float, float, float]] = _BLOBS) -> np.ndarray:
+def _scene(row_mm: np.ndarray, col_mm: np.ndarray, blobs: list[tuple[float, float, float]] = _BLOBS,
+           bones: bool = True) -> np.ndarray:
     """Density (brighter = denser) at world positions in mm."""
     centre = 80.0 + 4.0 * np.sin(row_mm / 37.0)
     half = 38.0 + 3.0 * np.sin(row_mm / 23.0 + 1.0) + 0.04 * row_mm
     tissue = np.sqrt(np.clip(1.0 - ((col_mm - centre) / half) ** 2, 0.0, None))
     image = 1.0 * tissue
     flare = 1.0 + 0.8 * np.exp(-((row_mm - 185.0) / 18.0) ** 2)  # metaphysis near one end
-    for offset, radius in ((-12.0, 7.0), (13.0, 5.0)):
+    for offset, radius in ((-12.0, 7.0), (13.0, 5.0)) if bones else ():
         d = np.abs(col_mm - centre - offset) / (radius * flare)
         bone = np.sqrt(np.clip(1.0 - d**2, 0.0, None))
         image += 0.7 * bone + 0.5 * np.exp(-(((d - 1.0) * radius) / 0.8) ** 2)
@@ -39,7 +40,7 @@ def _scene(row_mm: np.ndarray, col_mm: np.ndarray, blobs: list[tuple[float, floa
 
 def _film(shape: tuple[int, int], spacing_mm: float, pose: np.ndarray | None = None, *, gain: float = 1.0,
           offset: float = 0.0, noise: float = 0.0, seed: int = 0,
-          blobs: list[tuple[float, float, float]] = _BLOBS) -> Film:
+          blobs: list[tuple[float, float, float]] = _BLOBS, bones: bool = True) -> Film:
     """Render a film; ``pose`` maps film mm (row, col, 1) to world mm (identity by default)."""
     rows, cols = shape
     r = (np.arange(rows) + 0.5) * spacing_mm
@@ -47,7 +48,7 @@ def _film(shape: tuple[int, int], spacing_mm: float, pose: np.ndarray | None = N
     rr, cc = np.meshgrid(r, c, indexing="ij")
     if pose is not None:
         rr, cc = (pose[0, 0] * rr + pose[0, 1] * cc + pose[0, 2], pose[1, 0] * rr + pose[1, 1] * cc + pose[1, 2])
-    image = gain * _scene(rr, cc, blobs) + offset
+    image = gain * _scene(rr, cc, blobs, bones) + offset
     if noise:
         image = image + np.random.default_rng(seed).normal(0.0, noise, image.shape)
     return Film(image.astype(np.float32), (spacing_mm, spacing_mm), SpacingSource.USER)
@@ -182,6 +183,18 @@ def test_changing_lesions(base_film: Film) -> None:
     reg = register(base_film, follow)
     assert _max_error_mm(reg.matrix, _true_px_matrix(pose, 0.5, 0.5), BASE_SHAPE, 0.5) < 0.5
     assert reg.scale == pytest.approx(0.98, rel=3e-3)
+
+
+def test_limb_without_bone_anchored_by_lesions() -> None:
+    # A boneless tube slides along its length unless the lesions anchor it; two of them
+    # change (one grows, one resolves) and must not pull the fit.
+    base = _film(BASE_SHAPE, 0.5, bones=False)
+    changed = [(r, c, rad * (1.5 if k == 0 else 1.0)) for k, (r, c, rad) in enumerate(_BLOBS) if k != 3]
+    pose = _pose(3.0, 1.02, (7.0, -4.0))
+    follow = _film(BASE_SHAPE, 0.5, pose, blobs=changed, bones=False, gain=0.8, noise=0.02, seed=2)
+    reg = register(base, follow)
+    assert _max_error_mm(reg.matrix, _true_px_matrix(pose, 0.5, 0.5), BASE_SHAPE, 0.5) < 0.5
+    assert reg.scale == pytest.approx(1.02, rel=3e-3)
 
 
 def test_masks_exclude_what_differs(base_film: Film) -> None:
