@@ -195,6 +195,25 @@ def _run_compare(base: Measurement, follow: Measurement, truth: Any, spacing: fl
     }
 
 
+def segmentation_errors(m: Measurement, truth: Any) -> dict[str, float]:
+    """Where a film's measured total differs from the truth, in mm²: lesion area found on no
+    true lesion (``false_mm2``, dilated truth by 1 mm), true area not found (``missed_mm2``)."""
+    import cv2
+
+    spacing = m.film.spacing_mm or (1.0, 1.0)
+    px = spacing[0] * spacing[1]
+    det = np.asarray(m.labels) > 0
+    tru = np.asarray(truth.labels) > 0
+    r = max(1, int(round(1.0 / min(spacing))))
+    near = cv2.dilate(tru.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) > 0
+    return {
+        "measured_mm2": float(m.total_area_mm2 or 0.0),
+        "true_mm2": float(truth.total_area_mm2),
+        "false_mm2": float(np.count_nonzero(det & ~near) * px),
+        "missed_mm2": float(np.count_nonzero(tru & ~det) * px),
+    }
+
+
 def run_pair(seed: int, params: CompareParams = CompareParams()) -> dict[str, Any]:
     """Render, segment, measure and compare the pair of ``seed``; score against the truth."""
     case = pair_case(seed)
@@ -225,6 +244,8 @@ def run_pair(seed: int, params: CompareParams = CompareParams()) -> dict[str, An
         "true_area_followup_mm2": follow.truth.area_mm2_at_baseline_magnification,
         "true_lesions": [base.truth.n_lesions, follow.truth.n_lesions],
         "measure_seconds": measure_seconds,
+        "segmentation": {"baseline": segmentation_errors(mb, base.truth),
+                         "followup": segmentation_errors(mf, follow.truth)},
         "pipeline": pipeline, "oracle": oracle,
     }
 
@@ -281,6 +302,12 @@ def print_table(results: list[dict[str, Any]], pipeline: dict[str, Any], oracle:
               f"{p['compare_seconds']:5.2f}")
         if "error" in p:
             print(f"      pipeline failed: {p['error']}")
+        elif p["abs_error_pp"] > 3.0 and o.get("abs_error_pp", math.inf) <= 3.0:
+            sb, sf = r["segmentation"]["baseline"], r["segmentation"]["followup"]
+            print(f"      segmentation: baseline {sb['measured_mm2']:.0f} mm² measured vs {sb['true_mm2']:.0f} true "
+                  f"({sb['false_mm2']:.0f} false, {sb['missed_mm2']:.0f} missed); follow-up "
+                  f"{sf['measured_mm2']:.0f} vs {sf['true_mm2']:.0f} ({sf['false_mm2']:.0f} false, "
+                  f"{sf['missed_mm2']:.0f} missed)")
     print("(* = true change within 15-35 %: category not scored)")
     print()
     for label, s in (("pipeline", pipeline), ("oracle (true labels)", oracle)):
