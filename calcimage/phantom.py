@@ -159,6 +159,10 @@ class PhantomParams:
         Scatter added to the primary beam, relative to the local primary (broad blur).
     marker_text
         Letter(s) of the lead side marker.
+    unsharp_amount, unsharp_mm
+        Optional vendor-style image processing: unsharp masking of the density image with a
+        Gaussian of ``unsharp_mm`` (0 = raw detector image, the default; clinical DR
+        presentation images often use 0.5-2). Changes pixels only, never the truth.
     """
 
     rows: int = 1500
@@ -183,6 +187,8 @@ class PhantomParams:
     heel: float = 0.15
     scatter_fraction: float = 0.25
     marker_text: str = "L"
+    unsharp_amount: float = 0.0
+    unsharp_mm: float = 10.0
 
     def __post_init__(self) -> None:
         _require_int("rows", self.rows, 64, 10000)
@@ -206,6 +212,8 @@ class PhantomParams:
         require_range("blur_mm", self.blur_mm, 0.0, 2.0)
         require_range("heel", self.heel, 0.0, 0.5)
         require_range("scatter_fraction", self.scatter_fraction, 0.0, 1.0)
+        require_range("unsharp_amount", self.unsharp_amount, 0.0, 5.0)
+        require_range("unsharp_mm", self.unsharp_mm, 1.0, 100.0)
         require(
             isinstance(self.marker_text, str) and 0 < len(self.marker_text) <= 3,
             "marker_text", self.marker_text, "one to three characters, e.g. 'L'",
@@ -1210,6 +1218,10 @@ def _render(
     del sigma, primary
     np.maximum(intensity, 1e-4, out=intensity)
     density = np.log(intensity, out=intensity)
+    if p.unsharp_amount > 0:
+        # Vendor-style processing: boost detail against a broad local mean (in density units).
+        sigma_px = p.unsharp_mm / s
+        density += p.unsharp_amount * (density - _broad_blur(density, (sigma_px, sigma_px)))
     top = float(2**p.bits_stored - 1)
     # stored = (D - D_lo) * top / (D_hi - D_lo) with D = -ln(I)
     density *= -top / (_D_HI - _D_LO)
@@ -1631,7 +1643,8 @@ def write_pairs(
 
 
 #: The committed sample set (sample_images/): two patients, baseline + 3 + 9 months each.
-#: Patient SYN001 (left forearm) improves; patient SYN002 (right lower leg) progresses.
+#: Patient SYN001 (left forearm, raw detector images) improves; patient SYN002 (right lower
+#: leg, 10-bit, vendor-style unsharp masking) progresses.
 SAMPLE_FILM_PARAMS = PhantomParams(rows=1000, cols=850, spacing_mm=0.2, bits_stored=12)
 
 
@@ -1639,7 +1652,7 @@ def _sample_series() -> list[tuple[str, PhantomParams, int, list[tuple[FollowupP
     a = replace(SAMPLE_FILM_PARAMS, marker_text="L", limb_width_mm=(60.0, 75.0), n_nodules=9, n_plaques=3)
     b = replace(
         SAMPLE_FILM_PARAMS, marker_text="R", limb_width_mm=(85.0, 100.0), n_nodules=10, n_plaques=4,
-        bits_stored=10,
+        bits_stored=10, unsharp_amount=1.0,
     )
     a_out = FilmOutput(name="", patient_id="SYN001", study_date="", laterality="L", view_position="PA", body_part="ARM")
     b_out = FilmOutput(name="", patient_id="SYN002", study_date="", laterality="R", view_position="AP", body_part="LEG")

@@ -479,3 +479,19 @@ def test_lesions_cut_by_the_field_are_reported_as_truncated():
         if lesion_id in t.lesion_ids:  # partly visible: less than its whole area
             k = t.lesion_ids.index(lesion_id)
             assert t.areas_mm2[k] / 1.1**2 < 0.97 * t.baseline_areas_mm2[lesion_id]
+
+
+def test_unsharp_processing_raises_local_contrast_but_not_the_truth(base):
+    processed = make_phantom(11, PhantomParams(**{**SMALL.__dict__, "unsharp_amount": 1.5}))
+    assert np.array_equal(processed.truth.labels, base.truth.labels)
+    assert not np.array_equal(processed.film.pixels, base.film.pixels)
+    t = base.truth
+    k = int(np.argmax(t.contrasts)) + 1
+    inside = t.labels == k
+    ring = ndimage.binary_dilation(inside, iterations=10) & ~ndimage.binary_dilation(inside, iterations=4)
+    ring &= t.labels == 0
+
+    def contrast(ph):
+        return float(ph.film.pixels[inside].mean() - ph.film.pixels[ring].mean())
+
+    assert contrast(processed) > 1.2 * contrast(base) > 0
