@@ -35,7 +35,9 @@ Metrics (the issue's definitions)
 - retest pairs: |estimated change| ≤ 5 % each;
 - category (±25 %) correct on every pair whose true change is outside ±35 % or inside ±15 %;
 - registration error at the follow-up's true lesion centroids (estimated vs true transform),
-  in baseline mm: ≤ 1 mm (max over the lesions of each pair, every pair).
+  in baseline mm: ≤ 1 mm (max over the lesions of each pair, every pair);
+- oracle only: lesion fates — a lesion on both films paired with itself, a resolved one
+  reported resolved, a new one new (phantom lesion ids are stable across films).
 
 Output: a table on stdout, JSON at ``--out`` (default benchmarks/out/accuracy_pairs.json,
 gitignored). Exit status 1 when a target is missed.
@@ -170,8 +172,22 @@ def registration_error_mm(comparison: Any, truth: Any, spacing_mm: float) -> flo
     return float(np.hypot(est_r - true_rc[0], est_c - true_rc[1]).max() * spacing_mm)
 
 
+def matching_score(rows: Any, base_truth: Any, follow_truth: Any) -> tuple[int, int]:
+    """(correct, total) lesion fates for a comparison of the true label images: a lesion on
+    both films must be paired with itself, a resolved one reported resolved, a new one new."""
+    b_id = {k + 1: i for k, i in enumerate(base_truth.lesion_ids)}
+    f_id = {k + 1: i for k, i in enumerate(follow_truth.lesion_ids)}
+    paired = {(b_id[r.baseline_id], f_id[r.followup_id]) for r in rows
+              if r.baseline_id is not None and r.followup_id is not None}
+    resolved = {b_id[r.baseline_id] for r in rows if r.followup_id is None}
+    new = {f_id[r.followup_id] for r in rows if r.baseline_id is None}
+    ids_b, ids_f = set(b_id.values()), set(f_id.values())
+    correct = sum((i, i) in paired for i in ids_b & ids_f) + len(resolved & (ids_b - ids_f)) + len(new & (ids_f - ids_b))
+    return correct, len(ids_b | ids_f)
+
+
 def _run_compare(base: Measurement, follow: Measurement, truth: Any, spacing: float,
-                 params: CompareParams) -> dict[str, Any]:
+                 params: CompareParams, truths: tuple[Any, Any] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         c = compare(base, follow, params)
@@ -192,6 +208,7 @@ def _run_compare(base: Measurement, follow: Measurement, truth: Any, spacing: fl
         "statuses": {s: sum(1 for r in c.lesions if r.status.value == s)
                      for s in ("new", "resolved", "grown", "shrunk", "stable")},
         "compare_seconds": dt,
+        "matching": None if truths is None else list(matching_score(c.lesions, *truths)),
     }
 
 
@@ -226,7 +243,7 @@ def run_pair(seed: int, params: CompareParams = CompareParams()) -> dict[str, An
     true_pct = float(follow.truth.true_change_pct)
     pipeline = _run_compare(mb, mf, follow.truth, case.spacing_mm, params)
     oracle = _run_compare(truth_measurement(base.film, base.truth), truth_measurement(follow.film, follow.truth),
-                          follow.truth, case.spacing_mm, params)
+                          follow.truth, case.spacing_mm, params, truths=(base.truth, follow.truth))
     true_category = classify_change(true_pct, base.truth.total_area_mm2,
                                     follow.truth.area_mm2_at_baseline_magnification, params)
     for res in (pipeline, oracle):
@@ -275,6 +292,8 @@ def summarise(results: list[dict[str, Any]], which: str) -> dict[str, Any]:
         "max_registration_error_mm": max(reg) if reg and not failed else inf,
         "median_registration_error_mm": statistics.median(reg) if reg else inf,
         "median_compare_seconds": statistics.median(x["compare_seconds"] for _, x in runs),
+        "lesion_fates_correct": [sum(x["matching"][0] for _, x in ok if x.get("matching")),
+                                 sum(x["matching"][1] for _, x in ok if x.get("matching"))],
     }
 
 
@@ -315,6 +334,9 @@ def print_table(results: list[dict[str, Any]], pipeline: dict[str, Any], oracle:
         for key, target in TARGETS.items():
             value = s[key]
             print(f"  {key:<32} {value:8.2f}   target <= {target:<5} {'ok' if value <= target else 'MISSED'}")
+        if s["lesion_fates_correct"][1]:
+            c, n = s["lesion_fates_correct"]
+            print(f"  lesion fates (paired / new / resolved) correct: {c} of {n}")
         print(f"  median registration error {s['median_registration_error_mm']:.3f} mm; "
               f"median compare time {s['median_compare_seconds']:.2f} s; failed {s['failed']}; "
               f"category errors on {s['category_error_seeds']}")
