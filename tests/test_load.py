@@ -508,3 +508,14 @@ def test_lone_rescale_element_uses_default_for_the_other(
     film = load(write_dicom(tmp_path / "f.dcm", STORED_U12, bits_stored=12, **elements))
     np.testing.assert_array_equal(film.pixels, (STORED_U12 * slope + intercept).astype(np.float32))
     assert film.metadata.value_range == (intercept, 4095 * slope + intercept)
+
+
+def test_float_pixel_data_refused(tmp_path: Path) -> None:
+    ds = make_dataset(STORED_U12)
+    del ds.PixelData
+    ds.BitsAllocated = 32
+    ds.FloatPixelData = np.zeros(6, dtype="<f4").tobytes()
+    path = tmp_path / "float.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(FilmReadError, match=r"float\.dcm: float pixel data \(parametric map\) is not supported"):
+        load(path)

@@ -324,6 +324,10 @@ def load_dicom(
     name = display_path(path)
     ds, notes = _read_dataset(path, data)
     if "PixelData" not in ds:
+        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            raise FilmReadError(
+                f"{name}: float pixel data (parametric map) is not supported; radiographs store integers"
+            )
         sop = _str(ds, "SOPClassUID")
         what = f" ({pydicom.uid.UID(sop).name})" if sop else ""
         raise FilmReadError(f"{name}: DICOM object has no pixel data{what}; it is not an image")
