@@ -44,6 +44,7 @@ import numpy as np
 
 from calcimage.errors import ParameterError
 from calcimage.film import Film, FilmMetadata, SpacingSource
+from calcimage.io.write import write_dicom, write_png  # re-exported: phantoms write directly
 from calcimage.params import require, require_positive, require_range
 from calcimage.segment import LesionKind
 
@@ -68,6 +69,8 @@ __all__ = [
     "make_phantom",
     "make_followup",
     "MASK_NAMES",
+    "write_dicom",
+    "write_png",
 ]
 
 logger = logging.getLogger(__name__)
@@ -1544,8 +1547,6 @@ def write_phantom(phantom: Phantom, out_dir: str | Path, output: FilmOutput) -> 
 
     Returns the paths written (film first).
     """
-    from calcimage.io.write import write_dicom, write_png
-
     out = Path(out_dir)
     if output.format is FilmFormat.PNG:
         film_path = out / f"{output.name}.png"

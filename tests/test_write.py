@@ -200,3 +200,18 @@ def test_existing_file_is_replaced_atomically(tmp_path):
     path.write_bytes(b"old")
     write_dicom(_film(), path)
     assert calcimage.load(path).shape == (40, 50)
+
+
+def test_transfer_syntax_by_uid_and_a_phantom_as_input(tmp_path):
+    from pydicom.uid import JPEG2000Lossless
+
+    from calcimage.phantom import write_dicom as reexported
+
+    ph = make_phantom(3, PhantomParams(rows=300, cols=400, spacing_mm=0.3))
+    reexported(ph, tmp_path / "p.dcm", transfer_syntax=JPEG2000Lossless)
+    back = calcimage.load(tmp_path / "p.dcm")
+    assert back.metadata.transfer_syntax == JPEG2000Lossless
+    assert np.array_equal(back.pixels, ph.film.pixels)
+    assert TransferSyntax.parse("1.2.840.10008.1.2.1") is TransferSyntax.EXPLICIT_LITTLE
+    with pytest.raises(ParameterError, match="cannot write"):
+        write_dicom(np.zeros((4, 4)), tmp_path / "x.dcm")

@@ -54,6 +54,20 @@ class TransferSyntax(str, enum.Enum):
         """The DICOM transfer syntax UID."""
         return _TS_UID[self]
 
+    @classmethod
+    def parse(cls, value: "TransferSyntax | str") -> "TransferSyntax":
+        """The member named by ``value``: a member, its value (``"jpeg2000-lossless"``) or its UID."""
+        if isinstance(value, cls):
+            return value
+        text = str(value).strip()
+        for member in cls:
+            if text in (member.value, _TS_UID[member]):
+                return member
+        choices = ", ".join(repr(t.value) for t in cls)
+        raise ParameterError(
+            f"parameter transfer_syntax={value!r} is invalid: expected one of {choices} or their UIDs"
+        )
+
 
 _TS_UID = {
     TransferSyntax.EXPLICIT_LITTLE: "1.2.840.10008.1.2.1",
@@ -94,6 +108,16 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         except OSError:
             pass
         raise OutputError(f"{path}: cannot write file: {exc.strerror or exc}") from None
+
+
+def _as_film(film: Any) -> Film:
+    """The Film to write: ``film`` itself, or its ``.film`` (e.g. a phantom)."""
+    if isinstance(film, Film):
+        return film
+    inner = getattr(film, "film", None)
+    if isinstance(inner, Film):
+        return inner
+    raise ParameterError(f"cannot write a {type(film).__name__}: expected a calcimage.Film")
 
 
 def _stored_values(film: Film, bits_stored: int, monochrome1: bool) -> np.ndarray:
@@ -149,7 +173,7 @@ def _ds(value: float) -> str:
 
 
 def write_dicom(
-    film: Film,
+    film: Film | Any,
     path: str | os.PathLike[str],
     *,
     patient_id: str | None = None,
@@ -169,8 +193,8 @@ def write_dicom(
     Parameters
     ----------
     film
-        The film; its pixels must be whole numbers in ``[0, 2**bits_stored - 1]`` after
-        rounding (phantom films are).
+        The film (or a :class:`calcimage.phantom.Phantom`, whose film is written); its pixels
+        must be whole numbers in ``[0, 2**bits_stored - 1]`` after rounding (phantom films are).
     path
         Target file; written atomically.
     patient_id, study_date, laterality, view_position, body_part
@@ -183,7 +207,7 @@ def write_dicom(
         EstimatedRadiographicMagnificationFactor written with ``ImagerPixelSpacing/ERMF``.
     transfer_syntax
         Lossless encoding: ``explicit`` (default), ``deflated``, ``jpeg2000-lossless``,
-        ``jpegls-lossless`` or ``rle``.
+        ``jpegls-lossless`` (needs pyjpegls) or ``rle``; the DICOM UID works too.
     monochrome1
         Store dark = dense (inverted); defaults to the film's photometric interpretation.
     bits_stored
@@ -203,6 +227,7 @@ def write_dicom(
     from pydicom.uid import UID, generate_uid
 
     path = Path(path)
+    film = _as_film(film)
     if film.spacing_mm is None:
         raise ParameterError(f"{path}: film has no pixel spacing; DICOM output needs one")
     try:
@@ -212,13 +237,7 @@ def write_dicom(
     if tag not in _SPACING_TAGS:
         choices = ", ".join(repr(t.value) for t in _SPACING_TAGS)
         raise ParameterError(f"parameter spacing_tag={spacing_tag!r} is invalid: expected one of {choices}")
-    try:
-        syntax = TransferSyntax(transfer_syntax)
-    except ValueError:
-        choices = ", ".join(repr(t.value) for t in TransferSyntax)
-        raise ParameterError(
-            f"parameter transfer_syntax={transfer_syntax!r} is invalid: expected one of {choices}"
-        ) from None
+    syntax = TransferSyntax.parse(transfer_syntax)
     if tag is SpacingSource.IMAGER_ERMF and not (isinstance(ermf, (int, float)) and 0.5 <= ermf <= 3.0):
         raise ParameterError(f"parameter ermf={ermf!r} is invalid: expected a number in [0.5, 3.0]")
     bits = _bits(film, bits_stored)
@@ -325,7 +344,7 @@ def write_dicom(
 
 
 def write_png(
-    film: Film,
+    film: Film | Any,
     path: str | os.PathLike[str],
     *,
     patient_id: str | None = None,
@@ -346,7 +365,7 @@ def write_png(
     Parameters
     ----------
     film
-        Pixels must be whole numbers in [0, 65535] after rounding.
+        A Film (or a phantom); pixels must be whole numbers in [0, 65535] after rounding.
     path
         Target ``.png``; the sidecar is ``path`` with suffix ``.json``. Both written atomically.
     monochrome1
@@ -362,6 +381,7 @@ def write_png(
         A file cannot be written.
     """
     path = Path(path)
+    film = _as_film(film)
     if path.suffix.lower() != ".png":
         raise ParameterError(f"{path}: PNG output needs a name ending in .png")
     mono1 = _is_monochrome1(film, monochrome1)
