@@ -45,7 +45,7 @@ from calcimage.compare import CompareParams, Registration, TransformKind
 from calcimage.errors import IncompatibleFilmsError, RegistrationError
 from calcimage.film import Film
 
-__all__ = ["register", "registration_quality"]
+__all__ = ["register"]
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +211,8 @@ def _ecc(t: _Level, f: _Level, w0: np.ndarray, kind: TransformKind, iterations: 
             resid = tmpl / t_norm - warped / w_norm
             sigma = 1.4826 * float(np.median(np.abs(resid))) + 1e-12
             u = resid / (_TUKEY_C * sigma)
-            weight = np.sqrt(np.clip(1.0 - u * u, 0.0, None) ** 2)
+            # Rows are scaled by the square root of the Tukey weight (1 - u²)².
+            weight = np.clip(1.0 - u * u, 0.0, None)
             tmpl *= weight
             warped *= weight
             jac *= weight[:, None]
@@ -249,7 +250,7 @@ def _ecc(t: _Level, f: _Level, w0: np.ndarray, kind: TransformKind, iterations: 
     return _params_to_warp(p, kind) @ uncentre, rho
 
 
-def registration_quality(t: _Level, f: _Level, w_mm: np.ndarray) -> tuple[float, float]:
+def _quality(t: _Level, f: _Level, w_mm: np.ndarray) -> tuple[float, float]:
     """Quality of a registration and the overlap.
 
     Quality is the correlation of the two gradient images over the overlap after removing
@@ -295,7 +296,7 @@ def _phase_shift(t: _Level, f: _Level, w_mm: np.ndarray) -> tuple[np.ndarray, fl
     # warped(y) ~ base(y - d): the follow-up sample for baseline point y sits at w(y + d).
     shift = np.array([[1.0, 0.0, dx * t.spacing_rc[1]], [0.0, 1.0, dy * t.spacing_rc[0]], [0.0, 0.0, 1.0]])
     w = w_mm @ shift
-    score, _ = registration_quality(t, f, w)
+    score, _ = _quality(t, f, w)
     return w, score
 
 
@@ -406,7 +407,7 @@ def register(base_film: Film, follow_film: Film, *, base_mask: np.ndarray | None
             continue
         # Rank by the structure correlation (not the ECC value, which the body/air layout
         # inflates), penalising starts that leave most of the baseline uncovered.
-        quality, overlap = registration_quality(t0, f0, w)
+        quality, overlap = _quality(t0, f0, w)
         score = quality if overlap >= params.min_overlap else quality * overlap
         logger.debug("registration start %s: correlation %.3f, quality %.3f, overlap %.2f",
                      name, rho, quality, overlap)
@@ -421,7 +422,7 @@ def register(base_film: Film, follow_film: Film, *, base_mask: np.ndarray | None
         # A limb is nearly a tube: at coarse scale a shift along it costs little, and the
         # finer texture may prefer another place. Let phase correlation propose one.
         shifted = _phase_shift(t, f, w)
-        if shifted is not None and shifted[1] > registration_quality(t, f, w)[0] + 0.01:
+        if shifted is not None and shifted[1] > _quality(t, f, w)[0] + 0.01:
             logger.debug("registration at %.1f mm: phase correlation moved the start", t.spacing_rc[0])
             w = shifted[0]
         try:
@@ -433,7 +434,7 @@ def register(base_film: Film, follow_film: Film, *, base_mask: np.ndarray | None
             ) from None
 
     t_fine, f_fine = levels[-1]
-    quality, overlap = registration_quality(t_fine, f_fine, w)
+    quality, overlap = _quality(t_fine, f_fine, w)
     scale = math.sqrt(abs(float(np.linalg.det(w[:2, :2]))))
     if abs(math.log(scale)) > -math.log(1.0 - params.max_scale_change):
         raise RegistrationError(
