@@ -66,6 +66,8 @@ __all__ = [
     "measure_file",
     "compare_measured",
     "measure_film_job",
+    "cached_film",
+    "cached_pair",
     "compare_pair_job",
     "order_groups",
     "study_rows",
@@ -318,6 +320,42 @@ def _rel(path: Path, out: Path) -> str:
     return path.relative_to(out).as_posix()
 
 
+def cached_film(
+    path: str, out: str, settings: RunSettings, *, sha256: str | None, folder: str | None = None
+) -> FilmResult | None:
+    """The result of an earlier run for this input and settings, if all its files are there."""
+    if not sha256:
+        return None
+    out_dir = Path(out)
+    entry = read_cache(cache_path(out_dir, "films", sha256, settings.key()), out_dir)
+    if entry is None or (folder is not None and entry.get("folder") != folder):
+        return None
+    fields = {f.name for f in dataclasses.fields(FilmResult)}
+    data = {k: v for k, v in entry.get("result", {}).items() if k in fields}
+    data.update(source=str(path), reused=True, warnings=())
+    try:
+        return FilmResult(**data)
+    except TypeError:
+        return None
+
+
+def cached_pair(
+    baseline: FilmResult, followup: FilmResult, out: str, settings: RunSettings, *, folder: str
+) -> PairResult | None:
+    """The comparison of an earlier run for these two inputs and settings, if complete."""
+    out_dir = Path(out)
+    entry = read_cache(cache_path(out_dir, "pairs", baseline.sha256, followup.sha256, settings.key()), out_dir)
+    if entry is None or entry.get("folder") != folder:
+        return None
+    fields = {f.name for f in dataclasses.fields(PairResult)}
+    data = {k: v for k, v in entry.get("result", {}).items() if k in fields}
+    data.update(source=f"{baseline.input_name} -> {followup.input_name}", reused=True, warnings=())
+    try:
+        return PairResult(**data)
+    except TypeError:
+        return None
+
+
 def measure_film_job(
     path: str,
     out: str,
@@ -351,12 +389,9 @@ def measure_film_job(
     caught: list[str] = []
     key = settings.key()
     if sha256:
-        entry = read_cache(cache_path(out_dir, "films", sha256, key), out_dir)
-        if entry is not None and (folder is None or entry.get("folder") == folder):
-            fields = {f.name for f in dataclasses.fields(FilmResult)}
-            data = {k: v for k, v in entry.get("result", {}).items() if k in fields}
-            data.update(source=str(path), reused=True, warnings=())
-            return FilmResult(**data)
+        cached = cached_film(path, out, settings, sha256=sha256, folder=folder)
+        if cached is not None:
+            return cached
     try:
         with warnings.catch_warnings(record=True) as records:
             warnings.simplefilter("always")
@@ -416,14 +451,10 @@ def compare_pair_job(
     """
     out_dir = Path(out)
     source = f"{baseline.input_name} -> {followup.input_name}"
-    key = settings.key()
-    cpath = cache_path(out_dir, "pairs", baseline.sha256, followup.sha256, key)
-    entry = read_cache(cpath, out_dir)
-    if entry is not None and entry.get("folder") == folder:
-        fields = {f.name for f in dataclasses.fields(PairResult)}
-        data = {k: v for k, v in entry.get("result", {}).items() if k in fields}
-        data.update(source=source, reused=True, warnings=())
-        return PairResult(**data)
+    cpath = cache_path(out_dir, "pairs", baseline.sha256, followup.sha256, settings.key())
+    cached = cached_pair(baseline, followup, out, settings, folder=folder)
+    if cached is not None:
+        return cached
     caught: list[str] = []
     try:
         with warnings.catch_warnings(record=True) as records:

@@ -94,6 +94,7 @@ def run_jobs(
     description: str,
     quiet: bool,
     on_crash: Callable[[int, BaseException], R],
+    cached: Callable[[int], R | None] | None = None,
 ) -> list[R]:
     """Run ``fn(*args, **kwargs)`` for every call, each in a fresh worker process.
 
@@ -103,7 +104,9 @@ def run_jobs(
     results byte-identical across runs and ``--workers`` values. It also means a crash inside
     a decoder fails that one film, not the batch. Results come back in the order of ``calls``.
     A rich progress bar runs on stderr when it is a terminal and ``quiet`` is off. ``fn`` must
-    be a top-level function. ``on_crash(i, exc)`` makes a result for a call whose worker died.
+    be a top-level function. ``on_crash(i, exc)`` makes a result for a call whose worker died;
+    ``cached(i)``, when given, returns a finished result from an earlier run (or None) so that
+    no process is started for it.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -115,13 +118,20 @@ def run_jobs(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, disable=quiet or not console.is_terminal, transient=False,
     )
+    todo = list(range(len(calls)))
+    if cached is not None:
+        for i in range(len(calls)):
+            results[i] = cached(i)
+        todo = [i for i in todo if results[i] is None]
     with progress:
-        task = progress.add_task(description, total=len(calls))
+        task = progress.add_task(description, total=len(calls), completed=len(calls) - len(todo))
+        if not todo:
+            return results  # type: ignore[return-value]
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
-            max_workers=max(1, min(workers, len(calls))), mp_context=context, max_tasks_per_child=1
+            max_workers=max(1, min(workers, len(todo))), mp_context=context, max_tasks_per_child=1
         ) as pool:
-            futures = {pool.submit(fn, *args, **kwargs): i for i, (args, kwargs) in enumerate(calls)}
+            futures = {pool.submit(fn, *calls[i][0], **calls[i][1]): i for i in todo}
             for future in as_completed(futures):
                 i = futures[future]
                 try:

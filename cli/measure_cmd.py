@@ -85,7 +85,7 @@ def measure(
     """
     from calcimage.errors import FilmReadError
     from calcimage.report.outdir import prepare_output
-    from calcimage.study import FilmResult, discover_films, file_sha256, measure_film_job, unique_folder_names
+    from calcimage.study import FilmResult, cached_film, discover_films, file_sha256, measure_film_job, unique_folder_names
 
     quiet = is_quiet(ctx)
     with fail_on_errors():
@@ -112,6 +112,9 @@ def measure(
     results: list[FilmResult] = run_jobs(
         measure_film_job, calls, workers=n_workers, description="measuring", quiet=quiet,
         on_crash=lambda i, exc: _crash(str(files[i]))(i, exc),
+        cached=lambda i: cached_film(
+            calls[i][0][0], str(out_dir), settings, sha256=calls[i][1]["sha256"], folder=calls[i][1]["folder"]
+        ),
     )
     log_warnings(results)
     failures = [r for r in results if not r.ok]

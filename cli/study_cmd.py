@@ -61,6 +61,8 @@ def study(
     from calcimage.report.tables import write_study_csv
     from calcimage.study import (
         FilmResult,
+        cached_film,
+        cached_pair,
         PairResult,
         compare_pair_job,
         discover_films,
@@ -100,7 +102,8 @@ def study(
         return FilmResult(source=calls[i][0][0], ok=False, error=f"internal error: worker failed: {exc}", internal=True)
 
     films: list[FilmResult] = run_jobs(
-        measure_film_job, calls, workers=n_workers, description="measuring", quiet=quiet, on_crash=film_crash
+        measure_film_job, calls, workers=n_workers, description="measuring", quiet=quiet, on_crash=film_crash,
+        cached=lambda i: cached_film(calls[i][0][0], str(out_dir), settings, sha256=calls[i][1]["sha256"]),
     )
     groups = order_groups(films)
     pair_calls, pair_keys = [], []
@@ -117,7 +120,10 @@ def study(
         return PairResult(source=pair_calls[i][1]["folder"], ok=False, error=f"internal error: worker failed: {exc}", internal=True)
 
     pair_results: list[PairResult] = run_jobs(
-        compare_pair_job, pair_calls, workers=n_workers, description="comparing", quiet=quiet, on_crash=pair_crash
+        compare_pair_job, pair_calls, workers=n_workers, description="comparing", quiet=quiet, on_crash=pair_crash,
+        cached=lambda i: cached_pair(
+            pair_calls[i][0][0], pair_calls[i][0][1], str(out_dir), settings, folder=pair_calls[i][1]["folder"]
+        ),
     )
     pairs = dict(zip(pair_keys, pair_results))
     log_warnings(films + pair_results)

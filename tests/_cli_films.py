@@ -19,7 +19,7 @@ from calcimage.phantom import PhantomParams, make_followup, make_phantom
 
 PARAMS = PhantomParams(rows=400, cols=400, spacing_mm=0.3, n_nodules=4, n_plaques=2)
 #: (patient id, seed) of the two patients of :func:`write_study`.
-PATIENTS = (("P01", 1), ("P02", 5))
+PATIENTS = (("PAT-ALPHA-0001", 1), ("PAT-BRAVO-0002", 5))
 DATES = ("2026-01-05", "2026-04-06")
 
 
@@ -57,8 +57,8 @@ def write_study(folder: Path, patients=PATIENTS) -> Path:
     return folder
 
 
-def dicom_film(path: Path, *, seed: int = 1, followup: bool = False, patient_id: str = "P01",
-               patient_name: str = "Doe^Jane", birth_date: str = "19700101", date: str = "20260105") -> Path:
+def dicom_film(path: Path, *, seed: int = 1, followup: bool = False, patient_id: str = "PAT-CHARLIE-0003",
+               patient_name: str = "Doelittle^Janeway", birth_date: str = "19700101", date: str = "20260105") -> Path:
     """A DX DICOM of a phantom carrying direct identifiers (to check they never leak)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid

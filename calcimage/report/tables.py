@@ -33,6 +33,7 @@ __all__ = [
     "COMPARISON_KEYS",
     "CHANGE_KEYS",
     "CHANGE_COLUMNS",
+    "CHANGE_CONTRACT",
     "STUDY_COLUMNS",
     "ERROR_COLUMNS",
     "provenance",
@@ -64,13 +65,22 @@ COMPARISON_KEYS: tuple[str, ...] = (
 )
 #: Keys of comparison.json's "change".
 CHANGE_KEYS: tuple[str, ...] = ("total_area_mm2", "total_area_pct", "lesion_count", "total_burden_pct")
-#: Columns of changes.csv (the keys of :meth:`calcimage.compare.LesionChange.to_dict`; the
-#: first five are the design's contract).
-CHANGE_COLUMNS: tuple[str, ...] = (
+#: The design's contract for the first columns of changes.csv.
+CHANGE_CONTRACT: tuple[str, ...] = (
     "baseline_id", "followup_id", "status", "area_baseline_mm2", "area_followup_mm2",
-    "area_followup_raw_mm2", "group", "relation", "group_area_baseline_mm2",
-    "group_area_followup_mm2", "change_pct", "overlap_dice", "centroid_distance_mm",
 )
+
+
+def _change_columns() -> tuple[str, ...]:
+    # changes.csv carries every figure LesionChange.to_dict reports, the contract's first.
+    from calcimage.compare import LesionChange, Status
+
+    keys = tuple(LesionChange(None, None, Status.NEW, None, None).to_dict())
+    return CHANGE_CONTRACT + tuple(k for k in keys if k not in CHANGE_CONTRACT)
+
+
+#: Columns of changes.csv (and keys of comparison.json's "lesions" entries).
+CHANGE_COLUMNS: tuple[str, ...] = _change_columns()
 #: Columns of study.csv.
 STUDY_COLUMNS: tuple[str, ...] = (
     "group", "film", "date", "months_since_baseline", "lesion_count", "total_area_mm2",

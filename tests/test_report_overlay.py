@@ -1,0 +1,92 @@
+"""calcimage.report.overlay: outlines, colours, 16-bit labels, warping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from _report_builders import make_comparison, make_measurement
+from calcimage.errors import OutputError
+from calcimage.report.overlay import (
+    KIND_COLOURS,
+    STATUS_COLOURS,
+    comparison_overlay,
+    display_image,
+    labels_png_bytes,
+    measure_overlay,
+    outline_mask,
+    warp_to_baseline,
+    write_labels_png,
+)
+
+
+def test_outline_mask_is_the_inner_edge() -> None:
+    labels = np.zeros((6, 6), np.int32)
+    labels[1:5, 1:5] = 1
+    expected = np.zeros((6, 6), bool)
+    expected[1:5, 1:5] = True
+    expected[2:4, 2:4] = False
+    assert np.array_equal(outline_mask(labels), expected)
+
+
+def test_touching_lesions_both_get_edges() -> None:
+    labels = np.zeros((3, 4), np.int32)
+    labels[:, :2], labels[:, 2:] = 1, 2
+    edge = outline_mask(labels)
+    assert edge[:, 1].all() and edge[:, 2].all() and not edge[:, 0].any()
+
+
+def test_display_image_window() -> None:
+    px = np.arange(1000, dtype=np.float32).reshape(20, 50)
+    img = display_image(px)
+    assert img.dtype == np.uint8 and img.min() == 0 and img.max() == 255
+    assert display_image(np.full((3, 3), 7.0)).tolist() == [[0] * 3] * 3
+
+
+def test_measure_overlay_colours_by_kind() -> None:
+    m = make_measurement(0.1)
+    img = measure_overlay(m)
+    assert img.shape == (40, 50, 3) and img.dtype == np.uint8
+    assert tuple(img[5, 5]) == KIND_COLOURS["nodule"]  # corner of lesion 1
+    assert tuple(img[20, 10]) == KIND_COLOURS["plaque"]  # corner of lesion 2
+    assert img[30, 30, 0] == img[30, 30, 1] == img[30, 30, 2]  # background stays grey
+
+
+@pytest.mark.parametrize("n", [1, 300, 65535])
+def test_labels_png_roundtrip_16_bit(tmp_path: Path, n: int) -> None:
+    labels = np.zeros((5, 7), np.int32)
+    labels[2, 3] = n
+    write_labels_png(tmp_path / "l.png", labels)
+    back = cv2.imread(str(tmp_path / "l.png"), cv2.IMREAD_UNCHANGED)
+    assert back.dtype == np.uint16 and back.shape == (5, 7) and int(back[2, 3]) == n and int(back.sum()) == n
+
+
+def test_labels_beyond_16_bit_are_refused() -> None:
+    with pytest.raises(OutputError, match="65535"):
+        labels_png_bytes(np.array([[70000]], np.int32))
+
+
+def test_png_has_no_text_chunks(tmp_path: Path) -> None:
+    data = labels_png_bytes(np.ones((4, 4), np.int32))
+    assert b"tEXt" not in data and b"iTXt" not in data and b"zTXt" not in data
+
+
+def test_warp_translation_in_row_col() -> None:
+    img = np.zeros((10, 10), np.uint8)
+    img[2, 3] = 9
+    # follow-up (row, col) -> baseline (row + 4, col + 1)
+    matrix = np.array([[1.0, 0.0, 4.0], [0.0, 1.0, 1.0]])
+    out = warp_to_baseline(img, matrix, (10, 10), nearest=True)
+    assert out[6, 4] == 9 and int(out.sum()) == 9
+
+
+def test_comparison_overlay_side_by_side_by_status() -> None:
+    c = make_comparison()
+    img = comparison_overlay(c)
+    assert img.shape[0] == 40 and img.shape[1] == 2 * 50 + 4
+    assert tuple(img[5, 5]) == STATUS_COLOURS["stable"]
+    assert tuple(img[20, 10]) == STATUS_COLOURS["resolved"]
+    assert tuple(img[20, 54 + 10]) == STATUS_COLOURS["new"]

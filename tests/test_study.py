@@ -1,0 +1,122 @@
+"""calcimage.study: discovery, identity, ordering, study rows, folder names."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import pytest
+
+from calcimage.film import Film, FilmMetadata, SpacingSource
+from calcimage.study import (
+    FilmResult,
+    Identity,
+    PairResult,
+    discover_films,
+    film_identity,
+    months_between,
+    order_groups,
+    parse_filename,
+    study_rows,
+    unique_folder_names,
+)
+
+
+def touch(path: Path, data: bytes = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_discovery_is_recursive_sorted_and_selective(tmp_path: Path) -> None:
+    touch(tmp_path / "b" / "z.dcm")
+    touch(tmp_path / "a.PNG")
+    touch(tmp_path / "a.json")
+    touch(tmp_path / "notes.txt")
+    touch(tmp_path / ".hidden.png")
+    touch(tmp_path / ".cache" / "x.png")
+    touch(tmp_path / "c" / "IM0001", b"\0" * 128 + b"DICM" + b"\0" * 10)
+    touch(tmp_path / "c" / "README", b"just text")
+    touch(tmp_path / "d" / "x.tif")
+    found = [p.relative_to(tmp_path).as_posix() for p in discover_films(tmp_path)]
+    assert found == ["a.PNG", "b/z.dcm", "c/IM0001", "d/x.tif"]
+
+
+def test_symlink_loops_end_the_walk(tmp_path: Path) -> None:
+    touch(tmp_path / "root" / "sub" / "a.png")
+    (tmp_path / "root" / "sub" / "up").symlink_to(tmp_path / "root", target_is_directory=True)
+    (tmp_path / "root" / "self").symlink_to(tmp_path / "root" / "sub", target_is_directory=True)
+    found = discover_films(tmp_path / "root")
+    assert len(found) == 1 and found[0].name == "a.png"
+
+
+def test_followed_symlinked_folder_outside(tmp_path: Path) -> None:
+    touch(tmp_path / "elsewhere" / "b.dcm")
+    touch(tmp_path / "root" / "a.dcm")
+    (tmp_path / "root" / "link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    assert [p.name for p in discover_films(tmp_path / "root")] == ["a.dcm", "b.dcm"]
+
+
+@pytest.mark.parametrize(
+    ("stem", "expected"),
+    [
+        ("P01_L_PA_2026-01-15", Identity("P01", "L", "PA", dt.date(2026, 1, 15))),
+        ("P01_R_AP_20260115_extra", Identity("P01", "R", "AP", dt.date(2026, 1, 15))),
+        ("P01_L_PA_2026-02-30", Identity("P01", "L", "PA", None)),
+        ("P01_X_PA_2026-01-15", None),
+        ("scan_0001", None),
+    ],
+)
+def test_parse_filename(stem: str, expected: Identity | None) -> None:
+    assert parse_filename(Path(f"/x/{stem}.png")) == expected
+
+
+def _film(path: str, **meta) -> Film:
+    import numpy as np
+
+    return Film(np.zeros((4, 4), np.float32), None, SpacingSource.NONE, FilmMetadata(**meta), path=Path(path))
+
+
+def test_identity_prefers_metadata_and_fills_from_the_name() -> None:
+    film = _film("/d/P01_L_PA_2026-01-15.png", patient_id="META", view_position="LAT")
+    assert film_identity(film) == Identity("META", "L", "LAT", dt.date(2026, 1, 15))
+    assert film_identity(_film("/d/scan.png")) == Identity(None, None, None, None)
+
+
+def test_months_between() -> None:
+    assert months_between(dt.date(2026, 1, 1), dt.date(2026, 1, 1)) == 0.0
+    assert months_between(dt.date(2026, 1, 1), dt.date(2030, 1, 1)) == 48.0  # 1461 days, leap year included
+    assert months_between(dt.date(2026, 1, 1), dt.date(2027, 1, 1)) == 11.99
+    assert months_between(dt.date(2026, 1, 5), dt.date(2026, 4, 6)) == 2.99
+    assert months_between(None, dt.date(2026, 1, 1)) is None
+
+
+def test_unique_folder_names() -> None:
+    paths = [Path("a/film.png"), Path("b/film.dcm"), Path("c/FILM.png"), Path("d/../x y.png")]
+    assert unique_folder_names(paths) == ["film", "film_2", "FILM_3", "x_y"]
+
+
+def fr(group: str, film_id: str, date: str | None, count: int, area: float, ok: bool = True) -> FilmResult:
+    return FilmResult(source=film_id, ok=ok, sha256=film_id, folder=f"{group}/{film_id}", group=group,
+                      film_id=film_id, input_name=film_id, date=date, lesion_count=count,
+                      total_area_mm2=area, total_area_px=int(area * 10), total_burden=area * 2)
+
+
+def test_order_groups_baseline_first_undated_last() -> None:
+    films = [fr("g2", "c", "2026-03-01", 1, 1.0), fr("g1", "b", None, 1, 1.0), fr("g1", "a", "2026-05-01", 1, 1.0),
+             fr("g1", "z", "2026-01-01", 1, 1.0), fr("g1", "bad", None, 0, 0, ok=False)]
+    groups = order_groups(films)
+    assert list(groups) == ["g1", "g2"]
+    assert [f.film_id for f in groups["g1"]] == ["z", "a", "b"]
+
+
+def test_study_rows() -> None:
+    groups = {"g": [fr("g", "t0", "2026-01-05", 3, 10.0), fr("g", "t1", "2026-04-06", 2, 5.0),
+                    fr("g", "t2", "2026-10-05", 4, 14.0)]}
+    pairs = {("g", "t1"): PairResult(source="", ok=True, change_pct=-50.0, category="regression"),
+             ("g", "t2"): PairResult(source="", ok=False, error="films do not align")}
+    rows = study_rows(groups, pairs)
+    assert [(r["film"], r["months_since_baseline"], r["change_pct"], r["category"]) for r in rows] == [
+        ("t0", 0.0, None, "baseline"), ("t1", 2.99, -50.0, "regression"), ("t2", 8.97, None, "failed")]
+    assert rows[2]["lesion_count"] == 4 and rows[2]["total_area_mm2"] == 14.0
