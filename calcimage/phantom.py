@@ -1483,7 +1483,7 @@ class FilmOutput:
     laterality: str
     view_position: str
     body_part: str = "ARM"
-    format: FilmFormat = FilmFormat.DICOM
+    film_format: FilmFormat = FilmFormat.DICOM
     monochrome1: bool = False
     spacing_tag: SpacingSource = SpacingSource.PIXEL_SPACING
     ermf: float = 1.1
@@ -1548,7 +1548,7 @@ def write_phantom(phantom: Phantom, out_dir: str | Path, output: FilmOutput) -> 
     Returns the paths written (film first).
     """
     out = Path(out_dir)
-    if output.format is FilmFormat.PNG:
+    if output.film_format is FilmFormat.PNG:
         film_path = out / f"{output.name}.png"
         write_png(
             phantom.film, film_path, patient_id=output.patient_id, study_date=output.study_date,
@@ -1629,7 +1629,7 @@ def write_pairs(
         outputs = FilmOutput(
             name=f"{patient}_{side}_PA_{start.isoformat()}", patient_id=patient,
             study_date=start.isoformat(), laterality=side, view_position="PA",
-            format=film_format, transfer_syntax="explicit",
+            film_format=film_format, transfer_syntax="explicit",
         )
         written += write_phantom(base, out, outputs)
         previous, previous_factor = base, 1.0
@@ -1670,7 +1670,7 @@ def _sample_series() -> list[tuple[str, PhantomParams, int, list[tuple[FollowupP
             FollowupParams(rotation_deg=-2.5, translation_mm=(-5.0, 7.0), magnification=0.98, exposure=1.25,
                            area_factor=0.6875, lesion_spread=0.2, resolve_fraction=0.15, n_new=0, months=9),
             9,
-            replace(a_out, name="SYN001_L_PA_2025-10-15", study_date="2025-10-15", format=FilmFormat.PNG),
+            replace(a_out, name="SYN001_L_PA_2025-10-15", study_date="2025-10-15", film_format=FilmFormat.PNG),
         ),
     ]
     series_b = [
