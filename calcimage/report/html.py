@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ table{border-collapse:collapse;margin:12px 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:right} th{background:#f2f2f2}
 td.l,th.l{text-align:left}
 .figs{display:flex;flex-wrap:wrap;gap:12px}
-figure{margin:0;max-width:100%} figure img{max-width:700px;width:100%;height:auto;border:1px solid #ccc}
+figure{margin:0;max-width:100%} figure img{width:100%;height:auto;border:1px solid #ccc}
+figure.film{width:340px} figure.pair{width:700px}
 figcaption{font-size:.85em;color:#444}
 .legend span{display:inline-block;margin-right:12px;font-size:.85em}
 .legend i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle}
@@ -103,7 +105,8 @@ def trend_svg(
     pw, ph = width - left - right, height - top - bottom
     x_max = max(xs + [1.0])
     a_max = max(areas + [band_hi, 1e-9]) * 1.1
-    c_max = max(counts + [1.0]) * 1.1
+    # Count axis: a multiple of 4 so its four ticks are whole numbers.
+    c_max = float(max(4, math.ceil(max(counts + [1.0]) * 1.1 / 4) * 4))
 
     def px(x: float) -> float:
         return left + pw * x / x_max
@@ -134,7 +137,7 @@ def trend_svg(
         c = c_max * k / 4
         y = pa(a)
         out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{a:.3g}</text>')
-        out.append(f'<text x="{left + pw + 6}" y="{y + 4:.1f}" font-size="11" fill="#d2691e">{c:.3g}</text>')
+        out.append(f'<text x="{left + pw + 6}" y="{y + 4:.1f}" font-size="11" fill="#d2691e">{int(round(c))}</text>')
     for x, r in zip(xs, rows):
         label = f"{x:.1f}" if dated else str(int(x))
         out.append(
@@ -222,7 +225,7 @@ def render_report(
         parts.append('<div class="figs">')
         for film in films:
             caption = f"{film.film_id}: {film.lesion_count} lesion(s)"
-            parts.append(f"<figure>{_img_tag(out_dir / film.folder / 'overlay.png', caption)}"
+            parts.append(f"<figure class=\"film\">{_img_tag(out_dir / film.folder / 'overlay.png', caption)}"
                          f"<figcaption>{_esc(caption)}</figcaption></figure>")
         parts.append("</div>")
         comparisons = [(f, pairs.get((group, f.film_id))) for f in films[1:]]
@@ -231,7 +234,7 @@ def render_report(
             parts.append('<h3>follow-up vs baseline (left: baseline, right: registered follow-up)</h3><div class="figs">')
             for film, pair in comparisons:
                 caption = f"{film.film_id}: {pair.category}, total area {_fmt(pair.change_pct, '+.1f', ' %')}"
-                parts.append(f"<figure>{_img_tag(out_dir / pair.folder / 'overlay.png', caption, 1100)}"
+                parts.append(f"<figure class=\"pair\">{_img_tag(out_dir / pair.folder / 'overlay.png', caption, 1100)}"
                              f"<figcaption>{_esc(caption)}</figcaption></figure>")
             parts.append("</div>")
         parts.append("</section>")
