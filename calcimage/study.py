@@ -38,6 +38,7 @@ import hashlib
 import logging
 import os
 import re
+import stat
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -89,7 +90,17 @@ _DAYS_PER_MONTH = 365.25 / 12
 # --------------------------------------------------------------------------- discovery
 
 
+def _is_regular(path: Path) -> bool:
+    # Opening a FIFO blocks and a device never ends: only regular files are read here.
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _has_dicom_signature(path: Path) -> bool:
+    if not _is_regular(path):
+        return False
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
@@ -136,6 +147,8 @@ def discover_films(folder: str | os.PathLike[str]) -> list[Path]:
 
 def file_sha256(path: str | os.PathLike[str]) -> str | None:
     """sha256 of a file's bytes, or None when it cannot be read."""
+    if not _is_regular(Path(path)):
+        return None
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as fh:

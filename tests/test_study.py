@@ -120,3 +120,12 @@ def test_study_rows() -> None:
     assert [(r["film"], r["months_since_baseline"], r["change_pct"], r["category"]) for r in rows] == [
         ("t0", 0.0, None, "baseline"), ("t1", 2.99, -50.0, "regression"), ("t2", 8.97, None, "failed")]
     assert rows[2]["lesion_count"] == 4 and rows[2]["total_area_mm2"] == 14.0
+
+
+def test_fifo_is_never_opened(tmp_path: Path) -> None:
+    from calcimage.study import file_sha256
+
+    os.mkfifo(tmp_path / "pipe.dcm")
+    os.mkfifo(tmp_path / "IMPIPE")
+    assert [p.name for p in discover_films(tmp_path)] == ["pipe.dcm"]  # listed, so its failure is reported
+    assert file_sha256(tmp_path / "pipe.dcm") is None
