@@ -727,3 +727,16 @@ def test_sample_films_end_to_end_keep_tracking_ids(sample_dir: Path, tmp_path: P
             assert identity[0] == f"lesion T1-{lesion_id}"
             # new identity although matched: every partner's identity went to another lesion
             assert partner_ids <= set(ident1.values())
+
+
+def test_frame_of_reference_without_plane_geometry_gives_a_pixel_grid_seg(tmp_path: Path) -> None:
+    path = write_dx(tmp_path / "f.dcm")
+    ds = pydicom.dcmread(path)
+    ds.FrameOfReferenceUID = generate_uid()  # some DX carry one, with no plane position/orientation
+    ds.save_as(path, enforce_file_format=True)
+    labels, kinds = three_lesions()
+    seg_path, _ = write_dicom_results(measured(calcimage.load(path), labels, kinds), tmp_path / "o")
+    seg = hd.seg.segread(seg_path)
+    assert "FrameOfReferenceUID" not in seg
+    masks = seg.get_pixels_by_source_instance([ds.SOPInstanceUID], segment_numbers=[1, 2])
+    np.testing.assert_array_equal(masks[0, ..., 1] > 0, labels == 2)

@@ -484,6 +484,11 @@ def _read_source(film: Film) -> Dataset:
         raise OutputError(f"{film.path}: cannot re-read the source DICOM for SEG/SR: {exc}") from None
     if "TransferSyntaxUID" not in ds.file_meta:
         ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    if "FrameOfReferenceUID" in ds and not ("ImageOrientationPatient" in ds and "ImagePositionPatient" in ds):
+        # A projection radiograph may name a frame of reference without any plane geometry;
+        # a SEG in that frame would need positions the film does not have. Build the SEG on
+        # the source pixel grid instead (the no-frame-of-reference form), on this copy only.
+        del ds.FrameOfReferenceUID
     blanked = _blank_invalid(ds)
     if blanked:
         warnings.warn(
