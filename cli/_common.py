@@ -86,6 +86,22 @@ def stdout_console() -> Any:
     return Console()
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: on Linux, ask the kernel to kill this worker when the CLI dies, so
+    a ``kill -9`` of calcimage stops its workers too instead of leaving them writing."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def run_jobs(
     fn: Callable[..., R],
     calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
@@ -129,7 +145,8 @@ def run_jobs(
             return results  # type: ignore[return-value]
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
-            max_workers=max(1, min(workers, len(todo))), mp_context=context, max_tasks_per_child=1
+            max_workers=max(1, min(workers, len(todo))), mp_context=context, max_tasks_per_child=1,
+            initializer=_die_with_parent, initargs=(os.getpid(),),
         ) as pool:
             futures = {pool.submit(fn, *calls[i][0], **calls[i][1]): i for i in todo}
             for future in as_completed(futures):
