@@ -56,6 +56,8 @@ _SEARCH_ROTATION_DEG = 12.0
 _SEARCH_STEP_DEG = 2.0
 #: Scale of the local mean removed before the quality correlation, in mm.
 _QUALITY_HIGHPASS_MM = 5.0
+#: Values beyond this many robust standard deviations are clipped before the quality correlation.
+_QUALITY_CLIP = 5.0
 #: Tukey biweight constant, in robust standard deviations of the residual.
 _TUKEY_C = 4.685
 
@@ -254,8 +256,9 @@ def _quality(t: _Level, f: _Level, w_mm: np.ndarray) -> tuple[float, float]:
     """Quality of a registration and the overlap.
 
     Quality is the correlation of the two gradient images over the overlap after removing
-    their local mean (Gaussian, ``_QUALITY_HIGHPASS_MM``), clipped to [0, 1]: without that
-    step the mere layout of body and air correlates well between any two limbs. Overlap is
+    their local mean (Gaussian, ``_QUALITY_HIGHPASS_MM``) and clipping outliers, clipped to
+    [0, 1]: without the high-pass the mere layout of body and air correlates well between any
+    two limbs. Overlap is
     the fraction of the baseline's mask the follow-up covers.
     """
     m_px, valid = _overlap(t, f, w_mm)
@@ -268,7 +271,12 @@ def _quality(t: _Level, f: _Level, w_mm: np.ndarray) -> tuple[float, float]:
 
     def highpass(image: np.ndarray) -> np.ndarray:
         image = image * valid
-        return (image - cv2.GaussianBlur(image, (0, 0), sigma) / weight)[valid].astype(np.float64)
+        values = (image - cv2.GaussianBlur(image, (0, 0), sigma) / weight)[valid].astype(np.float64)
+        # Clip at 5 robust sigmas: a few extreme pixels (the rim of a marker, a lesion that
+        # grew) must not decide the score.
+        med = float(np.median(values))
+        spread = _QUALITY_CLIP * 1.4826 * float(np.median(np.abs(values - med))) + 1e-12
+        return np.clip(values, med - spread, med + spread)
 
     a = highpass(t.image)
     b = highpass(_warp(f.image, m_px, t.image.shape))
@@ -419,12 +427,6 @@ def register(base_film: Film, follow_film: Film, *, base_mask: np.ndarray | None
         )
     _, start, w = best
     for t, f in levels[1:]:
-        # A limb is nearly a tube: at coarse scale a shift along it costs little, and the
-        # finer texture may prefer another place. Let phase correlation propose one.
-        shifted = _phase_shift(t, f, w)
-        if shifted is not None and shifted[1] > _quality(t, f, w)[0] + 0.01:
-            logger.debug("registration at %.1f mm: phase correlation moved the start", t.spacing_rc[0])
-            w = shifted[0]
         try:
             w, _ = _ecc(t, f, w, kind, params.max_iterations, params.max_scale_change)
         except _EccFailure as exc:
