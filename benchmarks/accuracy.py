@@ -238,6 +238,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         "true_lesions_ge_2mm2": len(big),
         "sensitivity": found / len(big) if big else float("nan"),
         "sensitivity_over_bone": (sum(l["found"] for l in bone) / len(bone)) if bone else None,
+        "sensitivity_by_contrast": _by_contrast(big),
         "false_lesions": n_false,
         "false_per_film": n_false / max(len(results), 1),
         "median_dice": statistics.median(r["dice"] for r in results),
@@ -249,6 +250,21 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         "median_seconds": statistics.median(r["seconds"] for r in results),
         "false_by_tag": _count_tags(results),
     }
+
+
+#: Peak added attenuation (log units, the phantom's ``contrasts``) bin edges for the breakdown.
+CONTRAST_BINS = (0.0, 0.1, 0.2, 0.4, 10.0)
+
+
+def _by_contrast(lesions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sensitivity per peak-contrast bin: where the detection limit lies."""
+    out: dict[str, Any] = {}
+    for lo, hi in zip(CONTRAST_BINS[:-1], CONTRAST_BINS[1:]):
+        sel = [l for l in lesions if lo <= l.get("contrast", 0.0) < hi]
+        key = f"{lo:g}-{hi:g}" if hi < 10 else f">={lo:g}"
+        out[key] = {"n": len(sel), "sensitivity": (sum(l["found"] for l in sel) / len(sel))
+                    if sel else None}
+    return out
 
 
 def _count_tags(results: list[dict[str, Any]]) -> dict[str, int]:
@@ -281,7 +297,7 @@ def print_table(results: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     for name, value, op, target in rows:
         ok = value >= target if op == ">=" else value <= target
         print(f"{name:<32} {value:8.3f}   target {op} {target:<5} {'ok' if ok else 'MISSED'}")
-    extra = {k: summary[k] for k in ("sensitivity_over_bone", "min_dice", "max_abs_area_error",
+    extra = {k: summary[k] for k in ("sensitivity_over_bone", "sensitivity_by_contrast", "min_dice", "max_abs_area_error",
                                      "median_signed_area_error", "kind_agreement",
                                      "false_by_tag", "true_lesions_ge_2mm2", "films")}
     print("also:", json.dumps(extra, default=lambda v: round(v, 4) if isinstance(v, float) else v))

@@ -122,7 +122,7 @@ class SegmentParams:
 
     method: ThresholdMethod = ThresholdMethod.AUTO
     min_area_mm2: float = 1.0
-    k_sigma: float = 5.0
+    k_sigma: float = 4.0
     low_ratio: float = 0.5
     fixed_threshold: float | None = None
     smooth_mm: float = 0.3
@@ -132,7 +132,7 @@ class SegmentParams:
     bone_scale_mm: float = 48.0
     bone_min_relative: float = 0.15
     bone_line_mm: float = 24.0
-    bone_margin_mm: float = 2.0
+    bone_margin_mm: float = 4.0
     bone_factor: float = 1.5
     marker_min_area_mm2: float = 4.0
     marker_saturation: float = 0.97
@@ -146,6 +146,9 @@ class SegmentParams:
     gate_fraction: float = 0.5
     film_edge_mm: float = 3.0
     denoise_mm: float = 1.0
+    envelope_mm: float = 4.0
+    envelope_clip: float = 2.0
+    disc_background: bool = True
     collimation_max_depth_mm: float = 40.0
     collimation_margin_mm: float = 1.5
     body_min_area_mm2: float = 400.0
@@ -177,6 +180,8 @@ class SegmentParams:
         require_range("gate_fraction", self.gate_fraction, 0.0, 1.0)
         require_positive("film_edge_mm", self.film_edge_mm, allow_zero=True)
         require_positive("denoise_mm", self.denoise_mm)
+        require_positive("envelope_mm", self.envelope_mm)
+        require_positive("envelope_clip", self.envelope_clip, allow_zero=True)
         require_positive("edge_mm", self.edge_mm)
         require_range("marker_saturation", self.marker_saturation, 0.5, 1.0)
         require_range("plaque_max_solidity", self.plaque_max_solidity, 0.0, 1.0)
@@ -324,7 +329,7 @@ def find_air(coarse: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.nd
     (air | soft tissue | bone films need two). A candidate dark region is air when it holds
     1-90 % of the ``valid`` pixels and is smooth: its median local standard deviation (3 x 3)
     is under half that of the rest, as direct exposure carries noise but no anatomy. The
-    loosest accepted split wins. The returned mask cuts a fifth of the way from the air level
+    tightest accepted split wins (soft tissue can be smooth next to textured bone). The returned mask cuts a tenth of the way from the air level
     to the tissue level (thin tissue at the skin is body). Without air the mask is empty and
     the level is the 0.5th percentile of the valid pixels.
     """
@@ -349,7 +354,7 @@ def find_air(coarse: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.nd
     mean = cv2.blur(c, (3, 3))
     lstd = np.sqrt(np.maximum(cv2.blur(c * c, (3, 3)) - mean * mean, 0.0))
     n_valid = int(valid.sum())
-    for t in candidates:  # loosest first
+    for t in reversed(candidates):  # tightest first: the darkest smooth class is the air
         dark = (c <= t) & valid
         frac = dark.sum() / n_valid
         if not 0.01 <= frac <= 0.9:
@@ -359,8 +364,9 @@ def find_air(coarse: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.nd
             continue
         air_level = float(np.median(c[dark]))
         tissue_level = float(np.median(c[rest]))
-        cut = air_level + 0.2 * (tissue_level - air_level)
-        return (c <= cut) & valid, air_level
+        cut = air_level + 0.1 * (tissue_level - air_level)
+        air = (c <= cut) & valid
+        return air, float(np.median(c[air]))
     return np.zeros(coarse.shape, bool), lo
 
 
@@ -527,7 +533,8 @@ def line_open_max(img: np.ndarray, mask: np.ndarray, length_px: float,
     return np.where(mask, np.minimum(np.maximum(out, -big), img), img).astype(np.float32)
 
 
-def masked_open(img: np.ndarray, mask: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+def masked_open(img: np.ndarray, mask: np.ndarray, kernel: np.ndarray,
+                hang: bool = True) -> np.ndarray:
     """Grey opening that only looks at pixels inside ``mask``.
 
     Outside pixels count as +inf for the erosion and -inf for the dilation, so the
@@ -545,10 +552,66 @@ def masked_open(img: np.ndarray, mask: np.ndarray, kernel: np.ndarray) -> np.nda
     ero = cv2.erode(src, kernel, borderType=cv2.BORDER_REPLICATE)
     # Every disc that touches the mask counts (its erosion is finite), also one centred
     # outside: that is what lets it hang over the edge.
-    dil = cv2.dilate(np.where(ero < 0.5 * big, ero, -big).astype(np.float32), kernel,
+    centres = ero < 0.5 * big
+    if not hang:  # only discs centred in the mask (or beyond the film edge)
+        inner = cv2.copyMakeBorder(mask.astype(np.uint8), pr, pr, pc, pc, cv2.BORDER_REPLICATE)
+        centres &= inner > 0
+    dil = cv2.dilate(np.where(centres, ero, -big).astype(np.float32), kernel,
                      borderType=cv2.BORDER_REPLICATE)
     dil = dil[pr:pr + img.shape[0], pc:pc + img.shape[1]]
     return np.where(mask, dil, img).astype(np.float32)
+
+
+def masked_blur_linear(img: np.ndarray, mask: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian-weighted local *linear* fit using only pixels inside ``mask``.
+
+    Plain normalised convolution is biased towards the interior next to the mask edge, which
+    on the steep tissue slope under the skin puts the background too high exactly where
+    subcutaneous lesions sit. A first-order fit reproduces a slope up to the edge. Pixels
+    whose neighbourhood is degenerate fall back to the plain normalised blur.
+    """
+    rows, cols = img.shape
+    w = mask.astype(np.float64)
+    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float64)
+    yy -= rows / 2.0
+    xx -= cols / 2.0
+    z = np.where(mask, img, 0.0).astype(np.float64)
+
+    def g(a: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(a, (0, 0), sigma_px, borderType=cv2.BORDER_CONSTANT)
+
+    m0, mx, my = g(w), g(w * xx), g(w * yy)
+    mxx, myy, mxy = g(w * xx * xx), g(w * yy * yy), g(w * xx * yy)
+    mz, mzx, mzy = g(w * z), g(w * z * xx), g(w * z * yy)
+    # Moments about each pixel (u = x - x_p, v = y - y_p).
+    su, sv = mx - xx * m0, my - yy * m0
+    suu = mxx - 2 * xx * mx + xx * xx * m0
+    svv = myy - 2 * yy * my + yy * yy * m0
+    suv = mxy - xx * my - yy * mx + xx * yy * m0
+    szu, szv = mzx - xx * mz, mzy - yy * mz
+    # Cramer's rule for the constant term of the 3 x 3 normal equations, vectorised.
+    det = (m0 * (suu * svv - suv * suv) - su * (su * svv - suv * sv)
+           + sv * (su * suv - suu * sv))
+    num = (mz * (suu * svv - suv * suv) - su * (szu * svv - suv * szv)
+           + sv * (szu * suv - suu * szv))
+    ok = (m0 > 1e-3) & (np.abs(det) > 1e-6 * np.maximum(m0, 1e-12) ** 3 * sigma_px ** 4)
+    out = np.where(m0 > 1e-6, mz / np.maximum(m0, 1e-12), img)
+    out = np.where(ok, num / np.where(ok, det, 1.0), out)
+    return np.where(mask, out, img).astype(np.float32)
+
+
+def lower_envelope(img: np.ndarray, mask: np.ndarray, sigma_px: float, clip: float,
+                   n_iter: int = 6) -> np.ndarray:
+    """Smooth background under positive bumps: iterated clipped, masked Gaussian smoothing.
+
+    Each pass clips the image at the current estimate + ``clip`` and smooths again, so
+    lesions (bumps above the tissue) drop out while slopes (a limb thinning towards the
+    skin) are followed, which a flat opening cannot do under a lesion on a slope.
+    """
+    b = masked_blur_linear(img, mask, sigma_px)
+    for _ in range(n_iter):
+        b = masked_blur_linear(np.minimum(img, b + clip), mask, sigma_px)
+    return b
 
 
 def _masked_blur(img: np.ndarray, mask: np.ndarray, sigma_px: float,
@@ -678,7 +741,18 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     if sigma_cw > 0:
         denoised = cv2.bilateralFilter(coarse.astype(np.float32), -1, 3.0 * sigma_cw,
                                        max(1.0, params.denoise_mm / ws))
-    bg_c = masked_open(denoised, tis_c, disc(params.background_mm / ws))
+    # Lower envelope of the tissue (follows slopes; lesions clipped out), raised to the disc
+    # opening (steps, convex shapes) and to line openings (long ridges: cortex).
+    clip = params.envelope_clip * sigma_cw
+    bg_c = lower_envelope(denoised, tis_c, params.envelope_mm / ws, clip)
+    bg_c = np.where(tis_c, bg_c, coarse)
+    if params.disc_background:
+        op = masked_open(denoised, tis_c, disc(params.background_mm / ws), hang=False)
+        bg_c = np.where(tis_c, np.maximum(bg_c, op), bg_c)
+    soft_c = masked_open(denoised, tis_c, disc(params.bone_scale_mm / ws))
+    tissue_c = np.maximum(soft_c - air_level, 1e-6)
+    bone_c = ((bg_c - soft_c) / tissue_c > params.bone_min_relative) & body_c
+    bone_c = ndi.binary_opening(bone_c, iterations=1)
     if params.ridge_line_mm > 0:
         # Long straight ridges (cortical edges) belong to the background: line openings at
         # ~1 mm resolution, along n orientations fine enough for a 2 mm wide ridge.
@@ -690,11 +764,11 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         n_angles = max(8, int(math.ceil(math.pi * params.ridge_line_mm / 3.0)))
         lo2 = line_open_max(c2, b2, params.ridge_line_mm / ws2, n_angles)
         lo_c = upsample(lo2, wshape)
-        bg_c = np.where(tis_c, np.maximum(bg_c, np.minimum(lo_c, coarse)), bg_c)
-    soft_c = masked_open(denoised, tis_c, disc(params.bone_scale_mm / ws))
-    tissue_c = np.maximum(soft_c - air_level, 1e-6)
-    bone_c = ((bg_c - soft_c) / tissue_c > params.bone_min_relative) & body_c
-    bone_c = ndi.binary_opening(bone_c, iterations=1)
+        # Only along bone (cortex): in soft tissue long lines would also follow plaques
+        # and the grain of the muscle.
+        band = cv2.dilate(bone_c.astype(np.uint8),
+                          disc(2 * params.bone_margin_mm / ws + 1)).astype(bool) & tis_c
+        bg_c = np.where(band, np.maximum(bg_c, np.minimum(lo_c, coarse)), bg_c)
     # Residual on the working grid, before any smoothing: an opening keeps steps (skin line,
     # bone edges) exactly here, whereas the full-size residual shows a thin band along them
     # where the reduced background is too coarse. Lesions need support here too.

@@ -70,17 +70,23 @@ def test_rounded_nodule_area_with_defaults(spacing: float) -> None:
     assert np.count_nonzero(seg.labels) * spacing ** 2 == pytest.approx(math.pi * 16, rel=0.08)
 
 
+def _cap(q: np.ndarray) -> np.ndarray:
+    """Projected thickness of a rounded body: sqrt(1 - q) inside q < 1."""
+    return np.sqrt(np.clip(1.0 - q, 0.0, None))
+
+
 def test_same_limb_at_two_spacings_agrees() -> None:
     areas = []
     for spacing in (0.1, 0.2):
         rr, cc = _grid(spacing)
-        img = 1000.0 + 100 * (((rr - 20) ** 2 + (cc - 20) ** 2) <= 9)
-        img += 60 * ((np.abs(rr - 40) <= 1.5) & (np.abs(cc - 35) <= 10))  # a 20 x 3 mm plaque
+        img = 1000.0 + 150 * _cap(((rr - 20) ** 2 + (cc - 20) ** 2) / 9.0)  # nodule r = 3 mm
+        img += 90 * _cap(((rr - 40) / 1.5) ** 2 + ((cc - 35) / 10.0) ** 2)  # 20 x 3 mm plaque
         img += np.random.default_rng(1).normal(0, 3, img.shape)
         seg = segment(_film(img, spacing))
         assert seg.n_lesions == 2
         areas.append(np.bincount(seg.labels.ravel())[1:] * spacing ** 2)
         assert seg.kinds == (LesionKind.NODULE, LesionKind.PLAQUE)
+        np.testing.assert_allclose(areas[-1], [math.pi * 9, math.pi * 15], rtol=0.12)
     np.testing.assert_allclose(areas[0], areas[1], rtol=0.05)
 
 
@@ -170,9 +176,12 @@ def test_long_bright_ridge_is_not_a_lesion() -> None:
 def test_collimation_borders_are_excluded() -> None:
     spacing = 0.2
     rr, cc = _grid(spacing, 80.0)
-    img = np.where(np.abs(cc - 40) <= 22, 1000.0, 100.0)
+    rng = np.random.default_rng(4)
+    img = np.where(np.abs(cc - 40) <= 22,
+                   1000.0 + _texture(rr.shape, spacing, 5, 2.0) + rng.normal(0, 3, rr.shape),
+                   100.0 + rng.normal(0, 1, rr.shape))
     coll = (rr < 6) | (rr > 74)
-    img = np.where(coll, 1400.0, img) + np.random.default_rng(4).normal(0, 3, rr.shape)
+    img = np.where(coll, 1400.0 + rng.normal(0, 1, rr.shape), img)
     seg = segment(_film(img, spacing))
     assert seg.n_lesions == 0
     assert seg.excluded["collimation"][coll].mean() > 0.95
