@@ -4,7 +4,8 @@ Finding films
     :func:`discover_films` walks a folder recursively (following symlinked folders, each real
     folder visited once, so symlink loops are harmless) and keeps DICOM and image files:
     suffixes ``.dcm .dicom .dic .png .tif .tiff .jpg .jpeg``, and files without a suffix that
-    carry the DICOM ``DICM`` signature. Hidden files and folders (``.name``) are skipped.
+    carry the DICOM ``DICM`` signature. Hidden files and folders (``.name``) and calcimage's own
+    results folders (holding ``.calcimage/marker.json``) are skipped.
 
 Grouping
     A film belongs to the group *patient + laterality + view*. The values come from DICOM
@@ -134,6 +135,11 @@ def discover_films(folder: str | os.PathLike[str]) -> list[Path]:
             dirs[:] = []
             continue
         seen.add(ident)
+        if os.path.isfile(os.path.join(current, ".calcimage", "marker.json")):
+            # A calcimage results folder: its labels and overlays are not films.
+            logger.warning("%s: skipped, it is a calcimage results folder", current)
+            dirs[:] = []
+            continue
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if name.startswith("."):

@@ -129,3 +129,10 @@ def test_fifo_is_never_opened(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "IMPIPE")
     assert [p.name for p in discover_films(tmp_path)] == ["pipe.dcm"]  # listed, so its failure is reported
     assert file_sha256(tmp_path / "pipe.dcm") is None
+
+
+def test_calcimage_results_folders_are_not_searched(tmp_path: Path) -> None:
+    touch(tmp_path / "a.png")
+    touch(tmp_path / "old-results" / "g" / "f" / "labels.png")
+    touch(tmp_path / "old-results" / ".calcimage" / "marker.json", b"{}")
+    assert [p.name for p in discover_films(tmp_path)] == ["a.png"]
