@@ -283,6 +283,8 @@ class FilmResult:
     total_burden: float | None = None
     reused: bool = False
     warnings: tuple[str, ...] = ()
+    #: Traceback of an internal error (logged by the CLI with --verbose).
+    traceback: str = ""
 
 
 @dataclass(frozen=True)
@@ -300,6 +302,7 @@ class PairResult:
     interval_days: int | None = None
     reused: bool = False
     warnings: tuple[str, ...] = ()
+    traceback: str = ""
 
 
 # --------------------------------------------------------------------------- jobs
@@ -327,12 +330,16 @@ def _folder_of(film: Any, settings: RunSettings) -> tuple[str, str, Identity]:
 
 def _failure(cls: type, source: str, exc: BaseException, caught: list[str], **kw: Any) -> Any:
     internal = not isinstance(exc, CalcimageError)
+    detail = ""
     if internal:
-        logger.debug("internal error on %s", source, exc_info=True)
+        import traceback
+
+        detail = "".join(traceback.format_exception(exc))
         message = f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"
     else:
         message = str(exc)
-    return cls(source=source, ok=False, error=message, internal=internal, warnings=tuple(caught), **kw)
+    return cls(source=source, ok=False, error=message, internal=internal, warnings=tuple(caught),
+               traceback=detail, **kw)
 
 
 def _rel(path: Path, out: Path) -> str:
@@ -446,7 +453,7 @@ def measure_film_job(
     entry = {
         "files": [f"{rel_folder}/{f}" for f in MEASURE_FILES],
         "folder": rel_folder,
-        "result": {k: v for k, v in dataclasses.asdict(result).items() if k not in ("source", "warnings", "reused")},
+        "result": {k: v for k, v in dataclasses.asdict(result).items() if k not in ("source", "warnings", "reused", "traceback")},
     }
     write_cache(cache_path(out_dir, "films", m.film.sha256, key), entry)
     return result
@@ -505,7 +512,7 @@ def compare_pair_job(
         {
             "files": [f"{folder}/{f}" for f in COMPARE_FILES],
             "folder": folder,
-            "result": {k: v for k, v in dataclasses.asdict(result).items() if k not in ("source", "warnings", "reused")},
+            "result": {k: v for k, v in dataclasses.asdict(result).items() if k not in ("source", "warnings", "reused", "traceback")},
         },
     )
     return result

@@ -195,9 +195,12 @@ def load_run_config(config: Path | None) -> Any:
 
 
 def log_warnings(results: Sequence[Any]) -> None:
-    """Re-emit, through logging, the warnings workers captured."""
+    """Re-emit, through logging, the warnings workers captured (and, at DEBUG level, the
+    tracebacks of internal errors)."""
     for r in results:
         for message in getattr(r, "warnings", ()):
             logging.getLogger("calcimage").warning("%s", message)
+        if getattr(r, "traceback", ""):
+            logger.debug("internal error on %s:\n%s", r.source, r.traceback)
 
 

@@ -231,3 +231,16 @@ def test_foreign_folder_needs_force(films: Path, tmp_path: Path) -> None:
 def test_quiet_prints_nothing_on_success(films: Path, tmp_path: Path) -> None:
     result = run("--quiet", "measure", films / "a.png", "--out", tmp_path / "o")
     assert result.exit_code == 0 and result.stdout == ""
+
+
+def test_exit_code_rules() -> None:
+    from calcimage.cli._common import exit_code_for
+    from calcimage.study import FilmResult
+
+    bad = FilmResult(source="x", ok=False, error="x: file is empty")
+    bug = FilmResult(source="y", ok=False, error="internal error: KeyError", internal=True)
+    assert exit_code_for(3, []) == 0
+    assert exit_code_for(2, [bad]) == 3
+    assert exit_code_for(0, [bad]) == 2
+    assert exit_code_for(0, [bad, bad]) == 2
+    assert exit_code_for(2, [bad, bug]) == 1

@@ -242,3 +242,17 @@ def test_study_refusals(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "no films" in result.stderr
     result = run("study", folder / "a.png", "--out", tmp_path / "o2")
     assert result.exit_code == 2 and "not a folder" in result.stderr
+
+
+@pytest.mark.slow
+def test_readme_quickstart_study_on_sample_images(sample_dir: Path, tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "pip install . && calcimage study sample_images --out results\n" in readme
+    result = run("study", sample_dir, "--out", tmp_path / "results")
+    assert result.exit_code == 0, result.output
+    rows = read_rows(tmp_path / "results" / "study.csv")
+    films = sorted(p for p in sample_dir.iterdir() if p.suffix in (".dcm", ".png"))
+    assert len(rows) == len(films) == 6
+    assert sum(r["category"] == "baseline" for r in rows) == 2
+    assert all(r["category"] in ("progression", "stable", "regression") for r in rows if r["category"] != "baseline")
+    assert len(re.findall(r'src="data:image/', (tmp_path / "results" / "report.html").read_text())) == 6 + 4
