@@ -110,8 +110,8 @@ class CompareParams:
         ECC iterations per pyramid level.
     min_quality
         Registration quality (correlation of the high-passed gradient images over the
-        overlap, in [0, 1]) below which the films are declared not to align. Phantom pairs of
-        one limb score > 0.99, forearms of two different phantoms 0.58-0.64.
+        overlap, in [0, 1]) below which the films are declared not to align. Phantom films of
+        one limb score 0.86-1.00, forearms of two different phantoms 0.34-0.58.
     min_overlap
         Fraction of the baseline body the registered follow-up must cover.
     max_scale_change
