@@ -122,13 +122,14 @@ class SegmentParams:
 
     method: ThresholdMethod = ThresholdMethod.AUTO
     min_area_mm2: float = 1.0
-    k_sigma: float = 4.0
+    k_sigma: float = 4.5
     low_ratio: float = 0.5
     fixed_threshold: float | None = None
     smooth_mm: float = 0.3
     background_mm: float = 16.0
     work_spacing_mm: float = 0.5
     noise_mm: float = 30.0
+    noise_fine_mm: float = 15.0
     bone_scale_mm: float = 48.0
     bone_min_relative: float = 0.15
     bone_line_mm: float = 24.0
@@ -141,6 +142,7 @@ class SegmentParams:
     assumed_spacing_mm: float = 0.2
     ridge_max_width_mm: float = 5.0
     ridge_min_length_mm: float = 60.0
+    ridge_min_elongation: float = 3.0
     ridge_line_mm: float = 50.0
     faint_smooth_mm: float = 1.0
     gate_fraction: float = 0.5
@@ -172,7 +174,7 @@ class SegmentParams:
         for name in ("k_sigma", "background_mm", "work_spacing_mm", "noise_mm", "bone_scale_mm",
                      "bone_line_mm", "bone_factor", "marker_min_area_mm2",
                      "collimation_min_area_mm2", "assumed_spacing_mm", "ridge_max_width_mm",
-                     "ridge_min_length_mm", "collimation_max_depth_mm", "body_min_area_mm2", "plaque_min_elongation", "plaque_min_length_mm",
+                     "ridge_min_length_mm", "ridge_min_elongation", "collimation_max_depth_mm", "body_min_area_mm2", "plaque_min_elongation", "plaque_min_length_mm",
                      "plaque_min_area_mm2", "bone_min_relative"):
             require_positive(name, getattr(self, name))
         require_range("low_ratio", self.low_ratio, 0.05, 1.0)
@@ -181,6 +183,7 @@ class SegmentParams:
         require_positive("film_edge_mm", self.film_edge_mm, allow_zero=True)
         require_positive("denoise_mm", self.denoise_mm)
         require_positive("envelope_mm", self.envelope_mm)
+        require_positive("noise_fine_mm", self.noise_fine_mm, allow_zero=True)
         require_positive("envelope_clip", self.envelope_clip, allow_zero=True)
         require_positive("edge_mm", self.edge_mm)
         require_range("marker_saturation", self.marker_saturation, 0.5, 1.0)
@@ -464,7 +467,8 @@ def find_body(coarse: np.ndarray, tissue: np.ndarray, ws: float,
 
 
 def local_sigma(flat: np.ndarray, body: np.ndarray, spacing: float, noise_mm: float,
-                out_shape: tuple[int, int], block_mm: float = 5.0) -> tuple[np.ndarray, float]:
+                out_shape: tuple[int, int], block_mm: float = 5.0,
+                fine_mm: float = 0.0) -> tuple[np.ndarray, float]:
     """Local robust noise sigma of ``flat`` on a grid of ``out_shape``.
 
     Per block of ``block_mm``: 1.4826 × median |value| over at most ~64
@@ -491,8 +495,14 @@ def local_sigma(flat: np.ndarray, body: np.ndarray, spacing: float, noise_mm: fl
     sigma_g = sigma_g if sigma_g > 0 else 1e-6
     sig = np.where(inside, sig, sigma_g).astype(np.float32)
     size = max(1, int(round(noise_mm / block_mm)))
+    raw = sig
     if size > 1:
         sig = ndi.median_filter(sig, size=size, mode="nearest")
+    fine = max(1, int(round(fine_mm / block_mm))) if fine_mm > 0 else 0
+    if fine:
+        # Strongly textured patches smaller than ``noise_mm`` (a trabecular metaphysis) keep
+        # their own, higher sigma.
+        sig = np.maximum(sig, ndi.median_filter(raw, size=fine, mode="nearest"))
     sig = np.maximum(sig, 0.25 * sigma_g)
     return _resize(sig, out_shape, cv2.INTER_LINEAR).astype(np.float32), sigma_g
 
@@ -752,6 +762,10 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     soft_c = masked_open(denoised, tis_c, disc(params.bone_scale_mm / ws))
     tissue_c = np.maximum(soft_c - air_level, 1e-6)
     bone_c = ((bg_c - soft_c) / tissue_c > params.bone_min_relative) & body_c
+    if not air_c.any():
+        # Bone is judged relative to the tissue's height above air; with no air on the film
+        # there is no such reference, so no bone is marked (and no bone-specific rules apply).
+        bone_c[:] = False
     bone_c = ndi.binary_opening(bone_c, iterations=1)
     if params.ridge_line_mm > 0:
         # Long straight ridges (cortical edges) belong to the background: line openings at
@@ -818,7 +832,8 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
 
     # 5. local noise sigma: block-wise MAD of the flattened film (robust to lesions and
     # ridges), median-filtered over ``noise_mm`` and brought to the working grid.
-    sig_c, sigma_g = local_sigma(flat, tissue, spacing, params.noise_mm, wshape)
+    sig_c, sigma_g = local_sigma(flat, tissue, spacing, params.noise_mm, wshape,
+                                 fine_mm=params.noise_fine_mm)
     noise_sigma = float(np.median(sig_c[tissue_c])) if tissue_c.any() else sigma_g
 
     # 6. threshold + hysteresis ---------------------------------------------------------
@@ -851,7 +866,8 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         # are that lesion's blurred halo and are not added.
         sig_px = params.faint_smooth_mm / spacing
         f2 = cv2.GaussianBlur(flat, (0, 0), sig_px)
-        sig2_c, _ = local_sigma(f2, tissue, spacing, params.noise_mm, wshape)
+        sig2_c, _ = local_sigma(f2, tissue, spacing, params.noise_mm, wshape,
+                                fine_mm=params.noise_fine_mm)
         thr2 = upsample((sig2_c * factor_c * params.k_sigma).astype(np.float32), (rows, cols))
         faint = _hysteresis((f2 >= thr2 * params.low_ratio) & body, (f2 >= thr2) & body)
         if faint.any():
@@ -870,7 +886,10 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         grown = _mass_gate(grown, flat, resid_c, body_c, params.gate_fraction)
 
     # 7. label, size filter, cortex ridges, classes ---------------------------------------
-    labels, kinds, rejected = _label_and_classify(grown, film, spacing, params)
+    bone_band = cv2.dilate(bone_c.astype(np.uint8),
+                           disc(2 * params.bone_margin_mm / ws + 1)).astype(bool)
+    labels, kinds, rejected = _label_and_classify(
+        grown, film, spacing, params, _mask_resize(bone_band, (rows, cols)))
     outside = ~body_full & ~collimation & ~marker
     excluded = {
         "outside_body": outside,
@@ -953,9 +972,16 @@ def _trim_edges(mask: np.ndarray, flat: np.ndarray, fraction: float,
     return out
 
 
-def _label_and_classify(mask: np.ndarray, film: Film, spacing: float,
-                        params: SegmentParams) -> tuple[np.ndarray, tuple[LesionKind, ...], int]:
-    """Label (8-connectivity), drop small components and long thin ridges, classify."""
+def _label_and_classify(mask: np.ndarray, film: Film, spacing: float, params: SegmentParams,
+                        bone_band: np.ndarray | None = None,
+                        ) -> tuple[np.ndarray, tuple[LesionKind, ...], int]:
+    """Label (8-connectivity), drop small components and cortical ridges, classify.
+
+    Ridges: components longer than ``ridge_min_length_mm`` and thinner (mean width) than
+    ``ridge_max_width_mm`` anywhere; on bone (mostly inside ``bone_band``) any component at
+    least ``ridge_min_elongation`` times longer than wide (cortex fragments, and plaques
+    lying along the bone: a stated limitation).
+    """
     sp = film.spacing_mm if film.spacing_mm is not None else (spacing, spacing)
     pixel_area = sp[0] * sp[1]
     labels = skmeasure.label(mask, connectivity=2).astype(np.int32)
@@ -977,6 +1003,11 @@ def _label_and_classify(mask: np.ndarray, film: Film, spacing: float,
         if major >= params.ridge_min_length_mm and area_mm2 / major <= params.ridge_max_width_mm:
             rejected += 1
             continue
+        if bone_band is not None and major >= params.ridge_min_elongation * max(minor, 1e-9):
+            on_bone = bone_band[rp.coords[:, 0], rp.coords[:, 1]].mean()
+            if on_bone >= 0.5:
+                rejected += 1
+                continue
         new_ids[rp.label] = next_id
         next_id += 1
         kinds.append(classify(area_mm2, major, minor, rp.solidity, params))
