@@ -248,3 +248,31 @@ def test_inputs_unchanged(base_film: Film) -> None:
     before = mask.copy()
     register(base_film, base_film, base_mask=mask, follow_mask=mask)
     assert np.array_equal(mask, before)
+
+
+def test_real_hip_film_with_known_motion(real_dir) -> None:
+    # Real anatomy (Fuji CR hip, PixelSpacing 0.2 mm) against a copy moved, magnified 2 %
+    # and exposed differently.
+    import cv2
+
+    import calcimage
+
+    film = calcimage.load(real_dir / "RG2_JPLL.dcm")
+    pixels = np.asarray(film.pixels)
+    rows, cols = pixels.shape
+    a = math.radians(4.0)
+    lin = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]) / 1.02
+    centre = np.array([rows / 2, cols / 2])
+    truth = np.zeros((2, 3))  # follow-up px -> baseline px
+    truth[:, :2] = lin
+    truth[:, 2] = centre + np.array([40.0, -25.0]) - lin @ centre
+    m_xy = np.array([[truth[1, 1], truth[1, 0], truth[1, 2]], [truth[0, 1], truth[0, 0], truth[0, 2]]])
+    moved = cv2.warpAffine(pixels, m_xy, (cols, rows), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_REFLECT)
+    follow = Film((0.8 * moved + 0.1 * float(pixels.mean())).astype(np.float32), film.spacing_mm, SpacingSource.USER)
+    reg = register(film, follow)
+    assert reg.scale == pytest.approx(1.02, rel=1e-3)
+    assert reg.rotation_deg == pytest.approx(4.0, abs=0.05)
+    rr, cc = np.meshgrid(np.linspace(0.2 * rows, 0.8 * rows, 5), np.linspace(0.2 * cols, 0.8 * cols, 5), indexing="ij")
+    pts = np.stack([rr.ravel(), cc.ravel(), np.ones(rr.size)])
+    assert float(np.abs(reg.matrix @ pts - truth @ pts).max()) * 0.2 < 0.2
