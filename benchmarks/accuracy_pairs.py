@@ -17,7 +17,8 @@ Seeds
 Each seed makes one pair deterministically (:func:`pair_case`): a baseline phantom (spacing
 0.1 or 0.2 mm over a 150 x 120 mm field, 0-2 bones, MONOCHROME1/2 as metadata) and a follow-up
 of the same limb rotated up to ±6°, shifted up to ±10 mm in each direction, magnified
-0.97-1.03 and exposed ×0.7-1.4. Every third pair is a **retest** (same lesions; only position,
+0.97-1.03 and exposed ×0.7-1.4; every fourth follow-up (seed % 4 == 2) is taken on another
+detector (its film and truth resampled from 0.1 to 0.15 mm pixels). Every third pair is a **retest** (same lesions; only position,
 exposure and noise differ); the others evolve towards a total-area factor from 0.45 to 2.2
 (lesions grow/shrink with per-lesion scatter, some resolve, one may be new).
 
@@ -53,6 +54,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -73,6 +75,8 @@ HELD_OUT_SEEDS = range(2000, 2024)
 DEFAULT_OUT = ROOT / "benchmarks" / "out" / "accuracy_pairs.json"
 FIELD_MM = (150.0, 120.0)
 AREA_FACTORS = (0.45, 0.6, 0.75, 0.9, 1.1, 1.3, 1.6, 2.2)
+#: Pixel size of the "other detector" some follow-ups are taken on (seed % 4 == 2).
+OTHER_DETECTOR_MM = 0.15
 
 TARGETS = {
     "median_abs_change_error_pp": 3.0,
@@ -92,6 +96,8 @@ class PairCase:
     n_bones: int
     monochrome1: bool
     followup: FollowupParams
+    #: The follow-up taken on another detector: its film resampled to this pixel size.
+    follow_spacing_mm: float | None = None
 
     @property
     def retest(self) -> bool:
@@ -123,7 +129,49 @@ def pair_case(seed: int) -> PairCase:
         n_new=0 if retest else int(rng.integers(0, 2)),
     )
     return PairCase(seed=seed, spacing_mm=0.1 if seed % 2 == 0 else 0.2, n_bones=(2, 1, 2, 0)[(seed // 2) % 4],
-                    monochrome1=seed % 4 == 1, followup=followup)
+                    monochrome1=seed % 4 == 1, followup=followup,
+                    follow_spacing_mm=OTHER_DETECTOR_MM if seed % 4 == 2 else None)
+
+
+def resampled_followup(film: Film, truth: Any, spacing_mm: float) -> tuple[Film, Any]:
+    """The follow-up as a detector with ``spacing_mm`` pixels would record it: film and truth
+    resampled (area averaging / linear; labels and masks nearest), truth transform composed
+    with the resampling. The true change stays the phantom's (a physical quantity)."""
+    import cv2
+
+    rows, cols = film.shape
+    old = film.spacing_mm
+    new_rows, new_cols = int(round(rows * old[0] / spacing_mm)), int(round(cols * old[1] / spacing_mm))
+    k_r, k_c = rows / new_rows, cols / new_cols  # old pixels per new pixel
+    interp = cv2.INTER_AREA if k_r > 1 else cv2.INTER_LINEAR
+    pixels = cv2.resize(np.asarray(film.pixels), (new_cols, new_rows), interpolation=interp)
+    new_film = Film(pixels, (old[0] * k_r, old[1] * k_c), film.spacing_source, film.metadata)
+    near = lambda a: cv2.resize(np.asarray(a).astype(np.float32), (new_cols, new_rows),  # noqa: E731
+                                interpolation=cv2.INTER_NEAREST)
+    labels = near(truth.labels).astype(np.int32)
+    present = [k for k in range(1, truth.n_lesions + 1) if np.any(labels == k)]
+    relabel = np.zeros(truth.n_lesions + 1, np.int32)
+    relabel[present] = np.arange(1, len(present) + 1)
+    labels = relabel[labels]
+    px = new_film.spacing_mm[0] * new_film.spacing_mm[1]
+    areas, centroids = [], []
+    for k in range(1, len(present) + 1):
+        rr, cc = np.nonzero(labels == k)
+        areas.append(rr.size * px)
+        centroids.append((float(rr.mean()), float(cc.mean())))
+    # new pixel index -> old pixel index: old = (new + 0.5) k - 0.5
+    to_old = np.array([[k_r, 0.0, 0.5 * k_r - 0.5], [0.0, k_c, 0.5 * k_c - 0.5], [0.0, 0.0, 1.0]])
+    transform = (np.vstack([truth.transform, [0.0, 0.0, 1.0]]) @ to_old)[:2]
+    new_truth = SimpleNamespace(
+        labels=labels, n_lesions=len(present), kinds=tuple(truth.kinds[k - 1] for k in present),
+        lesion_ids=tuple(truth.lesion_ids[k - 1] for k in present), areas_mm2=tuple(areas),
+        centroids=tuple(centroids), total_area_mm2=float(sum(areas)),
+        masks={name: near(m) > 0.5 for name, m in truth.masks.items()},
+        transform=transform, magnification=truth.magnification,
+        true_change_pct=truth.true_change_pct,
+        area_mm2_at_baseline_magnification=truth.area_mm2_at_baseline_magnification,
+    )
+    return new_film, new_truth
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -236,14 +284,17 @@ def run_pair(seed: int, params: CompareParams = CompareParams()) -> dict[str, An
     case = pair_case(seed)
     base = make_phantom(seed, case.phantom_params())
     follow = make_followup(base, seed + 50_000, case.followup)
+    follow_film, follow_truth = follow.film, follow.truth
+    if case.follow_spacing_mm is not None:
+        follow_film, follow_truth = resampled_followup(follow_film, follow_truth, case.follow_spacing_mm)
     t0 = time.perf_counter()
     mb = measure(base.film, segment(base.film))
-    mf = measure(follow.film, segment(follow.film))
+    mf = measure(follow_film, segment(follow_film))
     measure_seconds = time.perf_counter() - t0
     true_pct = float(follow.truth.true_change_pct)
-    pipeline = _run_compare(mb, mf, follow.truth, case.spacing_mm, params)
-    oracle = _run_compare(truth_measurement(base.film, base.truth), truth_measurement(follow.film, follow.truth),
-                          follow.truth, case.spacing_mm, params, truths=(base.truth, follow.truth))
+    pipeline = _run_compare(mb, mf, follow_truth, case.spacing_mm, params)
+    oracle = _run_compare(truth_measurement(base.film, base.truth), truth_measurement(follow_film, follow_truth),
+                          follow_truth, case.spacing_mm, params, truths=(base.truth, follow_truth))
     true_category = classify_change(true_pct, base.truth.total_area_mm2,
                                     follow.truth.area_mm2_at_baseline_magnification, params)
     for res in (pipeline, oracle):
@@ -252,7 +303,8 @@ def run_pair(seed: int, params: CompareParams = CompareParams()) -> dict[str, An
             res["category_correct"] = res["category"] == true_category.value
     fp = case.followup
     return {
-        "seed": seed, "spacing_mm": case.spacing_mm, "n_bones": case.n_bones, "retest": case.retest,
+        "seed": seed, "spacing_mm": case.spacing_mm, "follow_spacing_mm": case.follow_spacing_mm or case.spacing_mm,
+        "n_bones": case.n_bones, "retest": case.retest,
         "rotation_deg": fp.rotation_deg, "translation_mm": list(fp.translation_mm),
         "magnification": fp.magnification, "exposure": fp.exposure, "area_factor": fp.area_factor,
         "true_change_pct": true_pct, "true_category": true_category.value,
@@ -262,7 +314,7 @@ def run_pair(seed: int, params: CompareParams = CompareParams()) -> dict[str, An
         "true_lesions": [base.truth.n_lesions, follow.truth.n_lesions],
         "measure_seconds": measure_seconds,
         "segmentation": {"baseline": segmentation_errors(mb, base.truth),
-                         "followup": segmentation_errors(mf, follow.truth)},
+                         "followup": segmentation_errors(mf, follow_truth)},
         "pipeline": pipeline, "oracle": oracle,
     }
 
@@ -304,7 +356,7 @@ def targets_met(summary: dict[str, Any]) -> bool:
 
 def print_table(results: list[dict[str, Any]], pipeline: dict[str, Any], oracle: dict[str, Any]) -> None:
     """Per-pair table and the pooled figures against the targets."""
-    print(f"{'seed':>5} {'mm':>4} {'kind':>6} {'rot':>5} {'mag':>6} {'exp':>4} {'true%':>7} "
+    print(f"{'seed':>5} {'mm':>9} {'kind':>6} {'rot':>5} {'mag':>6} {'exp':>4} {'true%':>7} "
           f"{'est%':>7} {'err':>5} {'cat':>4} {'reg_mm':>6} {'q':>5} {'oracle%':>8} {'o_err':>5} {'s':>5}")
     for r in results:
         p, o = r["pipeline"], r["oracle"]
@@ -315,7 +367,8 @@ def print_table(results: list[dict[str, Any]], pipeline: dict[str, Any], oracle:
         q = "" if "error" in p else f"{p['quality']:5.3f}"
         oest = "fail" if "error" in o else f"{o['change_pct']:+8.1f}"
         oerr = "" if "error" in o else f"{o['abs_error_pp']:5.1f}"
-        print(f"{r['seed']:>5} {r['spacing_mm']:>4} {'retest' if r['retest'] else 'evolve':>6} "
+        mm = f"{r['spacing_mm']:g}/{r['follow_spacing_mm']:g}"
+        print(f"{r['seed']:>5} {mm:>9} {'retest' if r['retest'] else 'evolve':>6} "
               f"{r['rotation_deg']:+5.1f} {r['magnification']:6.3f} {r['exposure']:4.2f} "
               f"{r['true_change_pct']:+7.1f} {est:>7} {err:>5} {cat:>4} {reg:>6} {q:>5} {oest:>8} {oerr:>5} "
               f"{p['compare_seconds']:5.2f}")
