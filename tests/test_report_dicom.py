@@ -740,3 +740,30 @@ def test_frame_of_reference_without_plane_geometry_gives_a_pixel_grid_seg(tmp_pa
     assert "FrameOfReferenceUID" not in seg
     masks = seg.get_pixels_by_source_instance([ds.SOPInstanceUID], segment_numbers=[1, 2])
     np.testing.assert_array_equal(masks[0, ..., 1] > 0, labels == 2)
+
+
+def test_png_baseline_still_sets_the_dicom_follow_up_time_point(tmp_path: Path) -> None:
+    import json
+
+    png = tmp_path / "base.png"
+    cv2.imwrite(str(png), (np.arange(2000, dtype=np.uint16) % 50 * 100).reshape(40, 50))
+    png.with_suffix(".json").write_text(json.dumps({"spacing_mm": [0.2, 0.2], "study_date": "2025-01-01"}))
+    base_film = calcimage.load(png)
+    assert base_film.metadata.study_date == dt.date(2025, 1, 1)
+    follow_film = calcimage.load(write_dx(tmp_path / "follow.dcm", study_date="20250401"))
+    one = np.zeros((40, 50), np.int32)
+    one[5:10, 5:10] = 1
+    out = tmp_path / "out"
+    _write_outputs(out / "g/a", measured(base_film, one, (N,)))
+    _write_outputs(out / "g/b", measured(follow_film, one, (N,)))
+    (out / "g/cmp").mkdir()
+    rows = [{"baseline_id": 1, "followup_id": 1, "area_baseline_mm2": 1.0, "area_followup_mm2": 1.0}]
+    (out / "g/cmp/comparison.json").write_text(json.dumps({"lesions": rows}))
+    written, messages = write_dicom_for_outputs(out, [(png, "g/a"), (follow_film.path, "g/b")], [("g/a", "g/b", "g/cmp")])
+
+    assert [p.parent.name for p in written] == ["b", "b"]
+    assert len(messages) == 1 and "not a DICOM film (png)" in messages[0]
+    report = hd.sr.srread(out / "g/b/calcinosis.sr.dcm").content
+    (group,) = [g for g in report.get_planar_roi_measurement_groups() if g.tracking_identifier.startswith("lesion")]
+    assert group.tracking_identifier == "lesion 1"  # inherited from the PNG baseline's lesion 1
+    assert time_point_items(group)["Time Point"] == "T1"

@@ -1138,18 +1138,20 @@ def write_dicom_for_outputs(
     out = Path(out_dir)
     written: list[Path] = []
     messages: list[str] = []
-    measured: dict[str, Measurement] = {}
+    measured: dict[str, Measurement] = {}  # every film, for tracking and time points
+    to_write: list[str] = []  # the films that get objects
     for source, folder in films:
         try:
             m = measurement_from_outputs(source, out / folder)
         except OutputError as exc:
             messages.append(f"DICOM SEG/SR not written: {exc}")
             continue
+        measured[folder] = m
         reason = dicom_skip_reason(m)
         if reason is not None:
             messages.append(f"DICOM SEG/SR skipped: {reason}")
-            continue
-        measured[folder] = m
+        else:
+            to_write.append(folder)
     triples = []
     for base_folder, follow_folder, pair_folder in pairs:
         if base_folder not in measured or follow_folder not in measured:
@@ -1164,8 +1166,8 @@ def write_dicom_for_outputs(
         tracking = TrackingMap()
     else:
         tracking = build_tracking(triples)
-    for folder, m in measured.items():
-        paths, notes = _write_noting(m, out / folder, tracking, stem, folder)
+    for folder in to_write:
+        paths, notes = _write_noting(measured[folder], out / folder, tracking, stem, folder)
         written.extend(paths)
         messages.extend(notes)
     return written, messages
