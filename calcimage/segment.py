@@ -134,7 +134,7 @@ class SegmentParams:
     bone_min_relative: float = 0.15
     bone_line_mm: float = 24.0
     bone_margin_mm: float = 4.0
-    bone_factor: float = 1.5
+    bone_factor: float = 1.0
     marker_min_area_mm2: float = 4.0
     marker_saturation: float = 0.97
     marker_margin_mm: float = 1.5
@@ -143,6 +143,7 @@ class SegmentParams:
     ridge_max_width_mm: float = 5.0
     ridge_min_length_mm: float = 60.0
     ridge_min_elongation: float = 3.0
+    cortex_band_mm: float = 3.0
     ridge_line_mm: float = 50.0
     faint_smooth_mm: float = 1.0
     gate_fraction: float = 0.5
@@ -184,6 +185,7 @@ class SegmentParams:
         require_positive("denoise_mm", self.denoise_mm)
         require_positive("envelope_mm", self.envelope_mm)
         require_positive("noise_fine_mm", self.noise_fine_mm, allow_zero=True)
+        require_positive("cortex_band_mm", self.cortex_band_mm)
         require_positive("envelope_clip", self.envelope_clip, allow_zero=True)
         require_positive("edge_mm", self.edge_mm)
         require_range("marker_saturation", self.marker_saturation, 0.5, 1.0)
@@ -231,6 +233,9 @@ class Segmentation:
         Spacing the mm scales were converted with (the film's, or ``assumed_spacing_mm``).
     rejected_ridges
         Number of components dropped as cortical ridges.
+    threshold_map
+        ``auto``: the local high threshold (film units) on the reduced working grid, i.e.
+        ``threshold_k`` × local sigma (× ``bone_factor`` over bone); None otherwise.
     """
 
     labels: np.ndarray
@@ -246,6 +251,7 @@ class Segmentation:
     threshold_k: float | None = None
     scale_spacing_mm: float = 0.0
     rejected_ridges: int = 0
+    threshold_map: np.ndarray | None = None
 
     @property
     def n_lesions(self) -> int:
@@ -886,8 +892,10 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         grown = _mass_gate(grown, flat, resid_c, body_c, params.gate_fraction)
 
     # 7. label, size filter, cortex ridges, classes ---------------------------------------
-    bone_band = cv2.dilate(bone_c.astype(np.uint8),
-                           disc(2 * params.bone_margin_mm / ws + 1)).astype(bool)
+    # Cortex band: within ``cortex_band_mm`` of the bone outline, inside or out.
+    k_cb = disc(2 * params.cortex_band_mm / ws + 1)
+    bone_u8 = bone_c.astype(np.uint8)
+    bone_band = (cv2.dilate(bone_u8, k_cb) > 0) & ~(cv2.erode(bone_u8, k_cb) > 0)
     labels, kinds, rejected = _label_and_classify(
         grown, film, spacing, params, _mask_resize(bone_band, (rows, cols)))
     outside = ~body_full & ~collimation & ~marker
@@ -905,6 +913,8 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         background=background.astype(np.float32), air_level=float(air_level),
         noise_sigma=noise_sigma, threshold_k=threshold_k, scale_spacing_mm=float(spacing),
         rejected_ridges=rejected,
+        threshold_map=(sig_c * factor_c * params.k_sigma).astype(np.float32)
+        if params.method is ThresholdMethod.AUTO else None,
     )
 
 
@@ -979,8 +989,9 @@ def _label_and_classify(mask: np.ndarray, film: Film, spacing: float, params: Se
 
     Ridges: components longer than ``ridge_min_length_mm`` and thinner (mean width) than
     ``ridge_max_width_mm`` anywhere; on bone (mostly inside ``bone_band``) any component at
-    least ``ridge_min_elongation`` times longer than wide (cortex fragments, and plaques
-    lying along the bone: a stated limitation).
+    least ``ridge_min_elongation`` times longer than wide lying mostly within
+    ``cortex_band_mm`` of the bone outline (cortex fragments; a plaque right on the cortex
+    goes too, a stated limitation).
     """
     sp = film.spacing_mm if film.spacing_mm is not None else (spacing, spacing)
     pixel_area = sp[0] * sp[1]
