@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -184,7 +186,9 @@ def test_seg_and_sr_round_trip(tmp_path: Path, spacing: tuple[float, float]) -> 
     assert (d1.segment_label, d2.segment_label) == ("calcinosis nodule", "calcinosis plaque")
     assert d1.segmented_property_type == CODES.nodule and d2.segmented_property_type == CODES.plaque
     assert d1.segmented_property_category == codes.SCT.MorphologicallyAbnormalStructure
-    assert d1.SegmentedPropertyTypeModifierCodeSequence[0].CodeValue == "237897009"  # Calcified
+    modifier = d1.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence[0]
+    assert modifier.CodeValue == "237897009"  # Calcified
+    assert seg.PatientOrientation == ""  # the source has none; type 2C without plane geometry
     assert d1.algorithm_type == hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
     alg = d1.algorithm_identification[0]
     assert (alg.AlgorithmName, alg.AlgorithmVersion) == ("calcimage", calcimage.__version__)
@@ -234,7 +238,9 @@ def test_seg_and_sr_round_trip(tmp_path: Path, spacing: tuple[float, float]) -> 
     for kind, number, group in zip((N, P), (1, 2), per_class):
         ref = group.referenced_segmentation_frame[0].ReferencedSOPSequence[0]
         assert ref.ReferencedSOPInstanceUID == seg.SOPInstanceUID
-        assert int(ref.ReferencedSegmentNumber) == number
+        assert "ReferencedSegmentNumber" not in ref  # frame or segment number, not both
+        frame = seg.PerFrameFunctionalGroupsSequence[int(ref.ReferencedFrameNumber) - 1]
+        assert frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber == number
         members = [l for l in m.lesions if l.kind is kind]
         assert group_num(group, codes.SCT.Area) == [pytest.approx(sum(l.area_mm2 for l in members), rel=1e-12)]
         assert group_num(group, CODES.count) == [len(members)]
@@ -273,7 +279,7 @@ def test_single_class_gives_one_segment(tmp_path: Path) -> None:
     sr = hd.sr.srread(sr_path)
     (cls,) = [g for g in sr.content.get_planar_roi_measurement_groups() if g.referenced_segmentation_frame]
     ref = cls.referenced_segmentation_frame[0].ReferencedSOPSequence[0]
-    assert (int(ref.ReferencedSegmentNumber), int(ref.ReferencedFrameNumber)) == (1, 1)
+    assert int(ref.ReferencedFrameNumber) == 1 and seg.NumberOfFrames == 1
 
 
 def test_film_without_lesions_gets_sr_only(tmp_path: Path) -> None:
@@ -291,10 +297,11 @@ def test_film_without_lesions_gets_sr_only(tmp_path: Path) -> None:
 def test_image_library_written_when_the_source_describes_itself(tmp_path: Path) -> None:
     path = write_dx(tmp_path / "f.dcm", orientation=True)
     m = measured(calcimage.load(path), *three_lesions())
-    _, sr_path = write_dicom_results(m, tmp_path / "o")
+    seg_path, sr_path = write_dicom_results(m, tmp_path / "o")
     sr = pydicom.dcmread(sr_path)
     names = [item.ConceptNameCodeSequence[0].CodeMeaning for item in sr.ContentSequence]
     assert "Image Library" in names
+    assert list(pydicom.dcmread(seg_path).PatientOrientation) == ["L", "F"]  # the film's
     # Without PatientOrientation the (optional) library is left out rather than failing.
     path2 = write_dx(tmp_path / "g.dcm", orientation=False)
     _, sr2_path = write_dicom_results(measured(calcimage.load(path2), *three_lesions()), tmp_path / "o")
@@ -767,3 +774,18 @@ def test_png_baseline_still_sets_the_dicom_follow_up_time_point(tmp_path: Path) 
     (group,) = [g for g in report.get_planar_roi_measurement_groups() if g.tracking_identifier.startswith("lesion")]
     assert group.tracking_identifier == "lesion 1"  # inherited from the PNG baseline's lesion 1
     assert time_point_items(group)["Time Point"] == "T1"
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (dicom3tools) is not installed")
+def test_objects_pass_the_dicom3tools_iod_validator(tmp_path: Path) -> None:
+    """dciodvfy checks the SEG and SR against the IODs: no errors; the only warnings are about
+    calcimage's private coding scheme, which dciodvfy cannot know."""
+    written = []
+    for name, orientation in (("a", True), ("b", False)):
+        path = write_dx(tmp_path / f"{name}.dcm", orientation=orientation)
+        written += write_dicom_results(measured(calcimage.load(path), *three_lesions()), tmp_path / "o")
+    for out in written:
+        run = subprocess.run(["dciodvfy", str(out)], capture_output=True, text=True, timeout=60)
+        lines = (run.stdout + run.stderr).splitlines()
+        assert not [l for l in lines if l.startswith("Error")], (out.name, lines)
+        assert all("99CALCIMAGE" in l for l in lines if l.startswith("Warning")), (out.name, lines)

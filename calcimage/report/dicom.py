@@ -673,7 +673,11 @@ def _build_seg(
             tracking_uid=_uid("class", group, kind.value),
             display_color=hd.color.CIELabColor.from_rgb(*_KIND_RGB[kind]),
         )
-        desc.SegmentedPropertyTypeModifierCodeSequence = [hd.sr.CodedConcept.from_code(CODES.calcified)]
+        # The modifier belongs inside the Segmented Property Type Code Sequence item (PS3.3
+        # C.8.20.2, Segment Description macro), not beside it.
+        desc.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
+            hd.sr.CodedConcept.from_code(CODES.calcified)
+        ]
         descriptions.append(desc)
         ids = [l.lesion_id for l in measurement.lesions if l.kind == kind]
         masks.append(np.isin(labels, ids))
@@ -705,6 +709,10 @@ def _build_seg(
         shared = seg.SharedFunctionalGroupsSequence[0]
         if "PixelMeasuresSequence" in shared:
             del shared.PixelMeasuresSequence
+        # Without plane orientation/position, General Image needs PatientOrientation (type 2C):
+        # the SEG frame is the film's pixel grid, so it is the film's.
+        orientation = source.get("PatientOrientation")
+        seg.PatientOrientation = orientation if orientation and len(orientation) == 2 else ""
     return seg, {kind: number for number, kind in enumerate(kinds, start=1)}
 
 
@@ -813,6 +821,10 @@ def _build_sr(
                 segment_number=number,
                 source_image=hd.sr.SourceImageForSegmentation(src_class, src_uid),
             )
+            # The image reference macro allows a frame number or a segment number, not both
+            # (PS3.3 Table 10-3); highdicom writes both. Each SEG frame holds one segment, so
+            # the frame number alone identifies it; the segment number is dropped.
+            del ref[0].ReferencedSOPSequence[0].ReferencedSegmentNumber
             groups.append(
                 hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
                     tracking_identifier=hd.sr.TrackingIdentifier(
