@@ -152,7 +152,7 @@ class SegmentParams:
     envelope_mm: float = 4.0
     envelope_clip: float = 2.0
     disc_background: bool = True
-    collimation_max_depth_mm: float = 40.0
+    collimation_max_depth_mm: float = 100.0
     collimation_margin_mm: float = 1.5
     body_min_area_mm2: float = 400.0
     body_margin_mm: float = 2.0
@@ -405,7 +405,7 @@ def find_collimation(coarse: np.ndarray, ws: float, params: SegmentParams) -> np
     ]
     for a, back in views:
         n_r, n_c = a.shape
-        depth = min(int(round(params.collimation_max_depth_mm / ws)), n_r // 3)
+        depth = min(int(round(params.collimation_max_depth_mm / ws)), int(0.45 * n_r))
         if depth < 2 or n_r <= depth + k:
             continue
         drop = a[:depth] - a[k:depth + k]
