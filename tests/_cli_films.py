@@ -17,7 +17,9 @@ import numpy as np
 
 from calcimage.phantom import PhantomParams, make_followup, make_phantom
 
-PARAMS = PhantomParams(rows=400, cols=400, spacing_mm=0.3, n_nodules=4, n_plaques=2)
+# Clearly visible lesions (dense, 4-10 mm nodules): these films test the CLI, not the segmenter.
+PARAMS = PhantomParams(rows=400, cols=400, spacing_mm=0.3, n_nodules=6, n_plaques=2, density=(0.5, 1.0),
+                       nodule_diameter_mm=(4.0, 10.0))
 #: (patient id, seed) of the two patients of :func:`write_study`.
 PATIENTS = (("PAT-ALPHA-0001", 1), ("PAT-BRAVO-0002", 5))
 DATES = ("2026-01-05", "2026-04-06")

@@ -244,3 +244,14 @@ def test_exit_code_rules() -> None:
     assert exit_code_for(0, [bad]) == 2
     assert exit_code_for(0, [bad, bad]) == 2
     assert exit_code_for(2, [bad, bug]) == 1
+
+
+def test_real_broken_films_are_listed_and_the_batch_continues(real_dir: Path, tmp_path: Path) -> None:
+    names = ["CR1_6154_16x16_MONO1_rescale.dcm", "MR_truncated.dcm", "SC_rgb_small_odd.dcm"]
+    result = run("measure", *(real_dir / n for n in names), "--out", tmp_path / "out", "--workers", "2")
+    assert result.exit_code == 3, result.output
+    errors = read_csv(tmp_path / "out" / "errors.csv")
+    assert sorted(Path(e["input"]).name for e in errors) == names[1:]
+    assert "truncated" in errors[0]["error"] and "colour" in errors[1]["error"]
+    summary = json.loads((tmp_path / "out" / "CR1_6154_16x16_MONO1_rescale" / "summary.json").read_text())
+    assert summary["spacing_source"] != "" and list(summary) == list(SUMMARY_KEYS)
