@@ -243,11 +243,13 @@ class RunSettings:
     salt: str = ""
 
     def extra_params(self) -> dict[str, Any]:
-        """Run settings recorded beside the stage parameters in every output."""
+        """Command-line options recorded beside the stage parameters in every output."""
         return {
-            "spacing_mm_override": self.spacing_mm,
-            "regions": self.regions,
-            "regions_sha256": self.regions_sha256,
+            "options": {
+                "spacing_mm": self.spacing_mm,
+                "regions": self.regions,
+                "regions_sha256": self.regions_sha256,
+            }
         }
 
     def key(self) -> str:

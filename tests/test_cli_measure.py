@@ -100,7 +100,7 @@ def test_spacing_option_overrides_and_is_recorded(films: Path, tmp_path: Path) -
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "o" / "a" / "summary.json").read_text())
     assert summary["spacing_mm"] == [0.25, 0.25] and summary["spacing_source"] == "user"
-    assert summary["params"]["spacing_mm_override"] == 0.25
+    assert summary["params"]["options"] == {"spacing_mm": 0.25, "regions": None, "regions_sha256": None}
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan"])
@@ -255,3 +255,21 @@ def test_real_broken_films_are_listed_and_the_batch_continues(real_dir: Path, tm
     assert "truncated" in errors[0]["error"] and "colour" in errors[1]["error"]
     summary = json.loads((tmp_path / "out" / "CR1_6154_16x16_MONO1_rescale" / "summary.json").read_text())
     assert summary["spacing_source"] != "" and list(summary) == list(SUMMARY_KEYS)
+
+
+def test_regions_option_is_applied_and_recorded(films: Path, tmp_path: Path) -> None:
+    result = run("measure", films / "a.png", "--out", tmp_path / "grid", "--regions", "grid 2x2")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "grid" / "a" / "summary.json").read_text())
+    assert [r["name"] for r in summary["regions"]][:4] == ["r1c1", "r1c2", "r2c1", "r2c2"]
+    assert summary["params"]["options"]["regions"] == "grid 2x2"
+    regions = tmp_path / "regions.json"
+    regions.write_text(json.dumps({"units": "px", "regions": [
+        {"name": "top", "polygon": [[0, 0], [0, 399], [199, 399], [199, 0]]}]}))
+    result = run("measure", films / "a.png", "--out", tmp_path / "poly", "--regions", regions)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "poly" / "a" / "summary.json").read_text())
+    assert summary["regions"][0]["name"] == "top"
+    assert len(summary["params"]["options"]["regions_sha256"]) == 64
+    result = run("measure", films / "a.png", "--out", tmp_path / "bad", "--regions", "grid 0x2")
+    assert result.exit_code == 2 and "Traceback" not in result.output
