@@ -65,14 +65,14 @@ class MeasureParams:
         pixel).
     """
 
-    grade_thresholds: tuple[float, float, float] = (0.04, 0.08, 0.16)
+    grade_thresholds: tuple[float, float, float] = (0.05, 0.10, 0.20)
     peak_percentile: float = 95.0
 
     def __post_init__(self) -> None:
         g = self.grade_thresholds
         require(len(g) == 3 and all(isinstance(v, (int, float)) and v > 0 for v in g)
                 and g[0] < g[1] < g[2], "grade_thresholds", g,
-                "three increasing positive numbers, e.g. [0.04, 0.08, 0.16]")
+                "three increasing positive numbers, e.g. [0.05, 0.10, 0.20]")
         require_range("peak_percentile", self.peak_percentile, 50.0, 100.0)
 
 

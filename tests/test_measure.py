@@ -51,7 +51,7 @@ def test_disc_measures(spacing: float) -> None:
     assert d.major_axis_mm == pytest.approx(40 * spacing, rel=0.03)
     assert (d.centroid_row, d.centroid_col) == (pytest.approx(40.0), pytest.approx(40.0))
     assert d.mean_intensity == pytest.approx(1200.0) and d.max_intensity == pytest.approx(1200.0)
-    # relative contrast 100 / (1100 - 100) = 0.1 -> grade 3 with (0.04, 0.08, 0.16)
+    # relative contrast 100 / (1100 - 100) = 0.1 -> grade 3 with (0.05, 0.10, 0.20)
     assert d.relative_contrast == pytest.approx(0.1) and d.density_grade == 3
     assert d.burden == pytest.approx(d.area_mm2 * 3)
     assert m.lesions[1].eccentricity > 0.99
@@ -91,7 +91,7 @@ def test_grid_regions_and_exclusion(tmp_path) -> None:
 
 def test_density_grade_and_params() -> None:
     p = MeasureParams()
-    assert [density_grade(v, p) for v in (0.0, 0.04, 0.079, 0.08, 0.2)] == [1, 2, 2, 3, 4]
+    assert [density_grade(v, p) for v in (0.0, 0.05, 0.099, 0.1, 0.2)] == [1, 2, 2, 3, 4]
     with pytest.raises(ParameterError):
         MeasureParams(grade_thresholds=(0.2, 0.1, 0.3))
     q = params_from_mapping(MeasureParams, {"grade_thresholds": [0.1, 0.2, 0.3]}, section="measure")
