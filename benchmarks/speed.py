@@ -185,56 +185,24 @@ def make_film(*, rows: int, cols: int, seed: int, followup_of: Any = None) -> An
 
 def write_film(ph: Any, path: Path, *, transfer_syntax: str, patient_id: str = "BENCH01",
                study_date: dt.date = dt.date(2026, 1, 5)) -> None:
-    """Write a phantom as DICOM to ``path`` (via a temporary name)."""
-    phantom = _phantom()
-    tmp = path.with_name(path.name + ".tmp")
-    writer = getattr(phantom, "write_dicom", None)
-    if writer is not None:
-        writer(ph, tmp, transfer_syntax=transfer_syntax, patient_id=patient_id, study_date=study_date)
-    else:
-        _write_dicom_fallback(ph.film.pixels, tmp, transfer_syntax=transfer_syntax,
-                              patient_id=patient_id, study_date=study_date)
-    os.replace(tmp, path)
+    """Write a phantom as DX DICOM (``calcimage.phantom.write_dicom`` writes atomically)."""
+    _phantom().write_dicom(ph, path, transfer_syntax=transfer_syntax, patient_id=patient_id,
+                           study_date=study_date)
 
 
-def _write_dicom_fallback(pixels: np.ndarray, path: Path, *, transfer_syntax: str, patient_id: str,
-                          study_date: dt.date) -> None:
-    """Minimal DX DICOM writer, used only while calcimage.phantom has no write_dicom()."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
-
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.Modality = "DX"
-    ds.PatientID = patient_id
-    ds.StudyDate = study_date.strftime("%Y%m%d")
-    ds.ImageLaterality = "L"
-    ds.ViewPosition = "PA"
-    ds.BodyPartExamined = "ARM"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, BITS_STORED, BITS_STORED - 1, 0
-    ds.PixelSpacing = [SPACING_MM, SPACING_MM]
-    ds.PixelData = np.clip(np.rint(pixels), 0, 2**BITS_STORED - 1).astype("<u2").tobytes()
-    if transfer_syntax != ExplicitVRLittleEndian:
-        ds.compress(transfer_syntax)
-    ds.save_as(path, enforce_file_format=True)
+def _prune_stale(cache: Path, stem: str, keep: Path) -> None:
+    """Delete cached film sets of the same size and seed made by an older phantom.py."""
+    for old in cache.glob(stem + "_*"):
+        if old != keep and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def prepare_inputs(cache: Path, rows: int, cols: int, seed: int) -> dict[str, Path]:
     """Phantom film (uncompressed + J2K lossless) and a follow-up, cached by size/seed/source."""
     from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 
-    key = f"film_{rows}x{cols}_s{seed}_{_phantom_source_hash()}"
-    folder = cache / key
+    stem = f"film_{rows}x{cols}_s{seed}"
+    folder = cache / f"{stem}_{_phantom_source_hash()}"
     paths = {
         "uncompressed": folder / "baseline.dcm",
         "j2k": folder / "baseline_j2k.dcm",
@@ -242,6 +210,7 @@ def prepare_inputs(cache: Path, rows: int, cols: int, seed: int) -> dict[str, Pa
     }
     if all(p.exists() for p in paths.values()):
         return paths
+    _prune_stale(cache, stem, folder)
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     base = make_film(rows=rows, cols=cols, seed=seed)
@@ -257,11 +226,12 @@ def prepare_study(cache: Path, n_films: int, rows: int, cols: int, seed: int) ->
     """``n_films`` films: n/2 patients with a baseline and a 3-month follow-up each."""
     from pydicom.uid import ExplicitVRLittleEndian
 
-    key = f"study_{n_films}_{rows}x{cols}_s{seed}_{_phantom_source_hash()}"
-    folder = cache / key
+    stem = f"study_{n_films}_{rows}x{cols}_s{seed}"
+    folder = cache / f"{stem}_{_phantom_source_hash()}"
     done = folder / ".complete"
     if done.exists():
         return folder
+    _prune_stale(cache, stem, folder)
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     for i in range(n_films // 2):
@@ -367,14 +337,18 @@ def time_stage(fn: Callable[[], Any], runs: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     fn()  # warm-up: lazy imports, OpenCV/NumPy first-call costs, file cache
     warmup_s = time.perf_counter() - t0
-    times = []
+    times, cpu = [], []
     for _ in range(runs):
         gc.collect()
+        c0 = time.process_time()
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     return {
         "median_s": round(statistics.median(times), 4),
+        # CPU seconds of this process (all its threads): less sensitive to other load than wall time
+        "cpu_median_s": round(statistics.median(cpu), 4),
         "min_s": round(min(times), 4),
         "max_s": round(max(times), 4),
         "runs_s": [round(t, 4) for t in times],
@@ -424,8 +398,9 @@ def child_main(stage: str, config: dict[str, Any]) -> None:
     print("SPEED-CHILD " + json.dumps(result))
 
 
-def _run_with_rusage(cmd: list[str], **kwargs: Any) -> tuple[int, str, str, int, float]:
-    """Run ``cmd``; return (exit code, stdout, stderr, ru_maxrss kB of the child tree, wall s)."""
+def _run_with_rusage(cmd: list[str], **kwargs: Any) -> tuple[int, str, str, int, float, float]:
+    """Run ``cmd``; return (exit code, stdout, stderr, ru_maxrss kB of the largest process in the
+    child's tree, wall s, CPU s of the whole tree)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, **kwargs)
@@ -435,13 +410,13 @@ def _run_with_rusage(cmd: list[str], **kwargs: Any) -> tuple[int, str, str, int,
         out.seek(0)
         err.seek(0)
         return (proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"),
-                int(usage.ru_maxrss), wall)
+                int(usage.ru_maxrss), wall, usage.ru_utime + usage.ru_stime)
 
 
 def memory_stage(stage: str, paths: dict[str, Path]) -> dict[str, Any]:
     """Peak RSS of ``stage`` measured in a fresh Python process."""
     config = json.dumps({"paths": {k: str(v) for k, v in paths.items()}})
-    code, out, err, maxrss_kb, _ = _run_with_rusage(
+    code, out, err, maxrss_kb, _, _ = _run_with_rusage(
         [sys.executable, str(Path(__file__).resolve()), "--child", stage, "--child-config", config]
     )
     lines = [l for l in out.splitlines() if l.startswith("SPEED-CHILD ")]
@@ -478,12 +453,13 @@ def run_study(folder: Path, n_films: int, workers: int, workdir: Path) -> dict[s
     shutil.rmtree(out, ignore_errors=True)
     load_before = loadavg()
     cmd = [*_cli(), "--quiet", "study", str(folder), "--out", str(out), "--workers", str(workers)]
-    code, _, err, maxrss_kb, wall = _run_with_rusage(cmd)
+    code, _, err, maxrss_kb, wall, cpu_s = _run_with_rusage(cmd)
     res: dict[str, Any] = {
         "command": " ".join(cmd[-6:]),
         "exit_code": code,
         "wall_s": round(wall, 2),
         "films_per_min": round(n_films / wall * 60, 2),
+        "cpu_s": round(cpu_s, 1),
         "peak_rss_mb_largest_process": round(maxrss_kb / 1024, 1),
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),
@@ -559,19 +535,19 @@ def render_table(result: dict[str, Any]) -> str:
     lines.append(f"Film: {f['rows']} x {f['cols']} px, {f['spacing_mm']} mm, {f['bits_stored']}-bit; "
                  f"runs: {result['args']['runs']} after 1 warm-up")
     lines.append("")
-    lines.append("| stage | median s | min s | max s | peak RSS MB | load avg (before→after) | what |")
-    lines.append("|---|---:|---:|---:|---:|---|---|")
+    lines.append("| stage | median s | min s | max s | CPU s (median) | peak RSS MB | load avg (before→after) | what |")
+    lines.append("|---|---:|---:|---:|---:|---:|---|---|")
     for name, s in result["stages"].items():
         mem = s.get("memory", {})
         if "median_s" in s:
             lines.append(
                 f"| {name} | {_fmt(s['median_s'])} | {_fmt(s['min_s'])} | {_fmt(s['max_s'])} | "
-                f"{_fmt(mem.get('peak_rss_mb'), '.0f')} | {s['loadavg_before']:.2f}→{s['loadavg_after']:.2f} | "
+                f"{_fmt(s.get('cpu_median_s'))} | {_fmt(mem.get('peak_rss_mb'), '.0f')} | {s['loadavg_before']:.2f}→{s['loadavg_after']:.2f} | "
                 f"{STAGE_INFO[name]} |"
             )
         else:
             why = s.get("unavailable") or s.get("error", "")
-            lines.append(f"| {name} | – | – | – | – | – | {'unavailable' if 'unavailable' in s else 'ERROR'}: {why} |")
+            lines.append(f"| {name} | – | – | – | – | – | – | {'unavailable' if 'unavailable' in s else 'ERROR'}: {why} |")
     study = result.get("study", {})
     if study:
         lines.append("")
@@ -615,16 +591,25 @@ def render_table(result: dict[str, Any]) -> str:
 
 
 def profile_stage(stage: str, paths: dict[str, Path], workdir: Path, top: int) -> str:
-    """cProfile one run (after a warm-up) of ``stage``; return the top functions by cumulative time."""
+    """Profile one run (after a warm-up) of ``stage``: a pyinstrument call tree when pyinstrument
+    is installed (it is not a calcimage dependency), else cProfile's top functions."""
     fn = make_stage(stage, paths, workdir)
     fn()
-    prof = cProfile.Profile()
-    prof.enable()
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        prof = cProfile.Profile()
+        prof.enable()
+        fn()
+        prof.disable()
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(top)
+        return buf.getvalue()
+    profiler = Profiler(interval=0.001)
+    profiler.start()
     fn()
-    prof.disable()
-    buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(top)
-    return buf.getvalue()
+    profiler.stop()
+    return profiler.output_text(unicode=True, color=False, show_all=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -648,8 +633,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--study-films", type=int, default=None, help="films in the throughput study (default 40; 0 skips)")
     p.add_argument("--study-rows", type=int, default=None, help="study film rows (default: --rows)")
     p.add_argument("--study-cols", type=int, default=None, help="study film columns (default: --cols)")
-    p.add_argument("--profile", metavar="STAGE", help="cProfile one run of STAGE, print the top functions, exit")
-    p.add_argument("--profile-top", type=int, default=30, help="functions listed by --profile (default 30)")
+    p.add_argument("--profile", metavar="STAGE", help="profile one run of STAGE (pyinstrument if installed, else cProfile), print it, exit")
+    p.add_argument("--profile-top", type=int, default=30, help="functions listed by --profile with cProfile (default 30)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--child-config", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
