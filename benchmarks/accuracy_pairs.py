@@ -419,6 +419,43 @@ def run_pairs(seeds: list[int] | None = None, params: CompareParams = ComparePar
     return report, targets_met(pipeline)
 
 
+def markdown(report: dict[str, Any]) -> str:
+    """The figures of a report as Markdown (the docs' pairs section is pasted from this)."""
+    lines = ["| target | pipeline | oracle (true labels) |", "|---|---|---|"]
+    names = {
+        "median_abs_change_error_pp": "median \\|est − true\\| total-area change ≤ 3 pp",
+        "max_abs_change_error_pp": "max \\|est − true\\| change ≤ 10 pp",
+        "retest_max_abs_change_pct": "retest pairs: max \\|change\\| ≤ 5 %",
+        "category_errors_clear": "category errors where \\|true\\| > 35 % or < 15 % (0 allowed)",
+        "max_registration_error_mm": "registration error at lesion centroids ≤ 1 mm (max)",
+    }
+    p, o = report["summary"]["pipeline"], report["summary"]["oracle"]
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, int):
+            return str(v)
+        return "failed" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.2f}"
+
+    for key, label in names.items():
+        lines.append(f"| {label} | {fmt(p[key])} | {fmt(o[key])} |")
+    lines.append(f"| pairs failed (no result) | {len(p['failed'])} | {len(o['failed'])} |")
+    if o["lesion_fates_correct"][1]:
+        lines.append(f"| lesion fates correct (paired/new/resolved) | – | "
+                     f"{o['lesion_fates_correct'][0]} of {o['lesion_fates_correct'][1]} |")
+    lines += ["", "| seed | mm base/follow | kind | rot ° | mag | exposure | true % | pipeline % | oracle % "
+              "| reg. error mm | quality |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["per_pair"]:
+        pr, orc = r["pipeline"], r["oracle"]
+        est = "fail" if "error" in pr else f"{pr['change_pct']:+.1f}"
+        oest = "fail" if "error" in orc else f"{orc['change_pct']:+.1f}"
+        reg = "" if "error" in pr else f"{pr['registration_error_mm']:.2f}"
+        q = "" if "error" in pr else f"{pr['quality']:.3f}"
+        lines.append(f"| {r['seed']} | {r['spacing_mm']:g}/{r['follow_spacing_mm']:g} | "
+                     f"{'retest' if r['retest'] else 'evolve'} | {r['rotation_deg']:+.1f} | {r['magnification']:.3f} | "
+                     f"{r['exposure']:.2f} | {r['true_change_pct']:+.1f} | {est} | {oest} | {reg} | {q} |")
+    return "\n".join(lines) + "\n"
+
+
 def _json_default(v: Any) -> Any:
     if isinstance(v, np.integer):
         return int(v)
@@ -444,9 +481,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="pair seeds: 2000-2023 (held out, default) or within 100-199 (development)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output file")
     ap.add_argument("--config", type=Path, default=None, help="TOML parameters ([compare])")
+    ap.add_argument("--markdown", action="store_true", help="also print the figures as Markdown tables")
     args = ap.parse_args(argv)
     params = CompareParams() if args.config is None else calcimage.load_config(args.config).compare
     report, ok = run_pairs(parse_seeds(args.seeds), params)
+    if args.markdown:
+        print()
+        print(markdown(_finite(report)))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(_finite(report), indent=1, default=_json_default), encoding="utf-8")
