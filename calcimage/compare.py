@@ -485,7 +485,11 @@ def _interval_days(base: Measurement, follow: Measurement) -> int | None:
         return None
     days = (df - db).days
     if days < 0:
-        logger.warning("follow-up study date %s is before the baseline's %s", df, db)
+        warnings.warn(
+            f"follow-up study date {df} is before the baseline's {db}: the change is reported "
+            "from the film given as baseline; swap the films if that is not intended",
+            CalcimageWarning, stacklevel=3,
+        )
     return int(days)
 
 

@@ -276,3 +276,12 @@ def test_lesion_outside_common_field_warns(baseline: Measurement) -> None:
     assert result.change["lesions_outside_common_field"] == 1
     flagged = [r for r in result.lesions if r.outside_other_field]
     assert [(r.baseline_id, r.followup_id, r.status) for r in flagged] == [(None, 5, Status.NEW)]
+
+
+def test_follow_up_dated_before_baseline_warns(baseline: Measurement) -> None:
+    from calcimage.errors import CalcimageWarning
+
+    early = _measured_film(BLOBS, metadata=dataclasses.replace(META_B, study_date=dt.date(2025, 12, 1)))
+    with pytest.warns(CalcimageWarning, match="before the baseline's 2026-01-10"):
+        result = compare(baseline, early)
+    assert result.interval_days == -40
