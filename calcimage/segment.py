@@ -145,6 +145,7 @@ class SegmentParams:
     ridge_min_elongation: float = 3.0
     cortex_band_mm: float = 3.0
     ridge_line_mm: float = 50.0
+    ridge_angle_mm: float = 3.0
     faint_smooth_mm: float = 1.0
     gate_fraction: float = 0.5
     film_edge_mm: float = 3.0
@@ -171,6 +172,7 @@ class SegmentParams:
         require_positive("collimation_margin_mm", self.collimation_margin_mm, allow_zero=True)
         require_positive("body_margin_mm", self.body_margin_mm, allow_zero=True)
         require_positive("ridge_line_mm", self.ridge_line_mm, allow_zero=True)
+        require_positive("ridge_angle_mm", self.ridge_angle_mm)
         require_positive("faint_smooth_mm", self.faint_smooth_mm, allow_zero=True)
         for name in ("k_sigma", "background_mm", "work_spacing_mm", "noise_mm", "bone_scale_mm",
                      "bone_line_mm", "bone_factor", "marker_min_area_mm2",
@@ -775,13 +777,14 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     bone_c = ndi.binary_opening(bone_c, iterations=1)
     if params.ridge_line_mm > 0:
         # Long straight ridges (cortical edges) belong to the background: line openings at
-        # ~1 mm resolution, along n orientations fine enough for a 2 mm wide ridge.
+        # ~1 mm resolution, in pi * L / ridge_angle_mm orientations (the line's end moves by
+        # at most ~ridge_angle_mm / 2 between neighbours, less than a cortex is wide).
         f2 = max(1, int(round(1.0 / ws)))
         small_shape = (max(8, wshape[0] // f2), max(8, wshape[1] // f2))
         ws2 = ws * wshape[0] / small_shape[0]
         c2 = _resize(denoised, small_shape, cv2.INTER_AREA)
         b2 = _mask_resize(tis_c, small_shape)
-        n_angles = max(8, int(math.ceil(math.pi * params.ridge_line_mm / 3.0)))
+        n_angles = max(8, int(math.ceil(math.pi * params.ridge_line_mm / params.ridge_angle_mm)))
         lo2 = line_open_max(c2, b2, params.ridge_line_mm / ws2, n_angles)
         lo_c = upsample(lo2, wshape)
         # Only along bone (cortex): in soft tissue long lines would also follow plaques
