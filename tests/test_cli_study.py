@@ -123,6 +123,7 @@ def test_another_salt_is_refused(studied, study_in: Path, monkeypatch: pytest.Mo
     assert result.exit_code == 2 and "salt" in result.stderr
 
 
+@pytest.mark.slow
 def test_workers_give_identical_results(studied, study_in: Path, tmp_path: Path) -> None:
     out, _ = studied
     result = run("study", study_in, "--out", tmp_path / "w2", "--workers", "2")
