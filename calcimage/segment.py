@@ -152,6 +152,7 @@ class SegmentParams:
     denoise_mm: float = 1.0
     envelope_mm: float = 4.0
     envelope_clip: float = 2.0
+    envelope_grid_mm: float = 1.0
     disc_background: bool = True
     collimation_max_depth_mm: float = 100.0
     collimation_margin_mm: float = 1.5
@@ -186,6 +187,7 @@ class SegmentParams:
         require_positive("film_edge_mm", self.film_edge_mm, allow_zero=True)
         require_positive("denoise_mm", self.denoise_mm)
         require_positive("envelope_mm", self.envelope_mm)
+        require_positive("envelope_grid_mm", self.envelope_grid_mm)
         require_positive("noise_fine_mm", self.noise_fine_mm, allow_zero=True)
         require_positive("cortex_band_mm", self.cortex_band_mm)
         require_positive("envelope_clip", self.envelope_clip, allow_zero=True)
@@ -619,7 +621,7 @@ def masked_blur_linear(img: np.ndarray, mask: np.ndarray, sigma_px: float) -> np
 
 
 def lower_envelope(img: np.ndarray, mask: np.ndarray, sigma_px: float, clip: float,
-                   n_iter: int = 6) -> np.ndarray:
+                   n_iter: int = 4) -> np.ndarray:
     """Smooth background under positive bumps: iterated clipped, masked Gaussian smoothing.
 
     Each pass clips the image at the current estimate + ``clip`` and smooths again, so
@@ -762,8 +764,14 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     # Lower envelope of the tissue (follows slopes; lesions clipped out), raised to the disc
     # opening (steps, convex shapes) and to line openings (long ridges: cortex).
     clip = params.envelope_clip * sigma_cw
-    bg_c = lower_envelope(denoised, tis_c, params.envelope_mm / ws, clip)
-    bg_c = np.where(tis_c, bg_c, coarse)
+    # The envelope is smooth (``envelope_mm`` >> 1 mm): compute it on a ~1 mm grid.
+    fe = max(1, int(round(params.envelope_grid_mm / ws)))
+    env_shape = (max(8, wshape[0] // fe), max(8, wshape[1] // fe))
+    wse = ws * wshape[0] / env_shape[0]
+    env_mask = _mask_resize(tis_c, env_shape)
+    env = lower_envelope(_resize(denoised, env_shape, cv2.INTER_AREA), env_mask,
+                         params.envelope_mm / wse, clip)
+    bg_c = np.where(tis_c, upsample(env, wshape), coarse)
     if params.disc_background:
         op = masked_open(denoised, tis_c, disc(params.background_mm / ws), hang=False)
         bg_c = np.where(tis_c, np.maximum(bg_c, op), bg_c)

@@ -128,7 +128,10 @@ def test_edge_trim_cuts_blur_tail() -> None:
                   smooth_mm=0.0, faint_smooth_mm=0.0)
     loose = segment(_film(img, spacing), SegmentParams(edge_fraction=0.0, **params))
     half = segment(_film(img, spacing), SegmentParams(edge_fraction=0.5, **params))
-    assert np.count_nonzero(loose.labels) == np.count_nonzero(img - 1000 >= 5)  # low = 0.05 x 100
+    # low = 0.05 x 100 = 5 units over a background estimated to ~0.1 unit: the 5-unit contour
+    # of the ramp may move by a pixel here and there.
+    assert np.count_nonzero(loose.labels) == pytest.approx(np.count_nonzero(img - 1000 >= 5),
+                                                           rel=0.005)
     assert np.count_nonzero(half.labels) == np.count_nonzero(img - 1000 >= 200)
 
 
