@@ -10,7 +10,15 @@ from typing import Annotated
 import typer
 
 from calcimage.cli._common import fail_on_errors, is_quiet, stdout_console
-from calcimage.cli.measure_cmd import ConfigOption, ForceOption, OutOption, RegionsOption, SpacingOption, settings_from_options
+from calcimage.cli.measure_cmd import (
+    ConfigOption,
+    DicomOutOption,
+    ForceOption,
+    OutOption,
+    RegionsOption,
+    SpacingOption,
+    settings_from_options,
+)
 
 __all__ = ["compare"]
 
@@ -27,6 +35,7 @@ def compare(
     allow_different_patients: Annotated[
         bool, typer.Option("--allow-different-patients", help="Compare films whose patient ids differ.")
     ] = False,
+    dicom_out: DicomOutOption = False,
 ) -> None:
     """Register FOLLOWUP to BASELINE, match lesions and report the change.
 
@@ -49,6 +58,12 @@ def compare(
                     base, follow, out_dir, settings, baseline_name=str(baseline), followup_name=str(followup),
                     allow_different_patients=allow_different_patients,
                 )
+            if dicom_out:
+                from calcimage.report.dicom import write_dicom_for_pair
+
+                _written, messages = write_dicom_for_pair(base, follow, data["lesions"], out_dir)
+                for message in messages:
+                    logging.getLogger("calcimage").warning("%s", message)
         for w in records:
             logging.getLogger("calcimage").warning("%s", w.message)
     if not quiet:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -39,6 +40,23 @@ WorkersOption = Annotated[
 ForceOption = Annotated[
     bool, typer.Option("--force", help="Write into an existing non-empty folder calcimage did not create.")
 ]
+DicomOutOption = Annotated[
+    bool,
+    typer.Option(
+        "--dicom-out",
+        help="Also write DICOM SEG + SR for DICOM films (for PACS; they carry the patient's identity).",
+    ),
+]
+
+
+def write_dicom_objects(out_dir: Path, films, pairs=()) -> None:
+    """DICOM SEG + SR for the finished films of a results folder (``--dicom-out``); problems
+    are logged as warnings, never fatal (the measurements are already written)."""
+    from calcimage.report.dicom import write_dicom_for_outputs
+
+    _written, messages = write_dicom_for_outputs(out_dir, films, pairs)
+    for message in messages:
+        logging.getLogger("calcimage").warning("%s", message)
 
 
 def settings_from_options(
@@ -78,6 +96,7 @@ def measure(
     config: ConfigOption = None,
     workers: WorkersOption = None,
     force: ForceOption = False,
+    dicom_out: DicomOutOption = False,
 ) -> None:
     """Segment and measure calcinosis on each film.
 
@@ -119,6 +138,8 @@ def measure(
     log_warnings(results)
     failures = [r for r in results if not r.ok]
     with fail_on_errors():
+        if dicom_out:
+            write_dicom_objects(out_dir, [(r.source, r.folder) for r in results if r.ok])
         report_failures(out_dir, failures, len(results))
     if not quiet:
         _print_summary(results, out_dir)

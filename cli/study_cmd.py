@@ -21,12 +21,14 @@ from calcimage.cli._common import (
 )
 from calcimage.cli.measure_cmd import (
     ConfigOption,
+    DicomOutOption,
     ForceOption,
     OutOption,
     RegionsOption,
     SpacingOption,
     WorkersOption,
     settings_from_options,
+    write_dicom_objects,
 )
 
 __all__ = ["study"]
@@ -46,6 +48,7 @@ def study(
     keep_ids: Annotated[
         bool, typer.Option("--keep-ids", help="Name group folders by patient id instead of a salted hash.")
     ] = False,
+    dicom_out: DicomOutOption = False,
 ) -> None:
     """Measure a folder of films and compare every follow-up with its group's baseline.
 
@@ -130,6 +133,14 @@ def study(
     rows = study_rows(groups, pairs)
     failures = [r for r in films if not r.ok] + [p for p in pair_results if not p.ok]
     with fail_on_errors():
+        if dicom_out:
+            ok_pairs = [
+                (groups[g][0].folder, next(f.folder for f in groups[g] if f.film_id == fid), p.folder)
+                for (g, fid), p in pairs.items() if p.ok
+            ]
+            write_dicom_objects(
+                out_dir, [(f.source, f.folder) for members in groups.values() for f in members], ok_pairs
+            )
         write_study_csv(out_dir / "study.csv", rows)
         write_report(
             out_dir / "report.html", out_dir, groups, pairs, rows, failures=failures,

@@ -74,9 +74,20 @@ def dicom_film(path: Path, *, seed: int = 1, followup: bool = False, patient_id:
     ds.file_meta = meta
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=[patient_id, date])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[patient_id, date, "series"])
     ds.PatientName = patient_name
     ds.PatientBirthDate = birth_date
     ds.PatientID = patient_id
+    # Type 2 elements of a complete DX header (report.dicom copies them into SEG/SR).
+    ds.PatientSex = "O"
+    ds.AccessionNumber = ""
+    ds.StudyID = "1"
+    ds.StudyTime = "120000"
+    ds.ReferringPhysicianName = ""
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.Manufacturer = "calcimage tests"
     ds.StudyDate = date
     ds.Modality = "DX"
     ds.ImageLaterality = "L"

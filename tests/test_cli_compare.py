@@ -10,7 +10,7 @@ import cv2
 import pytest
 from typer.testing import CliRunner
 
-from _cli_films import phantom_png
+from _cli_films import dicom_film, phantom_png
 from calcimage.cli.app import app
 from calcimage.report.tables import CHANGE_COLUMNS, CHANGE_KEYS, COMPARISON_KEYS, SUMMARY_KEYS
 
@@ -101,3 +101,15 @@ def test_unreadable_followup_exits_2(pair, tmp_path: Path) -> None:
 def test_compare_output_may_not_hold_an_input(pair) -> None:
     result = run("compare", pair[0], pair[1], "--out", pair[0].parent)
     assert result.exit_code == 2 and "input" in result.stderr
+
+
+def test_dicom_out_writes_seg_and_sr(tmp_path: Path) -> None:
+    base = dicom_film(tmp_path / "in" / "a.dcm", seed=5, date="20260105")
+    follow = dicom_film(tmp_path / "in" / "b.dcm", seed=5, followup=True, date="20260406")
+    result = run("compare", base, follow, "--out", tmp_path / "o", "--dicom-out")
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (tmp_path / "o").iterdir() if p.suffix == ".dcm")
+    assert names == ["baseline.seg.dcm", "baseline.sr.dcm", "followup.seg.dcm", "followup.sr.dcm"]
+    result = run("measure", base, "--out", tmp_path / "m", "--dicom-out")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "m" / "a").glob("*.dcm")) == ["calcinosis.seg.dcm", "calcinosis.sr.dcm"]

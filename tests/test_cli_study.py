@@ -258,3 +258,15 @@ def test_readme_quickstart_study_on_sample_images(sample_dir: Path, tmp_path: Pa
     assert sum(r["category"] == "baseline" for r in rows) == 2
     assert all(r["category"] in ("progression", "stable", "regression") for r in rows if r["category"] != "baseline")
     assert len(re.findall(r'src="data:image/', (tmp_path / "results" / "report.html").read_text())) == 6 + 4
+
+
+def test_study_dicom_out_writes_tracked_objects_per_film(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    dicom_film(folder / "a.dcm", seed=5, date="20260105")
+    dicom_film(folder / "b.dcm", seed=5, followup=True, date="20260406")
+    result = run("study", folder, "--out", tmp_path / "out", "--dicom-out", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    objects = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.dcm"))
+    films = sorted({o.rsplit("/", 1)[0] for o in objects})
+    assert len(films) == 2 and all(f.startswith("p-") for f in films)
+    assert len(objects) == 4 and all(o.endswith(("calcinosis.seg.dcm", "calcinosis.sr.dcm")) for o in objects)
