@@ -144,6 +144,7 @@ class SegmentParams:
     ridge_min_length_mm: float = 60.0
     ridge_min_elongation: float = 3.0
     cortex_band_mm: float = 3.0
+    cortex_factor: float = 1.0
     ridge_line_mm: float = 50.0
     ridge_angle_mm: float = 3.0
     faint_smooth_mm: float = 1.0
@@ -190,6 +191,7 @@ class SegmentParams:
         require_positive("envelope_grid_mm", self.envelope_grid_mm)
         require_positive("noise_fine_mm", self.noise_fine_mm, allow_zero=True)
         require_positive("cortex_band_mm", self.cortex_band_mm)
+        require_positive("cortex_factor", self.cortex_factor)
         require_positive("envelope_clip", self.envelope_clip, allow_zero=True)
         require_positive("edge_mm", self.edge_mm)
         require_range("marker_saturation", self.marker_saturation, 0.5, 1.0)
@@ -907,8 +909,11 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     k_cb = disc(2 * params.cortex_band_mm / ws + 1)
     bone_u8 = bone_c.astype(np.uint8)
     bone_band = (cv2.dilate(bone_u8, k_cb) > 0) & ~(cv2.erode(bone_u8, k_cb) > 0)
+    thr_full = None
+    if params.method is ThresholdMethod.AUTO:
+        thr_full = thr_map
     labels, kinds, rejected = _label_and_classify(
-        grown, film, spacing, params, _mask_resize(bone_band, (rows, cols)))
+        grown, film, spacing, params, _mask_resize(bone_band, (rows, cols)), flat, thr_full)
     outside = ~body_full & ~collimation & ~marker
     excluded = {
         "outside_body": outside,
@@ -994,7 +999,8 @@ def _trim_edges(mask: np.ndarray, flat: np.ndarray, fraction: float,
 
 
 def _label_and_classify(mask: np.ndarray, film: Film, spacing: float, params: SegmentParams,
-                        bone_band: np.ndarray | None = None,
+                        bone_band: np.ndarray | None = None, flat: np.ndarray | None = None,
+                        thr_map: np.ndarray | None = None,
                         ) -> tuple[np.ndarray, tuple[LesionKind, ...], int]:
     """Label (8-connectivity), drop small components and cortical ridges, classify.
 
@@ -1025,11 +1031,19 @@ def _label_and_classify(mask: np.ndarray, film: Film, spacing: float, params: Se
         if major >= params.ridge_min_length_mm and area_mm2 / major <= params.ridge_max_width_mm:
             rejected += 1
             continue
-        if bone_band is not None and major >= params.ridge_min_elongation * max(minor, 1e-9):
-            on_bone = bone_band[rp.coords[:, 0], rp.coords[:, 1]].mean()
-            if on_bone >= 0.5:
+        if bone_band is not None:
+            on_band = bone_band[rp.coords[:, 0], rp.coords[:, 1]].mean() >= 0.5
+            if on_band and major >= params.ridge_min_elongation * max(minor, 1e-9):
                 rejected += 1
                 continue
+            # Along the bone outline (cortex, metaphyseal flare) a lesion must stand out
+            # ``cortex_factor`` times more than elsewhere.
+            if on_band and flat is not None and thr_map is not None and params.cortex_factor > 1:
+                rr, cc = rp.coords[:, 0], rp.coords[:, 1]
+                peak = float(np.percentile(flat[rr, cc], 90))
+                if peak < params.cortex_factor * float(np.median(thr_map[rr, cc])):
+                    rejected += 1
+                    continue
         new_ids[rp.label] = next_id
         next_id += 1
         kinds.append(classify(area_mm2, major, minor, rp.solidity, params))
