@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -97,7 +98,11 @@ class SegmentParams:
         ``bone_min_relative`` of the tissue height above air; ``bone_margin_mm`` grows it for
         the line openings; ``auto`` thresholds are multiplied by ``bone_factor`` over bone.
     faint_smooth_mm
-        Second detection pass on the film smoothed at this scale (0 disables).
+        Second detection pass on the film smoothed at this scale (0, the default, disables:
+        on the tuning films it added < 1 point of sensitivity for more false lesions).
+    sigma_skip_cortex
+        Leave the band along the bone outline out of the noise estimate (residual cortical
+        ridges would inflate it for every block they cross).
     gate_fraction
         Components must keep this share of their summed contrast on the working grid.
     edge_fraction, edge_mm
@@ -143,9 +148,10 @@ class SegmentParams:
     ridge_min_elongation: float = 3.0
     cortex_band_mm: float = 3.0
     cortex_factor: float = 1.0
+    sigma_skip_cortex: bool = True
     ridge_line_mm: float = 50.0
     ridge_angle_mm: float = 3.0
-    faint_smooth_mm: float = 1.0
+    faint_smooth_mm: float = 0.0
     gate_fraction: float = 0.5
     film_edge_mm: float = 3.0
     denoise_mm: float = 1.0
@@ -502,16 +508,26 @@ def local_sigma(flat: np.ndarray, body: np.ndarray, spacing: float, noise_mm: fl
     inside = bb.mean(axis=(1, 3)) >= 0.5
     sigma_g = float(np.median(sig[inside])) if inside.any() else float(np.median(sig))
     sigma_g = sigma_g if sigma_g > 0 else 1e-6
-    sig = np.where(inside, sig, sigma_g).astype(np.float32)
+    # Blocks mostly outside the mask carry no information: NaN, skipped by the median
+    # filters (nan-aware, on the small block grid), filled with the body-wide value at the end.
+    sig = np.where(inside, sig, np.nan).astype(np.float64)
+
+    def nanmedian_filter(a: np.ndarray, n: int) -> np.ndarray:
+        if n <= 1:
+            return a
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows -> NaN
+            return ndi.generic_filter(a, np.nanmedian, size=n, mode="nearest")
+
     size = max(1, int(round(noise_mm / block_mm)))
     raw = sig
-    if size > 1:
-        sig = ndi.median_filter(sig, size=size, mode="nearest")
+    sig = nanmedian_filter(sig, size)
     fine = max(1, int(round(fine_mm / block_mm))) if fine_mm > 0 else 0
     if fine:
         # Strongly textured patches smaller than ``noise_mm`` (a trabecular metaphysis) keep
         # their own, higher sigma.
-        sig = np.maximum(sig, ndi.median_filter(raw, size=fine, mode="nearest"))
+        sig = np.fmax(sig, nanmedian_filter(raw, fine))
+    sig = np.where(np.isfinite(sig), sig, sigma_g).astype(np.float32)
     sig = np.maximum(sig, 0.25 * sigma_g)
     return _resize(sig, out_shape, cv2.INTER_LINEAR).astype(np.float32), sigma_g
 
@@ -848,7 +864,15 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
 
     # 5. local noise sigma: block-wise MAD of the flattened film (robust to lesions and
     # ridges), median-filtered over ``noise_mm`` and brought to the working grid.
-    sig_c, sigma_g = local_sigma(flat, tissue, spacing, params.noise_mm, wshape,
+    # Cortex band: within ``cortex_band_mm`` of the bone outline, inside or out.
+    k_cb = disc(2 * params.cortex_band_mm / ws + 1)
+    bone_u8 = bone_c.astype(np.uint8)
+    bone_band = (cv2.dilate(bone_u8, k_cb) > 0) & ~(cv2.erode(bone_u8, k_cb) > 0)
+    sig_src = tissue
+    if params.sigma_skip_cortex and bone_band.any():
+        # Residual cortical ridges would inflate the sigma of every block they cross.
+        sig_src = tissue & ~_mask_resize(bone_band, (rows, cols))
+    sig_c, sigma_g = local_sigma(flat, sig_src, spacing, params.noise_mm, wshape,
                                  fine_mm=params.noise_fine_mm)
     noise_sigma = float(np.median(sig_c[tissue_c])) if tissue_c.any() else sigma_g
 
@@ -902,10 +926,6 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         grown = _mass_gate(grown, flat, resid_c, body_c, params.gate_fraction)
 
     # 7. label, size filter, cortex ridges, classes ---------------------------------------
-    # Cortex band: within ``cortex_band_mm`` of the bone outline, inside or out.
-    k_cb = disc(2 * params.cortex_band_mm / ws + 1)
-    bone_u8 = bone_c.astype(np.uint8)
-    bone_band = (cv2.dilate(bone_u8, k_cb) > 0) & ~(cv2.erode(bone_u8, k_cb) > 0)
     thr_full = None
     if params.method is ThresholdMethod.AUTO:
         thr_full = thr_map
