@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -273,3 +274,19 @@ def test_regions_option_is_applied_and_recorded(films: Path, tmp_path: Path) -> 
     assert len(summary["params"]["options"]["regions_sha256"]) == 64
     result = run("measure", films / "a.png", "--out", tmp_path / "bad", "--regions", "grid 0x2")
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_non_utf8_and_very_long_names(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    film = phantom_png(folder / "tmp.png", seed=5)
+    os.rename(bytes(film), bytes(folder) + b"/\xff\xfefilm.png")
+    os.rename(bytes(film.with_suffix(".json")), bytes(folder) + b"/\xff\xfefilm.json")
+    long_name = "x" * 240 + ".png"
+    phantom_png(folder / long_name, seed=1)
+    (folder / "bad.dcm").write_bytes(b"junk")
+    result = run("measure", folder, "--out", tmp_path / "out")
+    assert result.exit_code == 3, result.output
+    summary = json.loads((tmp_path / "out" / "film" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["input"].endswith("\udcff\udcfefilm.png") and summary["spacing_source"] == "sidecar"
+    assert (tmp_path / "out" / ("x" * 64) / "summary.json").is_file()
+    assert [Path(e["input"]).name for e in read_csv(tmp_path / "out" / "errors.csv")] == ["bad.dcm"]

@@ -73,8 +73,12 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write UTF-8 ``text`` with ``\\n`` line ends to ``path`` atomically."""
-    write_bytes(path, text.encode("utf-8"))
+    """Write UTF-8 ``text`` with ``\\n`` line ends to ``path`` atomically.
+
+    Text that cannot be UTF-8 (file names that are not valid UTF-8 reach Python as lone
+    surrogates) is written as backslash escapes (``\\udcff``) rather than failing.
+    """
+    write_bytes(path, text.encode("utf-8", errors="backslashreplace"))
 
 
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
