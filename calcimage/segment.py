@@ -130,7 +130,7 @@ class SegmentParams:
     method: ThresholdMethod = ThresholdMethod.AUTO
     min_area_mm2: float = 1.0
     k_sigma: float = 4.5
-    low_ratio: float = 0.5
+    low_ratio: float = 0.25
     fixed_threshold: float | None = None
     smooth_mm: float = 0.3
     background_mm: float = 16.0
@@ -899,6 +899,8 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     low &= body
     grown = _hysteresis(low, high)
     grown = _trim_edges(grown, flat, params.edge_fraction, params.edge_mm / spacing)
+    # Trimming can cut a faint skirt off its seed: pieces without a seed are dropped.
+    grown = _hysteresis(grown, high & grown)
     if params.method is ThresholdMethod.AUTO and params.faint_smooth_mm > 0:
         # Faint, larger lesions: the same rule on the film smoothed at ``faint_smooth_mm``
         # (noise falls, lesion contrast stays), with that scale's own local sigma. Their
