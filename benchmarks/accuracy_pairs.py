@@ -52,6 +52,7 @@ import math
 import statistics
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -64,7 +65,7 @@ sys.path.insert(0, str(ROOT))
 
 import calcimage  # noqa: E402
 from calcimage.compare import Category, CompareParams, classify_change, compare  # noqa: E402
-from calcimage.errors import CalcimageError  # noqa: E402
+from calcimage.errors import CalcimageError, CalcimageWarning  # noqa: E402
 from calcimage.film import Film  # noqa: E402
 from calcimage.measure import Lesion, Measurement, RegionTotal, measure  # noqa: E402
 from calcimage.phantom import ChangeMode, FollowupParams, PhantomParams, make_followup, make_phantom  # noqa: E402
@@ -238,7 +239,9 @@ def _run_compare(base: Measurement, follow: Measurement, truth: Any, spacing: fl
                  params: CompareParams, truths: tuple[Any, Any] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
-        c = compare(base, follow, params)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CalcimageWarning)
+            c = compare(base, follow, params)
     except CalcimageError as exc:
         return {"error": str(exc), "compare_seconds": time.perf_counter() - t0}
     dt = time.perf_counter() - t0
@@ -257,6 +260,7 @@ def _run_compare(base: Measurement, follow: Measurement, truth: Any, spacing: fl
                      for s in ("new", "resolved", "grown", "shrunk", "stable")},
         "compare_seconds": dt,
         "matching": None if truths is None else list(matching_score(c.lesions, *truths)),
+        "warnings": [str(w.message) for w in caught],
     }
 
 
