@@ -32,7 +32,7 @@ RegionsOption = Annotated[
     typer.Option("--regions", help="Regions: a polygon JSON, a label-mask image, or 'grid RxC'."),
 ]
 ConfigOption = Annotated[
-    Optional[Path], typer.Option("--config", help="TOML file with [segment], [measure], [compare] parameters.")
+    Optional[Path], typer.Option("--config", help="TOML parameter file with the sections segment, measure and compare.")
 ]
 WorkersOption = Annotated[
     Optional[int], typer.Option("--workers", "-j", min=1, help="Films processed in parallel (default: CPU cores).")
