@@ -87,10 +87,11 @@ def _fmt(value: object, unit: str = "") -> str:
 
 
 def _print_summary(data: dict, out_dir: Path) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     change = data["change"]
-    table = Table(title=f"calcimage compare → {out_dir}")
+    table = Table(title=escape(f"calcimage compare → {out_dir}"))
     for col in ("", "lesions", "area mm²", "burden"):
         table.add_column(col, justify="left" if col == "" else "right")
     for name in ("baseline", "followup"):

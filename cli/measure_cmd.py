@@ -149,9 +149,10 @@ def measure(
 
 
 def _print_summary(results, out_dir: Path) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"calcimage measure → {out_dir}")
+    table = Table(title=escape(f"calcimage measure → {out_dir}"))
     for col in ("film", "lesions", "area mm²", "area px", "status"):
         table.add_column(
             col, justify="right" if col in ("lesions", "area mm²", "area px") else "left", overflow="fold"
@@ -161,5 +162,5 @@ def _print_summary(results, out_dir: Path) -> None:
             area = "—" if r.total_area_mm2 is None else f"{r.total_area_mm2:.2f}"
             table.add_row(r.folder, str(r.lesion_count), area, str(r.total_area_px), "reused" if r.reused else "ok")
         else:
-            table.add_row(r.source, "", "", "", "[red]failed[/red]")
+            table.add_row(escape(r.source), "", "", "", "[red]failed[/red]")
     stdout_console().print(table)

@@ -156,9 +156,10 @@ def study(
 
 
 def _print_summary(rows, films, pairs, out_dir: Path) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"calcimage study → {out_dir}")
+    table = Table(title=escape(f"calcimage study → {out_dir}"))
     for col in ("group", "date", "months", "lesions", "area mm²", "change", "category"):
         table.add_column(
             col, justify="right" if col in ("months", "lesions", "area mm²", "change") else "left", overflow="fold"
