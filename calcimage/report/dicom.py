@@ -996,14 +996,23 @@ def _write(
     stem = stem or film.name
     tracking = tracking if tracking is not None else TrackingMap()
     tp = timepoint or tracking.time_point(film) or TimePoint(study_date=film.metadata.study_date)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        source = _read_source(film)
-        built = _build_seg(measurement, source, tracking, __version__)
-        seg, segment_numbers = built if built is not None else (None, {})
-        sr = _build_sr(measurement, source, seg, segment_numbers, tracking, tp, __version__)
-    _pass_on(caught, film.name)
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            return _build_and_save(measurement, out, tracking, tp, stem, __version__)
+    finally:
+        _pass_on(caught, film.name)  # after the catch is lifted, so re-emitted warnings escape
 
+
+def _build_and_save(
+    measurement: Measurement, out: Path, tracking: TrackingMap, tp: TimePoint, stem: str, version: str
+) -> list[Path]:
+    film = measurement.film
+    source = _read_source(film)
+    built = _build_seg(measurement, source, tracking, version)
+    seg, segment_numbers = built if built is not None else (None, {})
+    sr = _build_sr(measurement, source, seg, segment_numbers, tracking, tp, version)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
