@@ -1063,6 +1063,19 @@ def measurement_from_outputs(source: str | os.PathLike[str], folder: str | os.Pa
     DICOM results can be written after the fact - also for films a rerun reused - without
     segmenting again. Lesion values are those of lesions.csv.
 
+    Parameters
+    ----------
+    source
+        The film file that was measured.
+    folder
+        Its results folder (holding summary.json, labels.png, lesions.csv).
+
+    Returns
+    -------
+    Measurement
+        With ``labels`` and ``lesions`` from the files, ``params`` from summary.json and no
+        region totals.
+
     Raises
     ------
     OutputError
