@@ -33,7 +33,7 @@ import gzip
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -87,6 +87,17 @@ _MU_MARROW = 0.022  # fatty marrow of the diaphysis
 _MU_TRABECULAR = 0.055  # cancellous bone of the metaphysis (bone + marrow mixture)
 _MU_LEAD_PATH = 7.0  # total attenuation of the lead letter (transmission ~ 0.1 %)
 _MU_HOLDER = 0.08  # attenuation of the marker's plastic holder
+# Projected texture: a tissue whose attenuation varies by a relative std `h` from one
+# independent cell of length `l` to the next, crossed over a path L, adds a projected std of
+# h * mu * sqrt(l * L) (L / l cells average out) -- not h * mu * L. Muscle: fibre bundles and
+# lobules ~2 mm with +-4 %, which projects to 0.5-1 % of the muscle attenuation over 20-80 mm.
+# Cancellous bone: trabeculae and marrow spaces ~0.7 mm, +-60 % of the cancellous excess.
+_FIBRE_CELL_MM = 2.0
+_FIBRE_HETEROGENEITY = 0.04
+_TRABECULAR_CELL_MM = 0.7
+_TRABECULAR_HETEROGENEITY = 0.6
+#: Densest a lesion may be made to meet the visibility floor (x cortical bone's attenuation).
+_MAX_LESION_DENSITY = 1.5
 # Displayed value: density D = -ln(I) mapped linearly from [_D_LO, _D_HI] onto the stored range.
 _D_LO = -0.7
 _D_HI = 5.0
@@ -166,6 +177,12 @@ class PhantomParams:
         Optional vendor-style image processing: unsharp masking of the density image with a
         Gaussian of ``unsharp_mm`` (0 = raw detector image, the default; clinical DR
         presentation images often use 0.5-2). Changes pixels only, never the truth.
+    min_lesion_cnr
+        Visibility floor (Rose criterion): a lesion's peak added attenuation is raised, where
+        needed, to at least this many times the expected background fluctuation at its scale
+        and place (quantum noise + anatomical texture; see :func:`lesion_background_std`), so
+        every lesion is one a radiologist could see. Lesions over bone need more density.
+        0 switches the floor off (stress tests with invisible lesions).
     """
 
     rows: int = 1500
@@ -192,6 +209,7 @@ class PhantomParams:
     marker_text: str = "L"
     unsharp_amount: float = 0.0
     unsharp_mm: float = 10.0
+    min_lesion_cnr: float = 5.0
 
     def __post_init__(self) -> None:
         _require_int("rows", self.rows, 64, 10000)
@@ -217,6 +235,7 @@ class PhantomParams:
         require_range("scatter_fraction", self.scatter_fraction, 0.0, 1.0)
         require_range("unsharp_amount", self.unsharp_amount, 0.0, 5.0)
         require_range("unsharp_mm", self.unsharp_mm, 1.0, 100.0)
+        require_range("min_lesion_cnr", self.min_lesion_cnr, 0.0, 20.0)
         require(
             isinstance(self.marker_text, str) and 0 < len(self.marker_text) <= 3,
             "marker_text", self.marker_text, "one to three characters, e.g. 'L'",
@@ -363,6 +382,12 @@ class Anatomy:
     trabecular: np.ndarray  # (n_bones, len(u_table)) share of cancellous bone in the medulla
     bone_texture: TextureField  # in [-1, 1], trabecular pattern, over the bones' band
     tissue_texture: TextureField  # ~N(0, 1), muscle fibre/lobule pattern, over the limb's band
+    # Intermuscular fat planes running along the limb: (n, len(u_table)) offset across the
+    # limb, and per plane its half-width and the path (mm) along the beam where fat replaces
+    # muscle (the plane seen near edge-on).
+    plane_offset_mm: np.ndarray = field(default_factory=lambda: np.zeros((0, 1)))
+    plane_width_mm: tuple[float, ...] = ()
+    plane_path_mm: tuple[float, ...] = ()
 
     @property
     def n_bones(self) -> int:
@@ -419,6 +444,7 @@ class PhantomTruth:
     contrasts: tuple[float, ...]
     over_bone: tuple[bool, ...]
     masks: Mapping[str, np.ndarray]
+    background_std: tuple[float, ...] = ()
     magnification: float = 1.0
     transform: np.ndarray = field(default_factory=lambda: np.eye(2, 3))
     baseline_total_area_mm2: float = 0.0
@@ -432,6 +458,11 @@ class PhantomTruth:
     def n_lesions(self) -> int:
         """Number of lesions on this film."""
         return len(self.kinds)
+
+    @property
+    def cnr(self) -> tuple[float, ...]:
+        """Per lesion: ``contrasts / background_std`` (inf where the background is 0)."""
+        return tuple(c / b if b > 0 else math.inf for c, b in zip(self.contrasts, self.background_std))
 
     @property
     def lesion_mask(self) -> np.ndarray:
@@ -466,6 +497,8 @@ class PhantomTruth:
                     "centroid_row": round(self.centroids[k][0], 4),
                     "centroid_col": round(self.centroids[k][1], 4),
                     "contrast": round(self.contrasts[k], 6),
+                    "background_std": self.background_std[k] if self.background_std else None,
+                    "cnr": round(self.cnr[k], 3) if self.background_std else None,
                     "over_bone": self.over_bone[k],
                     "baseline_area_mm2": (
                         round(self.baseline_areas_mm2[self.lesion_ids[k]], 6)
@@ -629,7 +662,7 @@ def _make_anatomy(rng: np.random.Generator, p: PhantomParams) -> Anatomy:
 
     # Texture fields cover the band of the film the limb (or the bones) can occupy, plus a
     # margin; follow-ups that look further out see them reflected. Trabecular texture needs a
-    # fine grid (<= 0.15 mm); the softer muscle texture is sampled at 0.3 mm.
+    # fine grid (<= 0.12 mm: features 0.25-1 mm); the softer muscle texture is sampled at 0.3 mm.
     origin = (centre[0], centre[1] + offset_col)
     reach_u = height_mm / 2.0 + 30.0
 
@@ -645,10 +678,17 @@ def _make_anatomy(rng: np.random.Generator, p: PhantomParams) -> Anatomy:
         hi_v = float((offsets + radii).max())
     else:
         lo_v = hi_v = 0.0
-    bone_tex = band(lo_v, hi_v, min(max(p.spacing_mm, 0.1), 0.15), (0.35, 0.16), (1.4, 0.9))
+    bone_tex = band(lo_v, hi_v, min(max(p.spacing_mm, 0.08), 0.12), (0.22, 0.11), (1.0, 0.6))
     bone_tex = replace(bone_tex, values=_snap(np.tanh(1.3 * bone_tex.values)))
     half_max = float(half_width.max())
     tissue_tex = band(-half_max, half_max, 0.3, (1.2, 0.5), (6.0, 3.0))
+    # Two to four intermuscular fat planes along the limb, inside the muscle.
+    n_planes = int(rng.integers(2, 5))
+    planes = np.zeros((n_planes, u.size))
+    for k in range(n_planes):
+        planes[k] = (rng.uniform(-0.65, 0.65) + 0.04 * _smooth_profile(rng, u.size, step, 40.0)) * half_width
+    plane_width = tuple(float(w) for w in rng.uniform(0.6, 1.5, size=n_planes))
+    plane_path = tuple(float(w) for w in rng.uniform(4.0, 12.0, size=n_planes))
     # Profiles are snapped too, so their float32 copies in the renderer are exact.
     return Anatomy(
         axis_origin_mm=origin,
@@ -663,6 +703,9 @@ def _make_anatomy(rng: np.random.Generator, p: PhantomParams) -> Anatomy:
         trabecular=_snap(trab),
         bone_texture=bone_tex,
         tissue_texture=tissue_tex,
+        plane_offset_mm=_snap(planes),
+        plane_width_mm=plane_width,
+        plane_path_mm=plane_path,
     )
 
 
@@ -1028,14 +1071,21 @@ def _draw_marker(
     return letter, holder
 
 
-def _render(
-    p: PhantomParams, anatomy: Anatomy, lesions: tuple[LesionSpec, ...], pose: np.ndarray,
-    shot: _Shot, rng: np.random.Generator,
-) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, list[tuple[LesionSpec, int]], set[int]]:
-    """Render one film: stored values, masks, labels, (lesion, label) pairs, truncated ids.
+@dataclass(frozen=True, eq=False)
+class _AnatomyImage:
+    """The limb's attenuation on one film grid (no lesions) and its masks."""
 
-    Anatomy is evaluated in float32 with only exactly rounded operations (+, -, *, /, sqrt);
-    exp, log and filtering run in float64, so the quantised values are the same on any CPU.
+    att: np.ndarray  # float32 (rows, cols), log units
+    body: np.ndarray
+    bone: np.ndarray
+    cortex: np.ndarray
+
+
+def _anatomy_image(p: PhantomParams, anatomy: Anatomy, pose: np.ndarray) -> _AnatomyImage:
+    """Attenuation of the limb (soft tissue, bones, textures) on the film grid of ``pose``.
+
+    Evaluated in float32 with only exactly rounded operations (+, -, *, /, sqrt), so it is
+    the same on any CPU.
     """
     shape = (p.rows, p.cols)
     f32 = np.float32
@@ -1116,35 +1166,72 @@ def _render(
             np.sqrt(c_in, out=c_in)
             c_in *= f32(2.0)
             del dv2, ro, ri
-            medulla_mu = sub(anatomy.trabecular[b])
-            medulla_mu *= f32(_MU_TRABECULAR - _MU_MARROW)
-            medulla_mu *= f32(1.0) + f32(0.6) * texture(anatomy.bone_texture, k0, k1)
-            medulla_mu += f32(_MU_MARROW)
+            excess = sub(anatomy.trabecular[b])
+            excess *= f32(_MU_TRABECULAR - _MU_MARROW)
             att_k = att[:, k0:k1]
             att_k += f32(_MU_CORTEX) * (c_out - c_in)
-            att_k += medulla_mu * c_in
+            att_k += (excess + f32(_MU_MARROW)) * c_in
+            # Trabecular pattern, averaged over the chord through the medulla (see _FIBRE_CELL_MM).
+            grain = texture(anatomy.bone_texture, k0, k1)
+            grain *= np.sqrt(c_in)
+            grain *= excess
+            grain *= f32(_TRABECULAR_HETEROGENEITY * math.sqrt(_TRABECULAR_CELL_MM))
+            att_k += grain
+            del grain, excess
             muscle[:, w] -= c_out  # bone displaces muscle
             inside = c_out > 0
             bone_mask[:, k0:k1] |= inside
             cortex_mask[:, k0:k1] |= inside & ~(c_in > 0)
-            del c_out, c_in, medulla_mu, inside
-        # Muscle with a fibre texture of a few per cent.
+            del c_out, c_in, inside
+        # Muscle with a fibre/lobule texture averaged over its path (~0.5-1 % when projected).
         np.maximum(muscle, f32(0.0), out=muscle)
         fibre = texture(anatomy.tissue_texture, b0, b1)
-        fibre *= f32(0.04 * _MU_MUSCLE)
-        fibre += f32(_MU_MUSCLE)
-        muscle *= fibre
+        fibre *= np.sqrt(muscle)
+        fibre *= f32(_FIBRE_HETEROGENEITY * _MU_MUSCLE * math.sqrt(_FIBRE_CELL_MM))
+        att_w += fibre
+        del fibre
+        # Intermuscular fat planes: fat instead of muscle over a short path where the beam runs
+        # along the plane; a rational profile (exactly rounded operations only) across it.
+        for k in range(anatomy.plane_offset_mm.shape[0]):
+            dv = v - look(anatomy.plane_offset_mm[k])
+            dv *= f32(1.0 / anatomy.plane_width_mm[k])
+            dv *= dv
+            dv += f32(1.0)
+            dv *= dv
+            path = np.minimum(muscle, f32(anatomy.plane_path_mm[k]))
+            path *= f32(_MU_MUSCLE - _MU_FAT)
+            path /= dv
+            att_w -= path
+            del dv, path
+        muscle *= f32(_MU_MUSCLE)
         att_w += muscle
-        del muscle, fibre, v, look
+        del muscle, v, look
+    return _AnatomyImage(att=att, body=body, bone=bone_mask, cortex=cortex_mask)
+
+
+def _render(
+    p: PhantomParams, anatomy: Anatomy, lesions: tuple[LesionSpec, ...], pose: np.ndarray,
+    shot: _Shot, rng: np.random.Generator, image: _AnatomyImage | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, list[tuple[LesionSpec, int, float]], set[int]]:
+    """Render one film: stored values, masks, labels, (lesion, label, background std) triples,
+    truncated ids.
+
+    ``image`` is the anatomy on this grid when already computed. exp, log and filtering run
+    in float64, so the quantised values are the same on any CPU.
+    """
+    shape = (p.rows, p.cols)
+    if image is None:
+        image = _anatomy_image(p, anatomy, pose)
+    body = image.body
 
     # Collimation, set around the limb as a radiographer would.
     field_dist, insets = _field_distance(shot, shape, p.spacing_mm, body)
     in_field = field_dist >= 0
 
     # Lesions (analytic footprints on this grid), in id order so labels are stable.
-    att = att.astype(np.float64)
+    att = image.att.astype(np.float64)
     labels = np.zeros(shape, np.int32)
-    present: list[tuple[LesionSpec, int]] = []
+    present: list[tuple[LesionSpec, int, float]] = []
     truncated: set[int] = set()
     inv_pose = np.linalg.inv(np.vstack([pose, [0.0, 0.0, 1.0]]))[:2]
     for lesion in sorted(lesions, key=lambda item: item.lesion_id):
@@ -1173,7 +1260,8 @@ def _render(
         label = len(present) + 1
         window[inside] = label
         att[rs, cs] += extra
-        present.append((lesion, label))
+        background = _background_std(p, image, r0, c0, patch[2], shot.exposure)
+        present.append((lesion, label, background))
 
     # Film frame: marker, heel, scatter, collimation, noise, blur, log, quantisation.
     s = p.spacing_mm
@@ -1233,16 +1321,102 @@ def _render(
     np.clip(density, 0.0, top, out=density)
     masks = {
         "body": body,
-        "bone": bone_mask,
-        "cortex": cortex_mask,
+        "bone": image.bone,
+        "cortex": image.cortex,
         "marker": letter,
         "collimation": ~in_field,
     }
     return density.astype(np.float32), masks, labels, present, truncated
 
 
+def _background_std(
+    p: PhantomParams, image: _AnatomyImage, r0: int, c0: int, inside: np.ndarray, exposure: float,
+) -> float:
+    """Expected background fluctuation (log units) at a lesion's scale around its footprint.
+
+    ``inside`` is the footprint, its first pixel at film (r0, c0) (possibly off the film).
+    The lesion's scale ``r`` is the radius of the largest disc inside the footprint (a nodule's
+    radius, a plaque's half-width). Texture: the lesion-free attenuation band-passed at that
+    scale (Gaussian of sigma r/2 -- Rose's integration over the lesion's area -- minus one of
+    sigma 2r, the smooth background), robust std (1.4826 MAD) over a ring r..3r outside the
+    footprint within the body. Quantum (+ electronic + quantisation) noise: its per-pixel
+    density std at the ring's mean attenuation, reduced by the same band-pass and the detector
+    blur. The two add in quadrature. Rounded to 4 significant digits (machine independence).
+    """
+    rows, cols = p.rows, p.cols
+    foot = np.pad(inside.astype(np.uint8), 1)
+    r_px = max(float(cv2.distanceTransform(foot, cv2.DIST_L2, 5).max()), 1.0)
+    hit_r = np.flatnonzero(inside.any(axis=1))
+    hit_c = np.flatnonzero(inside.any(axis=0))
+    pad = int(math.ceil(9.0 * r_px)) + 2
+    a0, a1 = max(r0 + int(hit_r[0]) - pad, 0), min(r0 + int(hit_r[-1]) + 1 + pad, rows)
+    b0, b1 = max(c0 + int(hit_c[0]) - pad, 0), min(c0 + int(hit_c[-1]) + 1 + pad, cols)
+    if a1 - a0 < 4 or b1 - b0 < 4:
+        return 0.0
+    att = image.att[a0:a1, b0:b1].astype(np.float64)
+    body = image.body[a0:a1, b0:b1].astype(np.float64)
+    lesion = np.zeros((a1 - a0, b1 - b0), np.float64)
+    # The footprint on this window (the part on the film).
+    fr0, fc0 = max(r0, a0), max(c0, b0)
+    fr1, fc1 = min(r0 + inside.shape[0], a1), min(c0 + inside.shape[1], b1)
+    if fr1 > fr0 and fc1 > fc0:
+        lesion[fr0 - a0 : fr1 - a0, fc0 - b0 : fc1 - b0] = inside[fr0 - r0 : fr1 - r0, fc0 - c0 : fc1 - c0]
+    # Large lesions are measured on a shrunken copy (the band-pass is >= r/2 wide anyway).
+    f = max(int(r_px // 3), 1)
+    if f > 1:
+        size = (max((b1 - b0) // f, 4), max((a1 - a0) // f, 4))
+        att = cv2.resize(att, size, interpolation=cv2.INTER_AREA)
+        body = cv2.resize(body, size, interpolation=cv2.INTER_AREA)
+        lesion = cv2.resize(lesion, size, interpolation=cv2.INTER_AREA)
+    r = r_px / f
+    band = cv2.GaussianBlur(att, (0, 0), r / 2.0, borderType=cv2.BORDER_REFLECT)
+    band -= cv2.GaussianBlur(att, (0, 0), 2.0 * r, borderType=cv2.BORDER_REFLECT)
+    dist = cv2.distanceTransform((lesion < 0.5).astype(np.uint8), cv2.DIST_L2, 5)
+    ring = (dist >= r) & (dist <= 3.0 * r) & (body > 0.5)
+    values = band[ring]
+    texture = 0.0
+    if values.size >= 8:
+        texture = 1.4826 * float(np.median(np.abs(values - np.median(values))))
+        mean_att = float(np.mean(att[ring]))
+    else:
+        mean_att = float(np.mean(att))
+    # Pixel noise in density units: sqrt(I / photons + e^2) / I, with scatter in I.
+    intensity = exposure * math.exp(-mean_att) * (1.0 + p.scatter_fraction)
+    photons = p.dose_photons_per_mm2 * p.spacing_mm**2
+    pixel_var = (intensity / photons + p.electronic_noise**2) / intensity**2
+    pixel_var += ((_D_HI - _D_LO) / (2**p.bits_stored - 1)) ** 2 / 12.0
+    # Variance left by the band-pass (difference of Gaussians a, b) of white noise, after blur.
+    blur2 = (p.blur_mm / p.spacing_mm) ** 2
+    a2, b2 = (r_px / 2.0) ** 2 + blur2, (2.0 * r_px) ** 2 + blur2
+    gain = 1.0 / (4.0 * math.pi * a2) + 1.0 / (4.0 * math.pi * b2) - 1.0 / (math.pi * (a2 + b2))
+    quantum2 = pixel_var * min(gain, 1.0)
+    return float(f"{math.sqrt(texture**2 + quantum2):.4g}")
+
+
+def _make_visible(
+    p: PhantomParams, image: _AnatomyImage, lesion: LesionSpec, pose: np.ndarray, exposure: float,
+) -> LesionSpec | None:
+    """Raise ``lesion``'s density to meet ``p.min_lesion_cnr`` where it lies, or None when
+    that would take more than ``_MAX_LESION_DENSITY`` x cortical bone (place it elsewhere)."""
+    if p.min_lesion_cnr <= 0:
+        return lesion
+    inv_pose = np.linalg.inv(np.vstack([pose, [0.0, 0.0, 1.0]]))[:2]
+    patch = _lesion_patch(lesion, pose, inv_pose)
+    if patch is None:
+        return lesion
+    r0, c0, inside, _ = patch
+    need = p.min_lesion_cnr * _background_std(p, image, r0, c0, inside, exposure)
+    peak = lesion.peak_contrast
+    if peak >= need:
+        return lesion
+    delta_mu = lesion.delta_mu_per_mm * (need / peak) * (1.0 + 1e-9)
+    if delta_mu > _MAX_LESION_DENSITY * (_MU_CORTEX - _MU_MUSCLE):
+        return None
+    return replace(lesion, delta_mu_per_mm=delta_mu)
+
+
 def _truth(
-    labels: np.ndarray, present: list[tuple[LesionSpec, int]], masks: dict[str, np.ndarray],
+    labels: np.ndarray, present: list[tuple[LesionSpec, int, float]], masks: dict[str, np.ndarray],
     pixel_area: float, **extra: Any,
 ) -> PhantomTruth:
     n = len(present)
@@ -1256,15 +1430,16 @@ def _truth(
         m.flags.writeable = False
     return PhantomTruth(
         labels=labels,
-        kinds=tuple(lesion.kind for lesion, _ in present),
+        kinds=tuple(lesion.kind for lesion, _, _ in present),
         areas_mm2=tuple(float(c) * pixel_area for c in counts),
         centroids=tuple(
             (float(sum_r[i] / counts[i]), float(sum_c[i] / counts[i])) for i in range(n)
         ),
         total_area_mm2=float(np.sum(counts)) * pixel_area,
-        lesion_ids=tuple(lesion.lesion_id for lesion, _ in present),
-        contrasts=tuple(lesion.peak_contrast for lesion, _ in present),
-        over_bone=tuple(lesion.over_bone for lesion, _ in present),
+        lesion_ids=tuple(lesion.lesion_id for lesion, _, _ in present),
+        contrasts=tuple(lesion.peak_contrast for lesion, _, _ in present),
+        over_bone=tuple(lesion.over_bone for lesion, _, _ in present),
+        background_std=tuple(background for _, _, background in present),
         masks=MappingProxyType(dict(masks)),
         **extra,
     )
@@ -1322,15 +1497,19 @@ def make_phantom(seed: int, params: PhantomParams = PhantomParams()) -> Phantom:
     anatomy = _make_anatomy(rng, p)
     shot = _draw_shot(rng, exposure=1.0)
     field_mm = _lesion_field_mm(p)
+    pose = np.array([[p.spacing_mm, 0.0, 0.0], [0.0, p.spacing_mm, 0.0]])
+    image = _anatomy_image(p, anatomy, pose)
     kinds = [LesionKind.PLAQUE] * p.n_plaques + [LesionKind.NODULE] * p.n_nodules
     placed: list[LesionSpec] = []
     next_id = 1
     for kind in kinds:  # plaques first: they need the most room
         over_bone = bool(anatomy.n_bones) and bool(rng.uniform() < p.fraction_over_bone)
         put = None
-        for _ in range(4):  # a lesion that does not fit is redrawn (new size and shape)
+        for _ in range(4):  # a lesion that does not fit (or cannot be made visible) is redrawn
             lesion = _new_lesion(rng, p, kind, next_id, anatomy.axis_angle_rad, over_bone)
             put = _place_lesion(rng, anatomy, lesion, placed, field_mm, p.cluster_fraction)
+            if put is not None:
+                put = _make_visible(p, image, put, pose, shot.exposure)
             if put is not None:
                 break
         if put is None:
@@ -1338,8 +1517,7 @@ def make_phantom(seed: int, params: PhantomParams = PhantomParams()) -> Phantom:
             continue
         placed.append(put)
         next_id += 1
-    pose = np.array([[p.spacing_mm, 0.0, 0.0], [0.0, p.spacing_mm, 0.0]])
-    stored, masks, labels, present, truncated = _render(p, anatomy, tuple(placed), pose, shot, rng)
+    stored, masks, labels, present, truncated = _render(p, anatomy, tuple(placed), pose, shot, rng, image)
     truth = _truth(labels, present, masks, p.spacing_mm**2, truncated_ids=tuple(sorted(truncated)))
     truth = replace(
         truth,
@@ -1361,8 +1539,12 @@ def _lesion_area(lesion: LesionSpec) -> float:
 
 def _evolve(
     rng: np.random.Generator, base: Phantom, fp: FollowupParams,
+    make_visible: Callable[[LesionSpec], LesionSpec | None] = lambda lesion: lesion,
 ) -> tuple[tuple[LesionSpec, ...], int]:
-    """Lesions of the follow-up: grown or shrunk towards ``area_factor``, resolved, new."""
+    """Lesions of the follow-up: grown or shrunk towards ``area_factor``, resolved, new.
+
+    ``make_visible`` applies the visibility floor to a new lesion on the follow-up's grid
+    (None: it cannot be made visible there, and is left out)."""
     lesions = list(base.lesions)
     next_id = base.next_lesion_id
     if fp.change is ChangeMode.RETEST:
@@ -1398,6 +1580,8 @@ def _evolve(
         others = evolved + [lesion for lesion in lesions if lesion.lesion_id not in survivors]
         put = _place_lesion(rng, base.anatomy, new, others, field_mm)
         if put is not None:
+            put = make_visible(put)
+        if put is not None:
             evolved.append(put)
             next_id += 1
     return tuple(evolved), next_id
@@ -1425,9 +1609,6 @@ def make_followup(base: Phantom, seed: int, params: FollowupParams = FollowupPar
     """
     rng = _rng(seed)
     p = base.params
-    lesions, next_id = _evolve(rng, base, params)
-    shot = _draw_shot(rng, exposure=params.exposure)
-    baseline_truth = base.baseline_truth or base.truth
     # Baseline pixel q shows up at follow-up pixel m R (q - c) + c + t / s; invert that.
     theta = math.radians(params.rotation_deg)
     m = params.magnification
@@ -1438,9 +1619,13 @@ def make_followup(base: Phantom, seed: int, params: FollowupParams = FollowupPar
     transform[:, :2] = rot_inv
     transform[:, 2] = centre - rot_inv @ (centre + shift)
     pose = p.spacing_mm * transform
-    stored, masks, labels, present, truncated = _render(p, base.anatomy, lesions, pose, shot, rng)
+    image = _anatomy_image(p, base.anatomy, pose)
+    lesions, next_id = _evolve(rng, base, params, lambda new: _make_visible(p, image, new, pose, params.exposure))
+    shot = _draw_shot(rng, exposure=params.exposure)
+    baseline_truth = base.baseline_truth or base.truth
+    stored, masks, labels, present, truncated = _render(p, base.anatomy, lesions, pose, shot, rng, image)
     pixel_area = p.spacing_mm**2
-    present_ids = {lesion.lesion_id for lesion, _ in present}
+    present_ids = {lesion.lesion_id for lesion, _, _ in present}
     base_ids = set(baseline_truth.lesion_ids)
     total = float(np.count_nonzero(labels)) * pixel_area
     base_total = baseline_truth.total_area_mm2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -222,6 +223,67 @@ def test_a_plain_otsu_threshold_fails_on_the_phantom():
         assert _dice(otsu, ph.truth.labels > 0) < 0.5
 
 
+# ----------------------------------------------------------------------------- visibility floor
+
+#: Faint lesions, bones and a low dose: the floor has work to do.
+FAINT = PhantomParams(**{**SMALL.__dict__, "density": (0.02, 0.1), "fraction_over_bone": 0.4,
+                         "dose_photons_per_mm2": 20000.0})
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+@pytest.mark.parametrize("min_cnr", [3.0, 5.0])
+def test_every_lesion_meets_the_visibility_floor(seed, min_cnr):
+    t = make_phantom(seed, replace(FAINT, min_lesion_cnr=min_cnr)).truth
+    assert t.n_lesions >= 8 and any(t.over_bone)
+    assert len(t.background_std) == t.n_lesions and min(t.background_std) > 0
+    assert min(t.cnr) >= min_cnr
+    assert min(t.cnr) < min_cnr * 1.01  # lesions are raised to the floor, not beyond it
+    # The floor is where the density was raised: these lesions are drawn far fainter.
+    raw = make_phantom(seed, replace(FAINT, min_lesion_cnr=0.0)).truth
+    assert min(raw.cnr) < 1.0
+
+
+def test_lesions_over_bone_need_more_contrast():
+    t = make_phantom(3, FAINT).truth
+    bone = [b for b, o in zip(t.background_std, t.over_bone) if o]
+    soft = [b for b, o in zip(t.background_std, t.over_bone) if not o]
+    assert bone and soft and np.median(bone) > 1.5 * np.median(soft)
+
+
+def test_without_a_floor_density_keeps_its_meaning():
+    """min_lesion_cnr=0 leaves the drawn densities alone (stress tests with invisible lesions)."""
+    ph = make_phantom(3, replace(FAINT, min_lesion_cnr=0.0))
+    dens = [lesion.delta_mu_per_mm / (0.13 - 0.027) for lesion in ph.lesions]
+    assert 0.02 <= min(dens) and max(dens) <= 0.1
+
+
+def test_new_followup_lesions_meet_the_floor():
+    base = make_phantom(4, FAINT)
+    fp = FollowupParams(change=ChangeMode.EVOLVE, area_factor=1.2, n_new=4, resolve_fraction=0.0)
+    t = make_followup(base, 5, fp).truth
+    assert t.new_ids
+    for lesion_id in t.new_ids:
+        assert t.cnr[t.lesion_ids.index(lesion_id)] >= FAINT.min_lesion_cnr
+
+
+def test_background_estimate_matches_the_film_fluctuation():
+    """The generator's background estimate agrees with the film's own band-passed spread."""
+    ph = make_phantom(6, replace(SMALL, min_lesion_cnr=0.0, n_bones=0))
+    t = ph.truth
+    density = ph.film.pixels.astype(np.float64) * (5.7 / (2**SMALL.bits_stored - 1))
+    ratios = []
+    for k in range(1, t.n_lesions + 1):
+        inside = t.labels == k
+        r = max(float(ndimage.distance_transform_edt(inside).max()), 1.0)
+        band = ndimage.gaussian_filter(density, r / 2) - ndimage.gaussian_filter(density, 2 * r)
+        dist = ndimage.distance_transform_edt(~inside)
+        ring = (dist >= r) & (dist <= 3 * r) & t.masks["body"] & (t.labels == 0)
+        values = band[ring]
+        spread = 1.4826 * np.median(np.abs(values - np.median(values)))
+        ratios.append(spread / t.background_std[k - 1])
+    assert 0.5 < float(np.median(ratios)) < 1.5
+
+
 # ----------------------------------------------------------------------------- follow-ups
 
 
@@ -325,6 +387,8 @@ def test_followup_rotation_moves_the_limb(base, retest):
         {"marker_text": ""},
         {"limb_width_mm": (60.0, 200.0)},
         {"monochrome1": 1},
+        {"min_lesion_cnr": -1.0},
+        {"min_lesion_cnr": 50.0},
     ],
 )
 def test_bad_phantom_params_are_rejected(kwargs):
@@ -476,9 +540,14 @@ def test_lesions_cut_by_the_field_are_reported_as_truncated():
     assert t.resolved_ids == ()  # out of view is not resolved
     assert set(t.lesion_ids) | set(t.truncated_ids) == set(base.truth.lesion_ids)
     for lesion_id in t.truncated_ids:
-        if lesion_id in t.lesion_ids:  # partly visible: less than its whole area
+        if lesion_id in t.lesion_ids:  # partly visible: its footprint ends at the field's edge
             k = t.lesion_ids.index(lesion_id)
-            assert t.areas_mm2[k] / 1.1**2 < 0.97 * t.baseline_areas_mm2[lesion_id]
+            mask = t.labels == k + 1
+            edge = np.zeros_like(mask)
+            edge[[0, -1], :] = edge[:, [0, -1]] = True
+            at_field = ndimage.binary_dilation(mask) & (t.masks["collimation"] | edge)
+            assert at_field.any()
+            assert t.areas_mm2[k] / 1.1**2 < 1.03 * t.baseline_areas_mm2[lesion_id]
 
 
 def test_unsharp_processing_raises_local_contrast_but_not_the_truth(base):
