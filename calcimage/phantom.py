@@ -3,13 +3,15 @@
 A phantom is a projection radiograph of a limb segment rendered from a small anatomical
 model. The physics is done in the attenuation (log) domain, so overlapping structures add:
 
-- soft tissue of an elliptical cross-section (skin, a subcutaneous fat layer, muscle with a
-  faint fibre texture), with a wobbling outline and a taper along the limb;
+- soft tissue of an elliptical cross-section (skin, a subcutaneous fat layer, muscle with
+  intermuscular fat planes and a fibre texture averaged through its depth), with a wobbling
+  outline and a taper along the limb;
 - one or two tubular bones (radius/ulna, tibia/fibula) with a bright cortex, a flared
   metaphysis and an anisotropic trabecular texture in the medulla; bones displace muscle;
 - calcinosis of two kinds, **nodules** (round or irregular, 1-12 mm, mottled) and
   **plaques** (curved sheets 10-40 mm long, 1-6 mm wide), with densities from faint to
-  bone-like, most in the subcutaneous soft tissue, some projected over bone;
+  bone-like, most in the subcutaneous soft tissue, some projected over bone; every lesion is
+  made visible (contrast-to-noise ratio >= ``min_lesion_cnr``, the Rose criterion);
 - a film frame: anode-heel exposure gradient, scatter, collimation borders with a penumbra,
   a lead side marker in a plastic holder, signal-dependent (quantum) plus electronic noise,
   detector blur, a log transform and quantisation to ``bits_stored`` bits.
@@ -409,6 +411,11 @@ class PhantomTruth:
         footprint centroid (row, col) in px, stable identity across baseline and follow-ups,
         peak added attenuation (log units; ~0.02 is faint, > 0.5 bone-like) and whether the
         lesion projects over bone.
+    background_std
+        Per lesion: expected background fluctuation at its scale and place on this film (log
+        units; quantum noise + anatomical texture, see ``_background_std``). ``cnr`` is
+        ``contrasts / background_std``; with ``min_lesion_cnr`` every lesion has
+        ``cnr >= min_lesion_cnr`` on the film where it first appears.
     total_area_mm2
         Sum of ``areas_mm2``.
     masks

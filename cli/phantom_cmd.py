@@ -36,6 +36,9 @@ def phantom(
     rows: Annotated[int, typer.Option(min=64, max=10000, help="Film rows.")] = 1500,
     cols: Annotated[int, typer.Option(min=64, max=10000, help="Film columns.")] = 1200,
     spacing: Annotated[float, typer.Option(help="Pixel spacing in mm.")] = 0.15,
+    min_cnr: Annotated[
+        float, typer.Option("--min-cnr", help="Visibility floor: lesion contrast-to-noise ratio (Rose: 5; 0 = off, invisible lesions allowed).")
+    ] = 5.0,
     samples: Annotated[
         bool, typer.Option("--samples", help="Write the shipped sample set (sample_images/) instead; other options ignored.")
     ] = False,
@@ -64,7 +67,7 @@ def phantom(
         if samples:
             written = write_sample_set(out)
         else:
-            params = PhantomParams(rows=rows, cols=cols, spacing_mm=spacing)
+            params = PhantomParams(rows=rows, cols=cols, spacing_mm=spacing, min_lesion_cnr=min_cnr)
             written = write_pairs(out, seed=seed, pairs=pairs, months=follow, params=params, film_format=fmt)
     rows_out = []
     for path in written:

@@ -459,6 +459,7 @@ def test_cli_phantom_writes_films_and_truth(tmp_path):
         assert int(labels.max()) == truth["lesion_count"] == row["lesion_count"]
         assert film.metadata.patient_id == row["patient_id"]
         assert film.metadata.study_date.isoformat() == row["study_date"]
+        assert all(lesion["cnr"] >= 5.0 for lesion in truth["lesions"] if lesion["lesion_id"] in truth["new_ids"] or truth["months"] == 0)
     # Same seed, same bytes.
     again = tmp_path / "again"
     assert CliRunner().invoke(app, [*args[:2], str(again), *args[3:]]).exit_code == 0
@@ -488,6 +489,7 @@ def test_cli_phantom_png_format(tmp_path):
         (["--months", "9,3"], "--months"),
         (["--months", "x"], "--months"),
         (["--rows", "500", "--cols", "300", "--spacing", "0.2"], "limb_width_mm"),
+        (["--min-cnr", "-1"], "min_lesion_cnr"),
     ],
 )
 def test_cli_phantom_bad_options_exit_2_with_one_line(tmp_path, args, message):
