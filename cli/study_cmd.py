@@ -134,12 +134,14 @@ def study(
     failures = [r for r in films if not r.ok] + [p for p in pair_results if not p.ok]
     with fail_on_errors():
         if dicom_out:
-            ok_pairs = [
-                (groups[g][0].folder, next(f.folder for f in groups[g] if f.film_id == fid), p.folder)
-                for (g, fid), p in pairs.items() if p.ok
+            # Every planned pair, failed ones too: a follow-up whose comparison failed keeps its
+            # time point (T1, T2 ...) and gets new tracking ids instead of posing as a baseline.
+            planned_pairs = [
+                (groups[g][0].folder, next(f.folder for f in groups[g] if f.film_id == fid), kw["folder"])
+                for (g, fid), (_, kw) in zip(pair_keys, pair_calls)
             ]
             write_dicom_objects(
-                out_dir, [(f.source, f.folder) for members in groups.values() for f in members], ok_pairs
+                out_dir, [(f.source, f.folder) for members in groups.values() for f in members], planned_pairs
             )
         write_study_csv(out_dir / "study.csv", rows)
         write_report(
