@@ -604,7 +604,7 @@ def test_results_folder_with_pairs_gets_tracked_dicom(tmp_path: Path) -> None:
     assert len(written) == 6 and all(p.parent.name in "abc" for p in written)
     assert len(messages) == 2
     assert messages[0].startswith("DICOM SEG/SR skipped: extra: not a DICOM film (png)")
-    assert "g/compare_c: lesion matches unreadable" in messages[1]
+    assert messages[1].startswith("g/compare_c: no comparison.json (the comparison failed)")
 
     def lesion_ids(folder: str) -> list[tuple[str, str]]:
         report = hd.sr.srread(out / folder / "calcinosis.sr.dcm").content
@@ -789,3 +789,126 @@ def test_objects_pass_the_dicom3tools_iod_validator(tmp_path: Path) -> None:
         lines = (run.stdout + run.stderr).splitlines()
         assert not [l for l in lines if l.startswith("Error")], (out.name, lines)
         assert all("99CALCIMAGE" in l for l in lines if l.startswith("Warning")), (out.name, lines)
+
+
+# ------------------------------------------------------------------------------------------
+# CLI: --dicom-out on measure, compare and study
+
+
+def _phantom_dx(path: Path, *, followup: bool, study_date: str, study_uid: str) -> Path:
+    """A 400 x 400 phantom film (0.3 mm) as a DX with the UIDs a SEG/SR reference needs."""
+    from calcimage.phantom import PhantomParams, make_followup, make_phantom
+
+    params = PhantomParams(rows=400, cols=400, spacing_mm=0.3, n_nodules=4, n_plaques=2)
+    base = make_phantom(1, params)
+    film = make_followup(base, 2).film if followup else base.film
+    pixels = np.clip(np.round(film.pixels), 0, 65535).astype(np.uint16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_dx(path, rows=400, cols=400, spacing=(0.3, 0.3), study_date=study_date, study_uid=study_uid)
+    ds = pydicom.dcmread(path)
+    ds.BitsStored, ds.HighBit = 16, 15
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dx_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("dx")
+    study = generate_uid()
+    return (
+        _phantom_dx(folder / "P01" / "base.dcm", followup=False, study_date="20260105", study_uid=study),
+        _phantom_dx(folder / "P01" / "follow.dcm", followup=True, study_date="20260406", study_uid=study),
+    )
+
+
+def _cli(*args: object):
+    from typer.testing import CliRunner
+
+    from calcimage.cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _sr_ids(path: Path) -> dict[str, str]:
+    report = hd.sr.srread(path).content
+    return {g.tracking_identifier: g.tracking_uid for g in report.get_planar_roi_measurement_groups()}
+
+
+@pytest.mark.slow  # the CLI starts a worker process
+def test_cli_measure_dicom_out(
+    dx_pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CALCIMAGE_SALT", "test-salt")
+    png = tmp_path / "in" / "plain.png"
+    png.parent.mkdir()
+    cv2.imwrite(str(png), (np.arange(160000, dtype=np.uint32) % 4000).astype(np.uint16).reshape(400, 400))
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING", logger="calcimage"):
+        result = _cli("measure", dx_pair[0], png, "--out", out, "--spacing", 0.3, "--workers", 1, "--dicom-out")
+    assert result.exit_code == 0, result.output
+    seg_path, sr_path = out / "base" / "calcinosis.seg.dcm", out / "base" / "calcinosis.sr.dcm"
+    assert seg_path.is_file() and sr_path.is_file()
+    assert not list((out / "plain").glob("*.dcm"))
+    assert any("plain: not a DICOM film (png)" in r.getMessage() for r in caplog.records)
+    with open(out / "base" / "lesions.csv", newline="") as fh:
+        import csv
+
+        rows = list(csv.DictReader(fh))
+    groups = hd.sr.srread(sr_path).content.get_planar_roi_measurement_groups()
+    assert len(rows) > 0
+    assert [group_num(g, codes.SCT.Area)[0] for g in groups[: len(rows)]] == [float(r["area_mm2"]) for r in rows]
+    seg = hd.seg.segread(seg_path)
+    labels = cv2.imread(str(out / "base" / "labels.png"), cv2.IMREAD_UNCHANGED)
+    masks = seg.get_pixels_by_source_instance([pydicom.dcmread(dx_pair[0]).SOPInstanceUID], segment_numbers=seg.get_segment_numbers())
+    np.testing.assert_array_equal(masks[0].max(axis=-1) > 0, labels > 0)
+
+
+def test_cli_compare_dicom_out(dx_pair, tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    result = _cli("compare", dx_pair[0], dx_pair[1], "--out", out, "--dicom-out")
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.glob("*.dcm"))
+    assert names == ["baseline.seg.dcm", "baseline.sr.dcm", "followup.seg.dcm", "followup.sr.dcm"]
+    import json
+
+    data = json.loads((out / "comparison.json").read_text())
+
+    def lesion_ids(path: Path) -> list[tuple[str, str]]:
+        groups = hd.sr.srread(path).content.get_planar_roi_measurement_groups()
+        return [(g.tracking_identifier, g.tracking_uid) for g in groups if g.tracking_identifier.startswith("lesion ")]
+
+    base_ids, follow_ids = lesion_ids(out / "baseline.sr.dcm"), lesion_ids(out / "followup.sr.dcm")
+    rows = [r for r in data["lesions"] if r["baseline_id"] is not None and r["followup_id"] is not None]
+    assert rows
+    for row in rows:
+        one_to_one = sum(r["followup_id"] == row["followup_id"] for r in rows) == 1 and sum(
+            r["baseline_id"] == row["baseline_id"] for r in rows
+        ) == 1
+        if one_to_one:
+            assert follow_ids[row["followup_id"] - 1] == base_ids[row["baseline_id"] - 1]
+    new_ids = {r["followup_id"] for r in data["lesions"] if r["baseline_id"] is None}
+    for lesion_id in new_ids:
+        assert follow_ids[lesion_id - 1][0] == f"lesion T1-{lesion_id}"
+
+
+@pytest.mark.slow  # the CLI starts worker processes
+def test_cli_study_dicom_out(dx_pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALCIMAGE_SALT", "test-salt")
+    out = tmp_path / "study"
+    result = _cli("study", dx_pair[0].parent, "--out", out, "--workers", 1, "--dicom-out")
+    assert result.exit_code == 0, result.output
+    srs = sorted(out.rglob("calcinosis.sr.dcm"))
+    assert len(srs) == 2 and len(sorted(out.rglob("calcinosis.seg.dcm"))) == 2
+    by_tp = {}
+    for path in srs:
+        totals = hd.sr.srread(path).content.get_image_measurement_groups()[0]
+        by_tp[time_point_items(totals)["Time Point"]] = path
+    assert sorted(by_tp) == ["T0", "T1"]
+    assert time_point_items(hd.sr.srread(by_tp["T1"]).content.get_image_measurement_groups()[0])[
+        "Longitudinal Temporal Offset from Event"
+    ] == round(91 / 30.4375, 2)
+    base_ids, follow_ids = _sr_ids(by_tp["T0"]), _sr_ids(by_tp["T1"])
+    assert set(base_ids.values()) & set(follow_ids.values())  # matched lesions share UIDs
+    totals = [hd.sr.srread(by_tp[t]).content.get_image_measurement_groups()[0] for t in ("T0", "T1")]
+    assert totals[0].tracking_uid == totals[1].tracking_uid  # the film total keeps its identity

@@ -1192,8 +1192,14 @@ def write_dicom_for_outputs(
             continue
         try:
             data = json.loads((out / pair_folder / "comparison.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            messages.append(
+                f"{pair_folder}: no comparison.json (the comparison failed), so the follow-up's "
+                "lesions get new tracking ids in its DICOM SR"
+            )
+            data = {"lesions": []}
         except (OSError, ValueError) as exc:
-            messages.append(f"{pair_folder}: lesion matches unreadable ({exc}); its lesions get new tracking ids")
+            messages.append(f"{pair_folder}/comparison.json unreadable ({exc}); the follow-up's lesions get new tracking ids")
             data = {"lesions": []}
         triples.append((measured[base_folder], measured[follow_folder], data.get("lesions") or []))
     if not triples:  # no pairs: still group the films so each is its own baseline
