@@ -398,6 +398,35 @@ def child_main(stage: str, config: dict[str, Any]) -> None:
     print("SPEED-CHILD " + json.dumps(result))
 
 
+def study_child_main(cmd: list[str]) -> None:
+    """Run ``cmd`` as a child subreaper: every descendant (the CLI's fork server and its
+    workers included) is reaped here, so RUSAGE_CHILDREN covers the whole tree. Prints JSON:
+    exit code, wall seconds of ``cmd``, total CPU seconds, and ``ru_maxrss`` (the largest
+    single process, in kB)."""
+    import ctypes
+    import resource
+
+    pr_set_child_subreaper = 36
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        code = proc.wait()
+        wall = time.perf_counter() - t0
+        while True:  # orphaned descendants were re-parented to us: wait for them too
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print("SPEED-STUDY " + json.dumps({
+        "exit_code": code, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+        "maxrss_kb": usage.ru_maxrss, "stderr": stderr[-4000:],
+    }))
+
+
 def _run_with_rusage(cmd: list[str], **kwargs: Any) -> tuple[int, str, str, int, float, float]:
     """Run ``cmd``; return (exit code, stdout, stderr, ru_maxrss kB of the largest process in the
     child's tree, wall s, CPU s of the whole tree)."""
@@ -453,7 +482,17 @@ def run_study(folder: Path, n_films: int, workers: int, workdir: Path) -> dict[s
     shutil.rmtree(out, ignore_errors=True)
     load_before = loadavg()
     cmd = [*_cli(), "--quiet", "study", str(folder), "--out", str(out), "--workers", str(workers)]
-    code, _, err, maxrss_kb, wall, cpu_s = _run_with_rusage(cmd)
+    # The CLI runs every film in a fresh process forked from a fork server, so the workers are
+    # not its children: a subreaper in between (study_child_main) collects their rusage.
+    code, child_out, err, _, _, _ = _run_with_rusage(
+        [sys.executable, str(Path(__file__).resolve()), "--study-child", json.dumps(cmd)]
+    )
+    lines = [l for l in child_out.splitlines() if l.startswith("SPEED-STUDY ")]
+    if not lines:
+        return {"command": " ".join(cmd[-6:]), "exit_code": code, "error": f"study child failed: {err[-300:]}"}
+    info = json.loads(lines[-1].removeprefix("SPEED-STUDY "))
+    code, err, wall = info["exit_code"], info["stderr"], info["wall_s"]
+    maxrss_kb, cpu_s = info["maxrss_kb"], info["cpu_s"]
     res: dict[str, Any] = {
         "command": " ".join(cmd[-6:]),
         "exit_code": code,
@@ -637,6 +676,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile-top", type=int, default=30, help="functions listed by --profile with cProfile (default 30)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--child-config", help=argparse.SUPPRESS)
+    p.add_argument("--study-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.rows = args.rows or (QUICK_ROWS if args.quick else FULL_ROWS)
     args.cols = args.cols or (QUICK_COLS if args.quick else FULL_COLS)
@@ -660,6 +700,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         child_main(args.child, json.loads(args.child_config))
+        return 0
+    if args.study_child:
+        study_child_main(json.loads(args.study_child))
         return 0
     warnings.simplefilter("ignore")  # library warnings (e.g. phantom metadata notes) are not results
     started = time.time()
@@ -713,8 +756,8 @@ def main(argv: list[str] | None = None) -> int:
             "ratios": ratios,
             "targets": targets,
             "memory_method": "VmHWM from /proc/self/status in a fresh subprocess per stage, reset after setup "
-                             "with /proc/self/clear_refs; study: ru_maxrss of the CLI process tree (largest "
-                             "single process) via os.wait4",
+                             "with /proc/self/clear_refs; study: ru_maxrss (RUSAGE_CHILDREN) of a subreaper "
+                             "process that reaps the CLI and every worker: the largest single process",
         }
         result["duration_s"] = round(time.time() - started, 1)
         args.out.parent.mkdir(parents=True, exist_ok=True)
