@@ -122,7 +122,9 @@ def _level(pixels: np.ndarray, spacing_rc: tuple[float, float], target_mm: float
     image = cv2.GaussianBlur(image, (0, 0), 1.0)
     gx = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3, scale=1.0 / 8.0)
     gy = cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3, scale=1.0 / 8.0)
-    magnitude = cv2.GaussianBlur(cv2.magnitude(gx, gy), (0, 0), 1.0)
+    # np.hypot, not cv2.magnitude: OpenCV 5's magnitude gave two different results for the
+    # same input from run to run, which broke byte-identical outputs.
+    magnitude = cv2.GaussianBlur(np.hypot(gx, gy), (0, 0), 1.0)
     # Gradients of the magnitude image, in units per mm, for the ECC Jacobian.
     mgx = cv2.Sobel(magnitude, cv2.CV_32F, 1, 0, ksize=3, scale=1.0 / 8.0) / np.float32(spacing[1])
     mgy = cv2.Sobel(magnitude, cv2.CV_32F, 0, 1, ksize=3, scale=1.0 / 8.0) / np.float32(spacing[0])

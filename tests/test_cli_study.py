@@ -123,13 +123,6 @@ def test_another_salt_is_refused(studied, study_in: Path, monkeypatch: pytest.Mo
     assert result.exit_code == 2 and "salt" in result.stderr
 
 
-#: calcimage.register's transform is not bit-reproducible between processes (about 1e-8
-#: relative, so comparison figures can differ in the 7th significant digit); per-film results
-#: are byte-identical. Until registration is fixed, comparisons are checked to this tolerance
-#: here and byte-for-byte in the xfail test below.
-COMPARE_REL = 1e-5
-
-
 @pytest.fixture(scope="module")
 def studied_w2(studied, study_in: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("w2") / "out"
@@ -140,13 +133,8 @@ def studied_w2(studied, study_in: Path, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.mark.slow
 def test_workers_give_identical_results(studied, studied_w2: Path) -> None:
-    assert_same_results(outputs_text(studied[0]), outputs_text(studied_w2), compare_rel=COMPARE_REL)
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="calcimage.register is not bit-reproducible between processes (~1e-8)")
-def test_comparisons_are_byte_identical_across_workers(studied, studied_w2: Path) -> None:
-    assert_same_results(outputs_text(studied[0]), outputs_text(studied_w2), compare_rel=None)
+    # Byte-identical CSV/JSON (timestamps aside), comparisons included.
+    assert_same_results(outputs_text(studied[0]), outputs_text(studied_w2))
 
 
 def _complete(path: Path) -> None:
@@ -191,7 +179,7 @@ def test_killed_study_resumes_to_the_same_results(studied, study_in: Path, tmp_p
     assert result.exit_code == 0, result.output
     assert "reused" in result.stdout
     assert not list(out.rglob(f"*{TMP_SUFFIX}"))
-    assert_same_results(outputs_text(out_ref), outputs_text(out), compare_rel=COMPARE_REL)
+    assert_same_results(outputs_text(out_ref), outputs_text(out))
 
 
 def test_bad_film_in_study_is_partial(tmp_path: Path) -> None:
