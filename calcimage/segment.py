@@ -92,10 +92,13 @@ class SegmentParams:
         orientations (cortex suppression); 0 disables.
     noise_mm, noise_fine_mm
         Local noise sigma: median over ``noise_mm``, not below the median over
-        ``noise_fine_mm`` (0 disables).
+        ``noise_fine_mm`` (0 disables), not above ``noise_max_factor`` × the body-wide value
+        (0 disables).
     bone_scale_mm, bone_min_relative, bone_margin_mm, bone_factor
         Bone = background excess over a ``bone_scale_mm`` opening above
-        ``bone_min_relative`` of the tissue height above air; ``bone_margin_mm`` grows it for
+        ``bone_min_relative`` of the tissue height above air, at least ``bone_min_width_mm``
+        wide (an opening; 0 disables); ``bone_margin_mm`` grows it for the binary opening of
+        the lesion mask with a ``bone_open_mm`` disc there (cuts cortical lines off) and
         the line openings; ``auto`` thresholds are multiplied by ``bone_factor`` over bone.
     faint_smooth_mm
         Second detection pass on the film smoothed at this scale (0, the default, disables:
@@ -111,6 +114,9 @@ class SegmentParams:
         lesions; 0.2 suits rounded profiles, 0.5 flat-topped ones.
     collimation_max_depth_mm, collimation_margin_mm
         How deep a collimated band may reach into the film, and the penumbra margin.
+    marker_min_area_mm2
+        Saturated plateaus (film maximum) of at least this area away from the film edge are
+        lead markers: their bounding box is excluded (0 disables).
     body_min_area_mm2, body_margin_mm, marker_margin_mm, film_edge_mm
         Body components at least this big; body grown by ``body_margin_mm`` into air;
         marker/text masks grown by ``marker_margin_mm``; a frame of ``film_edge_mm`` along
@@ -138,10 +144,14 @@ class SegmentParams:
     noise_mm: float = 30.0
     noise_fine_mm: float = 15.0
     bone_scale_mm: float = 48.0
-    bone_min_relative: float = 0.15
+    bone_min_relative: float = 0.25
     bone_margin_mm: float = 4.0
     bone_factor: float = 1.0
-    marker_margin_mm: float = 1.5
+    bone_min_width_mm: float = 10.0
+    noise_max_factor: float = 0.0
+    bone_open_mm: float = 0.0
+    marker_margin_mm: float = 2.0
+    marker_min_area_mm2: float = 4.0
     assumed_spacing_mm: float = 0.2
     ridge_max_width_mm: float = 5.0
     ridge_min_length_mm: float = 60.0
@@ -176,6 +186,10 @@ class SegmentParams:
         for name in ("min_area_mm2", "smooth_mm", "bone_margin_mm", "marker_margin_mm"):
             require_positive(name, getattr(self, name), allow_zero=True)
         require_positive("collimation_margin_mm", self.collimation_margin_mm, allow_zero=True)
+        require_positive("bone_min_width_mm", self.bone_min_width_mm, allow_zero=True)
+        require_positive("noise_max_factor", self.noise_max_factor, allow_zero=True)
+        require_positive("bone_open_mm", self.bone_open_mm, allow_zero=True)
+        require_positive("marker_min_area_mm2", self.marker_min_area_mm2, allow_zero=True)
         require_positive("body_margin_mm", self.body_margin_mm, allow_zero=True)
         require_positive("ridge_line_mm", self.ridge_line_mm, allow_zero=True)
         require_positive("ridge_angle_mm", self.ridge_angle_mm)
@@ -455,6 +469,42 @@ def find_collimation(coarse: np.ndarray, ws: float, params: SegmentParams) -> np
     return mask
 
 
+def find_saturated_markers(px: np.ndarray, spacing: float, min_area_mm2: float,
+                           bits_stored: int | None = None) -> np.ndarray:
+    """Lead markers: plateaus at the film's saturation value away from the film edge.
+
+    Saturation is the top of the stored range (``2**bits_stored - 1``); without
+    ``bits_stored`` the film's maximum counts only when it is such a value (255, 1023, ...).
+
+    A lead letter stops primary and scatter alike, so it saturates the film; whether it lies
+    in the air or over the body, its whole letter block (bounding box of each saturated
+    component of at least ``min_area_mm2``) is returned. Saturated areas touching the film
+    edge are collimation, not markers. Films without such a plateau give an empty mask.
+    """
+    mask = np.zeros(px.shape, bool)
+    if min_area_mm2 <= 0:
+        return mask
+    top = float(px.max())
+    full = 2.0 ** bits_stored - 1 if bits_stored else None
+    if full is not None and top < full:
+        return mask
+    if full is None and (top < 255 or not float(top + 1).is_integer()
+                         or int(top + 1) & int(top) != 0):
+        return mask
+    sat = (px >= top).astype(np.uint8)
+    min_px = min_area_mm2 / (spacing * spacing)
+    if sat.sum() < min_px:
+        return mask
+    n, _, stats, _ = cv2.connectedComponentsWithStats(sat, connectivity=8)
+    rows, cols = px.shape
+    for i in range(1, n):
+        c0, r0, w, h, area = (int(v) for v in stats[i])
+        if area < min_px or r0 == 0 or c0 == 0 or r0 + h >= rows or c0 + w >= cols:
+            continue
+        mask[r0:r0 + h, c0:c0 + w] = True
+    return mask
+
+
 def find_body(coarse: np.ndarray, tissue: np.ndarray, ws: float,
               params: SegmentParams) -> tuple[np.ndarray, np.ndarray]:
     """Split the non-air, non-collimation pixels into body and small separate objects.
@@ -483,7 +533,7 @@ def find_body(coarse: np.ndarray, tissue: np.ndarray, ws: float,
 
 def local_sigma(flat: np.ndarray, body: np.ndarray, spacing: float, noise_mm: float,
                 out_shape: tuple[int, int], block_mm: float = 5.0,
-                fine_mm: float = 0.0) -> tuple[np.ndarray, float]:
+                fine_mm: float = 0.0, max_factor: float = 0.0) -> tuple[np.ndarray, float]:
     """Local robust noise sigma of ``flat`` on a grid of ``out_shape``.
 
     Per block of ``block_mm``: 1.4826 × median |value| over at most ~64
@@ -529,6 +579,10 @@ def local_sigma(flat: np.ndarray, body: np.ndarray, spacing: float, noise_mm: fl
         sig = np.fmax(sig, nanmedian_filter(raw, fine))
     sig = np.where(np.isfinite(sig), sig, sigma_g).astype(np.float32)
     sig = np.maximum(sig, 0.25 * sigma_g)
+    if max_factor > 0:
+        # Residual cortical lines cross most blocks over a bone shaft and would raise its
+        # sigma far above the real noise there: cap at ``max_factor`` × the body-wide value.
+        sig = np.minimum(sig, max_factor * sigma_g)
     return _resize(sig, out_shape, cv2.INTER_LINEAR).astype(np.float32), sigma_g
 
 
@@ -759,7 +813,8 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     body_c, marker_c = find_body(coarse, ~coll_c & ~air_c, ws, params)
     body_c &= ~coll_c
     collimation = _mask_resize(coll_c, (rows, cols))
-    marker = _mask_resize(marker_c, (rows, cols))
+    marker = _mask_resize(marker_c, (rows, cols)) | find_saturated_markers(
+        px, spacing, params.marker_min_area_mm2, film.metadata.bits_stored)
     if marker.any() and params.marker_margin_mm > 0:
         marker = cv2.dilate(marker.astype(np.uint8),
                             disc(2 * params.marker_margin_mm / spacing + 1)).astype(bool)
@@ -798,6 +853,12 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         # there is no such reference, so no bone is marked (and no bone-specific rules apply).
         bone_c[:] = False
     bone_c = ndi.binary_opening(bone_c, iterations=1)
+    if params.bone_min_width_mm > 0:
+        # Bone is wide (a shaft is centimetres across): a dense plaque or nodule raises the
+        # background over the coarse opening too, but is narrower than this and must not
+        # be taken for bone (its outline would count as cortex).
+        bone_c = cv2.morphologyEx(bone_c.astype(np.uint8), cv2.MORPH_OPEN,
+                                  disc(params.bone_min_width_mm / ws)).astype(bool)
     if params.ridge_line_mm > 0:
         # Long straight ridges (cortical edges) belong to the background: line openings at
         # ~1 mm resolution, in pi * L / ridge_angle_mm orientations (the line's end moves by
@@ -873,7 +934,8 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         # Residual cortical ridges would inflate the sigma of every block they cross.
         sig_src = tissue & ~_mask_resize(bone_band, (rows, cols))
     sig_c, sigma_g = local_sigma(flat, sig_src, spacing, params.noise_mm, wshape,
-                                 fine_mm=params.noise_fine_mm)
+                                 fine_mm=params.noise_fine_mm,
+                                 max_factor=params.noise_max_factor)
     noise_sigma = float(np.median(sig_c[tissue_c])) if tissue_c.any() else sigma_g
 
     # 6. threshold + hysteresis ---------------------------------------------------------
@@ -924,6 +986,17 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
             touched[np.unique(lab_f[near & faint])] = True
             touched[0] = True
             grown = grown | ~touched[lab_f]
+    if params.bone_open_mm > 0 and bone_c.any():
+        # Over bone, hysteresis follows the residual cortical lines and merges a lesion with
+        # them into one long component that the ridge rule would then drop: a binary opening
+        # with a disc of ``bone_open_mm`` there cuts the thin lines away from the lesions.
+        near_bone = _mask_resize(cv2.dilate(bone_c.astype(np.uint8),
+                                            disc(2 * params.bone_margin_mm / ws + 1)) > 0,
+                                 (rows, cols))
+        opened = cv2.morphologyEx(grown.astype(np.uint8), cv2.MORPH_OPEN,
+                                  disc(params.bone_open_mm / spacing)).astype(bool)
+        grown = np.where(near_bone, opened, grown)
+        grown = _hysteresis(grown, high & grown)
     if params.gate_fraction > 0:
         grown = _mass_gate(grown, flat, resid_c, body_c, params.gate_fraction)
 

@@ -79,6 +79,20 @@ def test_sample_film_matches_stored_results(path: Path) -> None:
     assert sorted(got["regions"]) == sorted(want["regions"])
 
 
+def test_lead_marker_is_not_a_lesion() -> None:
+    # SYN002 2025-05-05: the saturated "R" marker (rows ~100-140, cols ~93-126) was once
+    # lesion 2, a 41.5 mm² "nodule".
+    path = SAMPLE_DIR / "SYN002_R_AP_2025-05-05.dcm"
+    if not path.is_file():
+        pytest.skip(f"{path} is missing")
+    import calcimage
+    from calcimage.segment import segment
+
+    seg = segment(calcimage.load(path))
+    assert seg.excluded["marker"][100:140, 93:126].all()
+    assert not seg.labels[90:150, 85:135].any()
+
+
 def test_every_sample_film_has_a_stored_result() -> None:
     if not FILMS:
         pytest.skip("sample_images/ holds no films")

@@ -167,6 +167,28 @@ def test_marker_in_air_is_excluded(spacing: float) -> None:
     assert seg.excluded["outside_body"][np.abs(cc - 40) > 28].mean() > 0.9
 
 
+@pytest.mark.parametrize("spacing", [0.1, 0.2])
+def test_saturated_letter_marker_at_body_edge_is_excluded(spacing: float) -> None:
+    # An "L" of lead straddling the skin line saturates the film (its maximum value): the
+    # whole letter block is excluded and nothing of it is counted as a lesion.
+    def letter(rr, cc, body):
+        stem = (np.abs(rr - 30) <= 4.5) & (np.abs(cc - 62) <= 1)
+        foot = (np.abs(rr - 34) <= 1) & (cc >= 61) & (cc <= 67)
+        return np.where(stem | foot, 1e6, 0.0)
+
+    film, rr, cc = _limb_film(spacing, lambda rr, cc, body: 0.0)
+    px = film.pixels.copy()
+    stem_foot = letter(rr, cc, None) > 0
+    px[stem_foot] = 4095.0  # top of a 12-bit range: saturated
+    film = _film(px, spacing)
+    seg = segment(film)
+    assert seg.n_lesions == 0
+    assert seg.excluded["marker"][stem_foot].all()
+    # The letter block (bounding box) is excluded, the body beyond the margin is not.
+    assert seg.excluded["marker"][(np.abs(rr - 30) <= 4.5) & (cc >= 61) & (cc <= 67)].all()
+    assert not seg.excluded["marker"][np.abs(cc - 40) <= 10].any()
+
+
 def test_long_bright_ridge_is_not_a_lesion() -> None:
     def ridge(rr, cc, body):
         return 120.0 * ((np.abs(cc - 30) <= 1.0) & (rr > 5) & (rr < 75))
