@@ -919,3 +919,21 @@ def test_cli_study_dicom_out(dx_pair, tmp_path: Path, monkeypatch: pytest.Monkey
     assert all(k.startswith("lesion T1-") for k in follow_ids if k not in base_ids and k.startswith("lesion"))
     totals = [hd.sr.srread(by_tp[t]).content.get_image_measurement_groups()[0] for t in ("T0", "T1")]
     assert totals[0].tracking_uid == totals[1].tracking_uid  # the film total keeps its identity
+
+
+def test_source_without_type2_patient_attributes(tmp_path: Path) -> None:
+    """Real films often omit type 2 attributes (PatientSex, AccessionNumber, ...): SEG and SR
+    are still written, with those attributes present and empty."""
+    path = write_dx(tmp_path / "f.dcm")
+    ds = pydicom.dcmread(path)
+    missing = ("PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "ReferringPhysicianName")
+    for keyword in missing:
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.save_as(path, enforce_file_format=True)
+    m = measured(calcimage.load(path), *three_lesions())
+    seg_path, sr_path = write_dicom_results(m, tmp_path / "o")
+    for out in (seg_path, sr_path):
+        out_ds = pydicom.dcmread(out)
+        assert all(out_ds[k].value in ("", None) for k in missing)
+        assert out_ds.PatientID == ds.PatientID

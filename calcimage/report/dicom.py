@@ -509,14 +509,18 @@ _COPIED = (
 
 def _blank_invalid(ds: Dataset) -> list[str]:
     """Empty copied attributes whose value is invalid for its VR (e.g. PatientBirthDate
-    00000000, a 56-character AccessionNumber), which highdicom would refuse; return their names.
-    All copied attributes are type 2, so empty is valid."""
+    00000000, a 56-character AccessionNumber), which highdicom would refuse, and add missing
+    ones empty; return the names of those blanked. All copied attributes are type 2, so empty
+    is valid."""
     from pydicom import config
     from pydicom.valuerep import DA, TM, validate_value
 
     blanked = []
     for keyword in _COPIED:
         if keyword not in ds:
+            # Type 2 means "present, may be empty"; real films often omit them anyway, and
+            # highdicom reads them as attributes. Add them empty, on this copy only.
+            setattr(ds, keyword, "")
             continue
         elem = ds[keyword]
         value = elem.value
