@@ -4,9 +4,11 @@ The flow is ``load -> segment -> measure -> compare -> report``; each stage is a
 function over immutable values::
 
     import calcimage
-    film = calcimage.load("baseline.dcm")
-    seg = calcimage.segment(film)
-    m = calcimage.measure(film, seg)
+    base = calcimage.load("baseline.dcm")
+    m0 = calcimage.measure(base, calcimage.segment(base))
+    follow = calcimage.load("followup.dcm")
+    m1 = calcimage.measure(follow, calcimage.segment(follow))
+    change = calcimage.compare(m0, m1)
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from calcimage.errors import (
     ParameterError,
     RegistrationError,
 )
+from calcimage.compare import Category, CompareParams, Comparison, LesionChange, Status, compare
 from calcimage.film import Film, FilmMetadata, SpacingSource
 from calcimage.io.load import load
-from calcimage.measure import Lesion, Measurement, RegionTotal, measure
+from calcimage.measure import Lesion, MeasureParams, Measurement, RegionTotal, measure
 from calcimage.params import Config, load_config
+from calcimage.regions import Regions, load_regions
 from calcimage.segment import LesionKind, SegmentParams, Segmentation, ThresholdMethod, segment
 
 try:
@@ -41,6 +45,7 @@ __all__ = [
     "Film", "FilmMetadata", "SpacingSource",
     "load", "segment", "measure", "load_config", "Config",
     "SegmentParams", "Segmentation", "LesionKind", "ThresholdMethod",
-    "Measurement", "Lesion", "RegionTotal",
+    "Measurement", "Lesion", "RegionTotal", "MeasureParams", "Regions", "load_regions",
+    "compare", "CompareParams", "Comparison", "LesionChange", "Status", "Category",
     "__version__",
 ]
