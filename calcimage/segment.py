@@ -148,14 +148,23 @@ class SegmentParams:
     bone_margin_mm: float = 4.0
     bone_factor: float = 1.0
     bone_min_width_mm: float = 10.0
-    noise_max_factor: float = 0.0
+    noise_max_factor: float = 2.0
     bone_open_mm: float = 0.0
+    bone_edge_mm: float = 3.0
+    line_sigma_mm: float = 1.0
+    line_ratio: float = 0.4
+    drop_edge_touching: bool = True
+    blob_k: float = 0.0
+    blob_bone_factor: float = 2.0
+    blob_scales_mm: tuple[float, ...] = (0.75, 1.5, 3.0, 6.0)
+    blob_grow_mm: float = 0.4
+    blob_low: float = 2.0
     marker_margin_mm: float = 2.0
     marker_min_area_mm2: float = 4.0
     assumed_spacing_mm: float = 0.2
     ridge_max_width_mm: float = 5.0
     ridge_min_length_mm: float = 60.0
-    ridge_min_elongation: float = 3.0
+    ridge_min_elongation: float = 2.0
     cortex_band_mm: float = 3.0
     cortex_factor: float = 1.0
     sigma_skip_cortex: bool = True
@@ -177,7 +186,7 @@ class SegmentParams:
     plaque_min_length_mm: float = 8.0
     plaque_max_solidity: float = 0.7
     plaque_min_area_mm2: float = 30.0
-    edge_fraction: float = 0.2
+    edge_fraction: float = 0.1
     edge_mm: float = 3.0
 
     def __post_init__(self) -> None:
@@ -189,6 +198,15 @@ class SegmentParams:
         require_positive("bone_min_width_mm", self.bone_min_width_mm, allow_zero=True)
         require_positive("noise_max_factor", self.noise_max_factor, allow_zero=True)
         require_positive("bone_open_mm", self.bone_open_mm, allow_zero=True)
+        require_positive("bone_edge_mm", self.bone_edge_mm, allow_zero=True)
+        require_positive("line_sigma_mm", self.line_sigma_mm, allow_zero=True)
+        require_range("line_ratio", self.line_ratio, 0.0, 1.0)
+        require_positive("blob_k", self.blob_k, allow_zero=True)
+        require_positive("blob_bone_factor", self.blob_bone_factor)
+        require_positive("blob_grow_mm", self.blob_grow_mm, allow_zero=True)
+        require_positive("blob_low", self.blob_low)
+        require(all(isinstance(v, (int, float)) and v > 0 for v in self.blob_scales_mm),
+                "blob_scales_mm", self.blob_scales_mm, "a list of positive radii in mm")
         require_positive("marker_min_area_mm2", self.marker_min_area_mm2, allow_zero=True)
         require_positive("body_margin_mm", self.body_margin_mm, allow_zero=True)
         require_positive("ridge_line_mm", self.ridge_line_mm, allow_zero=True)
@@ -505,6 +523,33 @@ def find_saturated_markers(px: np.ndarray, spacing: float, min_area_mm2: float,
     return mask
 
 
+def _sharp_edged(regions: np.ndarray, img: np.ndarray, excess: np.ndarray, ws: float,
+                 edge_mm: float) -> np.ndarray:
+    """Keep the components of ``regions`` whose outline is a sharp step (bone's cortex).
+
+    A rounded limb also rises over a coarse opening in its middle, but smoothly: there the
+    steepest slope near the outline (90th percentile within 2 mm) is far below the region's
+    median ``excess`` per ``edge_mm``, while a bone's cortex climbs it within a millimetre or two.
+    """
+    n, lab = cv2.connectedComponents(regions.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return regions
+    gr = cv2.Sobel(img.astype(np.float32), cv2.CV_32F, 0, 1, ksize=3) / (8.0 * ws)
+    gc = cv2.Sobel(img.astype(np.float32), cv2.CV_32F, 1, 0, ksize=3) / (8.0 * ws)
+    grad = np.hypot(gr, gc)
+    k = disc(2 * 2.0 / ws + 1)
+    keep = np.zeros(n, bool)
+    for i in range(1, n):
+        comp = (lab == i).astype(np.uint8)
+        band = (cv2.dilate(comp, k) > 0) & ~(cv2.erode(comp, k) > 0)
+        if not band.any():
+            continue
+        steep = float(np.percentile(grad[band], 90))
+        height = float(np.median(excess[comp > 0]))
+        keep[i] = steep * edge_mm >= height
+    return keep[lab]
+
+
 def find_body(coarse: np.ndarray, tissue: np.ndarray, ws: float,
               params: SegmentParams) -> tuple[np.ndarray, np.ndarray]:
     """Split the non-air, non-collimation pixels into body and small separate objects.
@@ -584,6 +629,49 @@ def local_sigma(flat: np.ndarray, body: np.ndarray, spacing: float, noise_mm: fl
         # sigma far above the real noise there: cap at ``max_factor`` × the body-wide value.
         sig = np.minimum(sig, max_factor * sigma_g)
     return _resize(sig, out_shape, cv2.INTER_LINEAR).astype(np.float32), sigma_g
+
+
+def line_like(img: np.ndarray, sigma_px: float, ratio: float) -> np.ndarray:
+    """Bright line pixels: Hessian (Gaussian ``sigma_px``) with one strongly negative
+    eigenvalue and the other within ``ratio`` × its magnitude (blobs have two)."""
+    g = cv2.GaussianBlur(img.astype(np.float32), (0, 0), max(sigma_px, 0.5))
+    hrr = cv2.Sobel(g, cv2.CV_32F, 0, 2, ksize=3)
+    hcc = cv2.Sobel(g, cv2.CV_32F, 2, 0, ksize=3)
+    hrc = cv2.Sobel(g, cv2.CV_32F, 1, 1, ksize=3)
+    tr = 0.5 * (hrr + hcc)
+    dd = np.sqrt(0.25 * (hrr - hcc) ** 2 + hrc * hrc)
+    l1, l2 = tr - dd, tr + dd  # l1 <= l2
+    return (l1 < 0) & (np.abs(l2) <= ratio * np.abs(l1))
+
+
+def blob_seeds(flat: np.ndarray, mask: np.ndarray, spacing: float,
+               scales_mm: tuple[float, ...], noise_mm: float, wshape: tuple[int, int],
+               bone: np.ndarray, k: float, bone_factor: float) -> np.ndarray:
+    """Pixels where a difference-of-Gaussians blob response exceeds ``k`` local sigmas.
+
+    For each lesion radius r in ``scales_mm``: DoG (sigma r/2 minus sigma 2r, the Rose
+    integration of the phantom's visibility definition) on a copy reduced to ~r/4 mm per
+    pixel; its local robust sigma (as :func:`local_sigma`) normalises it; seeds are the
+    pixels over ``k`` (``k`` × ``bone_factor`` over bone) at any scale, brought back to full
+    size.
+    """
+    rows, cols = flat.shape
+    out = np.zeros(flat.shape, bool)
+    for r_mm in scales_mm:
+        f = max(1.0, (r_mm / 4.0) / spacing)
+        shape = (max(8, int(round(rows / f))), max(8, int(round(cols / f))))
+        sp = spacing * rows / shape[0]
+        small = _resize(flat, shape, cv2.INTER_AREA)
+        m_small = _mask_resize(mask, shape)
+        s1, s2 = max(0.3, r_mm / 2 / sp), r_mm * 2 / sp
+        # Normalised (masked) blurs: the step at the skin line must not read as a blob.
+        dog = _masked_blur(small, m_small, s1) - _masked_blur(small, m_small, s2)
+        sig, _ = local_sigma(dog, m_small, sp, noise_mm, shape, block_mm=max(5.0, 2 * r_mm))
+        z = dog / np.maximum(sig, 1e-12)
+        b_small = _mask_resize(bone, shape)
+        hit = (z >= np.where(b_small, k * bone_factor, k)) & m_small
+        out |= _mask_resize(hit, (rows, cols))
+    return out & mask
 
 
 def line_open_max(img: np.ndarray, mask: np.ndarray, length_px: float,
@@ -848,6 +936,8 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     soft_c = masked_open(denoised, tis_c, disc(params.bone_scale_mm / ws))
     tissue_c = np.maximum(soft_c - air_level, 1e-6)
     bone_c = ((bg_c - soft_c) / tissue_c > params.bone_min_relative) & body_c
+    if params.bone_edge_mm > 0 and bone_c.any():
+        bone_c = _sharp_edged(bone_c, denoised, bg_c - soft_c, ws, params.bone_edge_mm)
     if not air_c.any():
         # Bone is judged relative to the tissue's height above air; with no air on the film
         # there is no such reference, so no bone is marked (and no bone-specific rules apply).
@@ -905,6 +995,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         frame[:, :edge_px] = frame[:, -edge_px:] = True
         body &= ~frame
     bone = _mask_resize(bone_c, (rows, cols)) & body
+    air_full = _mask_resize(air_c, (rows, cols))
 
     # Bias of the opening (it sits under the noise and under convex tissue): remove the local
     # mean level of the clipped flattened film, estimated on the working grid.
@@ -963,6 +1054,25 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     grown = _trim_edges(grown, flat, params.edge_fraction, params.edge_mm / spacing)
     # Trimming can cut a faint skirt off its seed: pieces without a seed are dropped.
     grown = _hysteresis(grown, high & grown)
+    if params.method is ThresholdMethod.AUTO and params.blob_k > 0 and params.blob_scales_mm:
+        # Faint lesions: a multi-scale band-pass (difference of Gaussians at each lesion
+        # radius) integrates the lesion's area, so a blob too faint per pixel stands out in
+        # units of the band-passed film's own local noise. Its seeds grow by hysteresis on the
+        # lightly smoothed flattened film.
+        seeds = blob_seeds(flat, tissue & body, spacing, params.blob_scales_mm, params.noise_mm,
+                           wshape, bone, params.blob_k, params.blob_bone_factor)
+        grow_sigma_px = params.blob_grow_mm / spacing
+        fs = cv2.GaussianBlur(flat, (0, 0), grow_sigma_px) if grow_sigma_px >= 0.3 else flat
+        sig_fs, _ = local_sigma(fs, sig_src, spacing, params.noise_mm, wshape,
+                                fine_mm=params.noise_fine_mm,
+                                max_factor=params.noise_max_factor)
+        low_b = (fs >= params.blob_low * upsample(sig_fs, (rows, cols))) & body
+        extra = _hysteresis(low_b, seeds & low_b)
+        # Only new lesions: a component touching one of the first pass is that lesion's
+        # blurred skirt (the first pass already placed its edge).
+        extra &= ~_hysteresis(extra, grown)
+        extra = _trim_edges(extra, flat, params.edge_fraction, params.edge_mm / spacing)
+        grown = grown | _hysteresis(extra, seeds & extra)
     if params.method is ThresholdMethod.AUTO and params.faint_smooth_mm > 0:
         # Faint, larger lesions: the same rule on the film smoothed at ``faint_smooth_mm``
         # (noise falls, lesion contrast stays), with that scale's own local sigma. Their
@@ -986,6 +1096,16 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
             touched[np.unique(lab_f[near & faint])] = True
             touched[0] = True
             grown = grown | ~touched[lab_f]
+    if params.line_sigma_mm > 0 and bone_c.any():
+        # Residual cortical lines next to a lesion over bone: line-like pixels (Hessian: one
+        # strongly negative curvature, the other near 0) near bone are cut out of the mask
+        # so the lesion is not merged with the cortex into one long component.
+        near_bone = _mask_resize(cv2.dilate(bone_c.astype(np.uint8),
+                                            disc(2 * params.bone_margin_mm / ws + 1)) > 0,
+                                 (rows, cols))
+        grown &= ~(line_like(flat, params.line_sigma_mm / spacing, params.line_ratio)
+                   & near_bone)
+        grown = _hysteresis(grown, high & grown)
     if params.bone_open_mm > 0 and bone_c.any():
         # Over bone, hysteresis follows the residual cortical lines and merges a lesion with
         # them into one long component that the ridge rule would then drop: a binary opening
@@ -997,6 +1117,14 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
                                   disc(params.bone_open_mm / spacing)).astype(bool)
         grown = np.where(near_bone, opened, grown)
         grown = _hysteresis(grown, high & grown)
+    if params.drop_edge_touching and grown.any():
+        # Components reaching the film frame or a collimator edge are where the background is
+        # extrapolated (bone ends cut by the collimator): they are left out.
+        edge = ~body_full | collimation | marker
+        if edge_px > 0:
+            edge = edge | frame
+        touch = cv2.dilate(edge.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        grown = grown & ~_hysteresis(grown, touch & grown & ~air_full)
     if params.gate_fraction > 0:
         grown = _mass_gate(grown, flat, resid_c, body_c, params.gate_fraction)
 
