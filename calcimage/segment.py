@@ -128,6 +128,28 @@ class SegmentParams:
         ``ridge_max_width_mm``; or mostly within ``cortex_band_mm`` of the bone outline and
         ``ridge_min_elongation`` × longer than wide; with ``cortex_factor`` > 1, anything on
         that band needs that many times its local threshold.
+    bone_edge_mm
+        A bone region must have a sharp outline: its steepest slope near the outline times
+        this must reach its median height over the coarse opening (a rounded limb's middle
+        does not); 0 disables.
+    line_sigma_mm, line_ratio
+        Near bone, line-like pixels (Hessian at ``line_sigma_mm``: one curvature strongly
+        negative, the other within ``line_ratio`` of it) are cut from the mask before
+        labelling so a lesion is not merged with a cortical line; 0 disables.
+    drop_edge_touching
+        Drop components reaching the film frame, a collimator edge, a marker or the outside.
+    cortex_line_mm, cortex_angle_deg, cortex_grid_mm
+        Optional (0 = off, the default: on seeds 0-23 it found 1 % more lesions for 0.75 more
+        false ones per film): line openings of ``cortex_line_mm`` within
+        ±``cortex_angle_deg`` of the bone axis on a ``cortex_grid_mm`` grid, subtracted from
+        the flattened film near bone.
+    blob_k, blob_bone_factor, blob_scales_mm, blob_grow_mm, blob_low
+        Optional multi-scale difference-of-Gaussians seed detector (0 = off, the default: on
+        the phantom the anatomical texture at lesion scales is as strong as the faint
+        lesions, and it added 1 lesion on 24 films): seeds ``blob_k`` local sigmas of the
+        band-pass at radii ``blob_scales_mm`` (× ``blob_bone_factor`` over bone), grown
+        through the film smoothed at ``blob_grow_mm`` above ``blob_low`` local sigmas; only
+        new lesions are added.
     plaque_min_elongation, plaque_min_length_mm, plaque_max_solidity, plaque_min_area_mm2
         Plaque when (elongation ≥ and major axis ≥ the first two) or (area ≥ the last and
         solidity ≤ the third); otherwise nodule.
@@ -154,6 +176,9 @@ class SegmentParams:
     line_sigma_mm: float = 1.0
     line_ratio: float = 0.4
     drop_edge_touching: bool = True
+    cortex_line_mm: float = 0.0
+    cortex_angle_deg: float = 12.0
+    cortex_grid_mm: float = 0.2
     blob_k: float = 0.0
     blob_bone_factor: float = 2.0
     blob_scales_mm: tuple[float, ...] = (0.75, 1.5, 3.0, 6.0)
@@ -199,6 +224,9 @@ class SegmentParams:
         require_positive("noise_max_factor", self.noise_max_factor, allow_zero=True)
         require_positive("bone_open_mm", self.bone_open_mm, allow_zero=True)
         require_positive("bone_edge_mm", self.bone_edge_mm, allow_zero=True)
+        require_positive("cortex_line_mm", self.cortex_line_mm, allow_zero=True)
+        require_range("cortex_angle_deg", self.cortex_angle_deg, 0.0, 90.0)
+        require_positive("cortex_grid_mm", self.cortex_grid_mm)
         require_positive("line_sigma_mm", self.line_sigma_mm, allow_zero=True)
         require_range("line_ratio", self.line_ratio, 0.0, 1.0)
         require_positive("blob_k", self.blob_k, allow_zero=True)
@@ -644,6 +672,38 @@ def line_like(img: np.ndarray, sigma_px: float, ratio: float) -> np.ndarray:
     return (l1 < 0) & (np.abs(l2) <= ratio * np.abs(l1))
 
 
+def _remove_cortex_lines(flat: np.ndarray, bone_c: np.ndarray, body: np.ndarray,
+                         spacing: float, ws: float, params: SegmentParams) -> np.ndarray:
+    """Subtract long straight ridges along the bone axis near bone from ``flat``.
+
+    The working-grid background cannot follow a cortex ~1 mm wide, which stays in the
+    flattened film as a bright line. Openings with a line of ``cortex_line_mm`` within
+    ±``cortex_angle_deg`` of the bones' main axis, on a grid of at most
+    ``cortex_grid_mm``, keep such lines (and nothing shorter, so lesions stay); their positive
+    part is removed within ``bone_margin_mm`` of bone.
+    """
+    rows, cols = flat.shape
+    rr, cc = np.nonzero(bone_c)
+    if rr.size < 3:
+        return flat
+    cov = np.cov(np.stack([rr, cc]).astype(np.float64))
+    _, evecs = np.linalg.eigh(cov)
+    vr, vc = evecs[0, 1], evecs[1, 1]
+    axis = math.degrees(math.atan2(vr, vc)) % 180.0
+    step = 3.0
+    n = int(params.cortex_angle_deg // step)
+    angles = tuple(axis + step * i for i in range(-n, n + 1))
+    f = max(1.0, params.cortex_grid_mm / spacing)
+    shape = (max(8, int(round(rows / f))), max(8, int(round(cols / f))))
+    sp = spacing * rows / shape[0]
+    near = cv2.dilate(bone_c.astype(np.uint8), disc(2 * params.bone_margin_mm / ws + 1)) > 0
+    near_s = _mask_resize(near, shape) & _mask_resize(body, shape)
+    small = _resize(flat, shape, cv2.INTER_AREA)
+    lo = line_open_max(small, near_s, params.cortex_line_mm / sp, len(angles), angles)
+    lo = np.where(near_s, np.maximum(lo, 0.0), 0.0).astype(np.float32)
+    return (flat - _resize(lo, (rows, cols), cv2.INTER_LINEAR)).astype(np.float32)
+
+
 def blob_seeds(flat: np.ndarray, mask: np.ndarray, spacing: float,
                scales_mm: tuple[float, ...], noise_mm: float, wshape: tuple[int, int],
                bone: np.ndarray, k: float, bone_factor: float) -> np.ndarray:
@@ -675,7 +735,7 @@ def blob_seeds(flat: np.ndarray, mask: np.ndarray, spacing: float,
 
 
 def line_open_max(img: np.ndarray, mask: np.ndarray, length_px: float,
-                  n_angles: int) -> np.ndarray:
+                  n_angles: int, angles_deg: tuple[float, ...] | None = None) -> np.ndarray:
     """Maximum over ``n_angles`` orientations of masked openings with a line of ``length_px``.
 
     Keeps every structure that contains a straight segment of that length (cortical edges,
@@ -690,8 +750,9 @@ def line_open_max(img: np.ndarray, mask: np.ndarray, length_px: float,
     out = np.full(img.shape, -np.inf, np.float32)
     centre = ((cols - 1) / 2.0, (rows - 1) / 2.0)
     big = 3e38
-    for i in range(n_angles):
-        angle = 180.0 * i / n_angles
+    if angles_deg is None:
+        angles_deg = tuple(180.0 * i / n_angles for i in range(n_angles))
+    for angle in angles_deg:
         fwd = cv2.getRotationMatrix2D(centre, angle, 1.0)
         fwd[0, 2] += (diag - cols) / 2.0
         fwd[1, 2] += (diag - rows) / 2.0
@@ -1013,6 +1074,9 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     bias = upsample(bias_c, (rows, cols))
     flat -= bias
     background = background + bias
+
+    if params.cortex_line_mm > 0 and bone_c.any():
+        flat = _remove_cortex_lines(flat, bone_c, body, spacing, ws, params)
 
     # 5. local noise sigma: block-wise MAD of the flattened film (robust to lesions and
     # ridges), median-filtered over ``noise_mm`` and brought to the working grid.
