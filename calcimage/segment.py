@@ -132,12 +132,16 @@ class SegmentParams:
         A bone region must have a sharp outline: its steepest slope near the outline times
         this must reach its median height over the coarse opening (a rounded limb's middle
         does not); 0 disables.
-    line_sigma_mm, line_ratio
+    line_sigma_mm, line_ratio, line_min_length_mm
         Near bone, line-like pixels (Hessian at ``line_sigma_mm``: one curvature strongly
         negative, the other within ``line_ratio`` of it) are cut from the mask before
-        labelling so a lesion is not merged with a cortical line; 0 disables.
-    drop_edge_touching
-        Drop components reaching the film frame, a collimator edge, a marker or the outside.
+        labelling so a lesion is not merged with a cortical line; 0 disables. Only line
+        pieces spanning at least ``line_min_length_mm`` count (plaques are short lines).
+    drop_edge_touching, edge_open_mm
+        Drop components reaching the film frame, a collimator edge, a marker or the outside;
+        before that such a component is opened with a disc of ``edge_open_mm`` (0 = no)
+        and its pieces away from the edge are kept (a lesion over bone merged with a
+        cortical line that runs off the film).
     cortex_line_mm, cortex_angle_deg, cortex_grid_mm
         Optional (0 = off, the default: on seeds 0-23 it found 1 % more lesions for 0.75 more
         false ones per film): line openings of ``cortex_line_mm`` within
@@ -174,8 +178,10 @@ class SegmentParams:
     bone_open_mm: float = 0.0
     bone_edge_mm: float = 3.0
     line_sigma_mm: float = 1.0
-    line_ratio: float = 0.4
+    line_ratio: float = 0.6
     drop_edge_touching: bool = True
+    edge_open_mm: float = 3.0
+    line_min_length_mm: float = 45.0
     cortex_line_mm: float = 0.0
     cortex_angle_deg: float = 12.0
     cortex_grid_mm: float = 0.2
@@ -225,6 +231,8 @@ class SegmentParams:
         require_positive("bone_open_mm", self.bone_open_mm, allow_zero=True)
         require_positive("bone_edge_mm", self.bone_edge_mm, allow_zero=True)
         require_positive("cortex_line_mm", self.cortex_line_mm, allow_zero=True)
+        require_positive("edge_open_mm", self.edge_open_mm, allow_zero=True)
+        require_positive("line_min_length_mm", self.line_min_length_mm, allow_zero=True)
         require_range("cortex_angle_deg", self.cortex_angle_deg, 0.0, 90.0)
         require_positive("cortex_grid_mm", self.cortex_grid_mm)
         require_positive("line_sigma_mm", self.line_sigma_mm, allow_zero=True)
@@ -1167,8 +1175,16 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         near_bone = _mask_resize(cv2.dilate(bone_c.astype(np.uint8),
                                             disc(2 * params.bone_margin_mm / ws + 1)) > 0,
                                  (rows, cols))
-        grown &= ~(line_like(flat, params.line_sigma_mm / spacing, params.line_ratio)
-                   & near_bone)
+        lines = line_like(flat, params.line_sigma_mm / spacing, params.line_ratio) & near_bone
+        if params.line_min_length_mm > 0:
+            # Only long lines are cortex: a plaque is line-like too, but short.
+            n_l, lab_l, st_l, _ = cv2.connectedComponentsWithStats(lines.astype(np.uint8),
+                                                                   connectivity=8)
+            diag = np.hypot(st_l[:, cv2.CC_STAT_WIDTH], st_l[:, cv2.CC_STAT_HEIGHT]) * spacing
+            long_l = diag >= params.line_min_length_mm
+            long_l[0] = False
+            lines = long_l[lab_l]
+        grown &= ~lines
         grown = _hysteresis(grown, high & grown)
     if params.bone_open_mm > 0 and bone_c.any():
         # Over bone, hysteresis follows the residual cortical lines and merges a lesion with
@@ -1188,7 +1204,15 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         if edge_px > 0:
             edge = edge | frame
         touch = cv2.dilate(edge.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-        grown = grown & ~_hysteresis(grown, touch & grown & ~air_full)
+        touching = _hysteresis(grown, touch & grown & ~air_full)
+        grown = grown & ~touching
+        if params.edge_open_mm > 0 and touching.any():
+            # A lesion over bone merged with a cortical line that runs to the film edge:
+            # an opening cuts the thin line; the pieces away from the edge stay.
+            opened = cv2.morphologyEx(touching.astype(np.uint8), cv2.MORPH_OPEN,
+                                      disc(params.edge_open_mm / spacing)).astype(bool)
+            opened = _hysteresis(opened, high & opened)
+            grown |= opened & ~_hysteresis(opened, touch & opened & ~air_full)
     if params.gate_fraction > 0:
         grown = _mass_gate(grown, flat, resid_c, body_c, params.gate_fraction)
 
