@@ -176,7 +176,7 @@ class SegmentParams:
     bone_min_width_mm: float = 10.0
     noise_max_factor: float = 2.0
     bone_open_mm: float = 0.0
-    bone_edge_mm: float = 3.0
+    bone_edge_mm: float = 5.0
     line_sigma_mm: float = 1.0
     line_ratio: float = 0.6
     drop_edge_touching: bool = True
