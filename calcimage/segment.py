@@ -111,7 +111,7 @@ class SegmentParams:
     edge_fraction, edge_mm
         Lesion edges are cut at ``edge_fraction`` × the highest flattened value within
         ``edge_mm`` (not below the hysteresis low threshold), so blur does not inflate dense
-        lesions; 0.2 suits rounded profiles, 0.5 flat-topped ones.
+        lesions; 0.1 suits rounded, detector-blurred profiles, 0.5 flat-topped ones.
     collimation_max_depth_mm, collimation_margin_mm
         How deep a collimated band may reach into the film, and the penumbra margin.
     marker_min_area_mm2
