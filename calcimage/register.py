@@ -135,6 +135,32 @@ def _level(pixels: np.ndarray, spacing_rc: tuple[float, float], target_mm: float
     return _Level(magnitude, mgx, mgy, small_mask, spacing)
 
 
+def _vdot(a: np.ndarray, b: np.ndarray) -> float:
+    """Sum of ``a * b`` over two long vectors, without BLAS.
+
+    OpenBLAS spreads dot products and skinny matrix products over threads; with another
+    worker or program on the cores each hand-off costs far more than the arithmetic (most of a
+    compare's time on a busy 2-core machine, see docs/performance.md). ``einsum`` runs in
+    this thread, and the result no longer depends on BLAS's thread count.
+    """
+    return float(np.einsum("i,i->", a, b))
+
+
+def _norm(a: np.ndarray) -> float:
+    """Euclidean norm of a vector (see :func:`_vdot`)."""
+    return math.sqrt(_vdot(a, a))
+
+
+def _gram(jac: np.ndarray) -> np.ndarray:
+    """``jac.T @ jac`` for a tall (n, k) matrix (see :func:`_vdot`)."""
+    return np.einsum("ij,ik->jk", jac, jac)
+
+
+def _tdot(jac: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``jac.T @ v`` for a tall (n, k) matrix (see :func:`_vdot`)."""
+    return np.einsum("ij,i->j", jac, v)
+
+
 def _warp(image: np.ndarray, m_px: np.ndarray, shape: tuple[int, int], nearest: bool = False) -> np.ndarray:
     """Sample ``image`` at ``m_px @ (x, y, 1)`` for every pixel of a ``shape`` grid."""
     flags = (cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR) | cv2.WARP_INVERSE_MAP
@@ -205,8 +231,8 @@ def _ecc(t: _Level, f: _Level, w0: np.ndarray, kind: TransformKind, iterations: 
             jac = np.stack([gx * x, gx * y, gx, gy * x, gy * y, gy], axis=1)
         tmpl -= tmpl.mean()
         warped -= warped.mean()
-        t_norm = float(np.linalg.norm(tmpl))
-        w_norm = float(np.linalg.norm(warped))
+        t_norm = _norm(tmpl)
+        w_norm = _norm(warped)
         if t_norm == 0.0 or w_norm == 0.0:
             raise _EccFailure("an image is flat over the overlap")
         if robust:
@@ -222,24 +248,24 @@ def _ecc(t: _Level, f: _Level, w0: np.ndarray, kind: TransformKind, iterations: 
             jac *= weight[:, None]
             tmpl -= tmpl.mean()
             warped -= warped.mean()
-            t_norm = float(np.linalg.norm(tmpl))
-            w_norm = float(np.linalg.norm(warped))
-        correlation = float(tmpl @ warped)
+            t_norm = _norm(tmpl)
+            w_norm = _norm(warped)
+        correlation = _vdot(tmpl, warped)
         rho = correlation / (t_norm * w_norm)
-        hessian = jac.T @ jac
+        hessian = _gram(jac)
         try:
             h_inv = np.linalg.inv(hessian)
         except np.linalg.LinAlgError:
             raise _EccFailure("singular ECC Hessian") from None
-        proj_w = jac.T @ warped
-        proj_t = jac.T @ tmpl
+        proj_w = _tdot(jac, warped)
+        proj_t = _tdot(jac, tmpl)
         h_proj_w = h_inv @ proj_w
         lambda_n = w_norm * w_norm - float(proj_w @ h_proj_w)
         lambda_d = correlation - float(proj_t @ h_proj_w)
         if lambda_d <= 0.0:
             raise _EccFailure("the images are uncorrelated")
         error = (lambda_n / lambda_d) * tmpl - warped
-        delta = h_inv @ (jac.T @ error)
+        delta = h_inv @ _tdot(jac, error)
         p = p + delta
         if kind is TransformKind.SIMILARITY:
             scale = math.hypot(p[0], p[1])
@@ -284,8 +310,8 @@ def _quality(t: _Level, f: _Level, w_mm: np.ndarray) -> tuple[float, float]:
     b = highpass(_warp(f.image, m_px, t.image.shape))
     a -= a.mean()
     b -= b.mean()
-    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
-    rho = float(a @ b) / denom if denom > 0 else 0.0
+    denom = _norm(a) * _norm(b)
+    rho = _vdot(a, b) / denom if denom > 0 else 0.0
     return max(0.0, min(1.0, rho)), overlap
 
 
