@@ -236,7 +236,7 @@ def measure(film: Film, seg: Segmentation, regions: "Regions | str | Path | None
         kept_ids = [k for k in range(1, len(kinds) + 1) if keep[k] and areas[k] > 0]
         kinds = [kinds[k - 1] for k in kept_ids]
         labels, _, _ = relabel_sequential(labels)
-    labels = labels.astype(np.int32)
+    labels = labels.astype(np.int32, copy=False)
 
     region_of = assign_lesions(labels, reg)
     pixel_area = sp[0] * sp[1] if sp is not None else None
