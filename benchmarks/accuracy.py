@@ -56,6 +56,7 @@ import calcimage  # noqa: E402
 from calcimage.measure import measure  # noqa: E402
 from calcimage.phantom import PhantomParams, make_phantom  # noqa: E402
 from calcimage.segment import SegmentParams, segment  # noqa: E402
+from _seeds import parse_seeds  # noqa: E402  (benchmarks/ is on sys.path when run)
 
 TUNING_SEEDS = range(0, 50)
 HELD_OUT_SEEDS = range(1000, 1024)
@@ -107,19 +108,6 @@ def film_case(seed: int) -> FilmCase:
         n_bones=(2, 1, 2, 0)[(seed // 3) % 4],
         bits_stored=(10, 12, 14, 16)[(seed // 4) % 4],
     )
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``"1000-1023"`` or ``"1,2,5-7"`` -> list of ints."""
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out.extend(range(int(a), int(b) + 1))
-        elif part:
-            out.append(int(part))
-    return out
 
 
 def _film_via_dicom(phantom: Any, case: FilmCase) -> tuple[calcimage.Film, str]:

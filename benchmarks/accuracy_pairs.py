@@ -70,6 +70,7 @@ from calcimage.film import Film  # noqa: E402
 from calcimage.measure import Lesion, Measurement, RegionTotal, measure  # noqa: E402
 from calcimage.phantom import ChangeMode, FollowupParams, PhantomParams, make_followup, make_phantom  # noqa: E402
 from calcimage.segment import Segmentation, segment  # noqa: E402
+from _seeds import parse_seeds  # noqa: E402  (benchmarks/ is on sys.path when run)
 
 DEVELOPMENT_SEEDS = range(100, 200)
 HELD_OUT_SEEDS = range(2000, 2024)
@@ -173,19 +174,6 @@ def resampled_followup(film: Film, truth: Any, spacing_mm: float) -> tuple[Film,
         area_mm2_at_baseline_magnification=truth.area_mm2_at_baseline_magnification,
     )
     return new_film, new_truth
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``"2000-2023"`` or ``"1,2,5-7"`` -> list of ints."""
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out.extend(range(int(a), int(b) + 1))
-        elif part:
-            out.append(int(part))
-    return out
 
 
 def truth_measurement(film: Film, truth: Any) -> Measurement:
