@@ -1097,7 +1097,8 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     if params.smooth_mm > 0 and params.smooth_mm / spacing >= 0.3:
         sm = cv2.GaussianBlur(px, (0, 0), params.smooth_mm / spacing)
     background = upsample(bg_c, (rows, cols))
-    flat = (sm - background).astype(np.float32)
+    flat = (sm - background).astype(np.float32, copy=False)
+    del sm  # the blurred copy (px stays with the film)
     body_full = _mask_resize(body_c, (rows, cols))
     body = body_full & ~marker & ~collimation
     # The background is least certain within a few pixels of the film edge (the opening and
@@ -1126,7 +1127,8 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     bias_c = _masked_blur(flat_c, tissue_c, ksig, outside=0.0)
     bias = upsample(bias_c, (rows, cols))
     flat -= bias
-    background = background + bias
+    background += bias  # in place: same float32 sums, one full-size array less
+    del bias
 
     if params.cortex_line_mm > 0 and bone_c.any():
         flat = _remove_cortex_lines(flat, bone_c, body, spacing, ws, params)
@@ -1201,6 +1203,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
                                 fine_mm=params.noise_fine_mm)
         thr2 = upsample((sig2_c * factor_c * params.k_sigma).astype(np.float32), (rows, cols))
         faint = _hysteresis((f2 >= thr2 * params.low_ratio) & body, (f2 >= thr2) & body)
+        del f2, thr2  # two full-size float32 arrays
         fbox = _box(faint)
         if fbox is not None:
             # Labelling and the halo dilation run on bounding boxes (same result, less work).
@@ -1286,7 +1289,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     return Segmentation(
         labels=labels, kinds=kinds, threshold=float(threshold),
         threshold_low=float(threshold_low), flattened=flat, excluded=excluded, params=params,
-        background=background.astype(np.float32), air_level=float(air_level),
+        background=np.ascontiguousarray(background, dtype=np.float32), air_level=float(air_level),
         noise_sigma=noise_sigma, threshold_k=threshold_k, scale_spacing_mm=float(spacing),
         rejected_ridges=rejected,
         threshold_map=(sig_c * factor_c * params.k_sigma).astype(np.float32)
@@ -1411,7 +1414,8 @@ def _label_and_classify_box(mask: np.ndarray, film: Film, spacing: float, params
     """
     sp = film.spacing_mm if film.spacing_mm is not None else (spacing, spacing)
     pixel_area = sp[0] * sp[1]
-    labels = skmeasure.label(mask, connectivity=2).astype(np.int32)
+    # What skimage.measure.label(mask, connectivity=2) runs for a boolean mask, straight to int32.
+    labels, _ = ndi.label(mask, structure=np.ones((3, 3), bool), output=np.int32)
     if labels.max() == 0:
         return labels, (), 0
     areas = np.bincount(labels.ravel())
