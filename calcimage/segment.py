@@ -717,6 +717,18 @@ def line_like(img: np.ndarray, sigma_px: float, ratio: float) -> np.ndarray:
     return (l1 < 0) & (np.abs(l2) <= ratio * np.abs(l1))
 
 
+def _line_like_near(img: np.ndarray, sigma_px: float, ratio: float, near: np.ndarray) -> np.ndarray:
+    """``line_like(img, sigma_px, ratio) & near``, computed on the bounding box of ``near``
+    grown by the filters' reach: same values there, and the Hessian of a whole film (about
+    ten full-size float32 arrays) is not needed."""
+    out = np.zeros(img.shape, bool)
+    reach = int(math.ceil(4 * max(sigma_px, 0.5))) + 4  # Gaussian radius (4 sigma) + Sobel
+    box = _box(near, pad=reach)
+    if box is not None:
+        out[box] = line_like(img[box], sigma_px, ratio) & near[box]
+    return out
+
+
 def _remove_cortex_lines(flat: np.ndarray, bone_c: np.ndarray, body: np.ndarray,
                          spacing: float, ws: float, params: SegmentParams) -> np.ndarray:
     """Subtract long straight ridges along the bone axis near bone from ``flat``.
@@ -1230,7 +1242,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         near_bone = _mask_resize(cv2.dilate(bone_c.astype(np.uint8),
                                             disc(2 * params.bone_margin_mm / ws + 1)) > 0,
                                  (rows, cols))
-        lines = line_like(flat, params.line_sigma_mm / spacing, params.line_ratio) & near_bone
+        lines = _line_like_near(flat, params.line_sigma_mm / spacing, params.line_ratio, near_bone)
         if params.line_min_length_mm > 0:
             # Only long lines are cortex: a plaque is line-like too, but short.
             n_l, lab_l, st_l, _ = cv2.connectedComponentsWithStats(lines.astype(np.uint8),
