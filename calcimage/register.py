@@ -60,17 +60,24 @@ _QUALITY_HIGHPASS_MM = 5.0
 _QUALITY_CLIP = 5.0
 #: Tukey biweight constant, in robust standard deviations of the residual.
 _TUKEY_C = 4.685
+#: Pixels of each pyramid level kept clear of excluded areas: the registration image is
+#: smoothed, differentiated and smoothed again (about 3 pixels of support), so nearer pixels
+#: still see the filled border, which is fixed to the film, not the anatomy.
+_MASK_MARGIN_PX = 3
+#: Gradient magnitudes are compressed as m / (m + knee), knee = this × their median.
+_EDGE_KNEE = 5.0
 
 
 @dataclass(frozen=True)
 class _Level:
     """One film resampled for registration."""
 
-    image: np.ndarray  # float32 smoothed gradient magnitude
+    image: np.ndarray  # float32 smoothed gradient magnitude, compressed (edge presence)
     grad_x: np.ndarray  # d image / d x_mm
     grad_y: np.ndarray  # d image / d y_mm
     mask: np.ndarray  # bool, pixels usable for registration
     spacing_rc: tuple[float, float]  # mm per pixel (row, col) of this grid
+    raw: np.ndarray  # float32 smoothed gradient magnitude, for the quality score
 
     @property
     def px_to_mm(self) -> np.ndarray:
@@ -124,15 +131,25 @@ def _level(pixels: np.ndarray, spacing_rc: tuple[float, float], target_mm: float
     gy = cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3, scale=1.0 / 8.0)
     # np.hypot, not cv2.magnitude: OpenCV 5's magnitude gave two different results for the
     # same input from run to run, which broke byte-identical outputs.
-    magnitude = cv2.GaussianBlur(np.hypot(gx, gy), (0, 0), 1.0)
+    raw = cv2.GaussianBlur(np.hypot(gx, gy), (0, 0), 1.0)
+    # Edge presence, not edge strength: m / (m + knee) saturates (knee: a few times the
+    # typical magnitude, so noise stays small). A lesion's contrast
+    # differs between films (exposure, density change) and the skin line is far stronger than
+    # anything else; raw magnitudes let those amplitudes, not positions, steer the fit. On a
+    # limb with few structures across its axis this let the fit slide along it.
+    # The quality score keeps the raw magnitude: its threshold was set on it.
+    typical = float(np.median(raw[small_mask] if small_mask.any() else raw))
+    knee = _EDGE_KNEE * typical + 1e-6
+    magnitude = (raw / (raw + np.float32(knee))).astype(np.float32)
     # Gradients of the magnitude image, in units per mm, for the ECC Jacobian.
     mgx = cv2.Sobel(magnitude, cv2.CV_32F, 1, 0, ksize=3, scale=1.0 / 8.0) / np.float32(spacing[1])
     mgy = cv2.Sobel(magnitude, cv2.CV_32F, 0, 1, ksize=3, scale=1.0 / 8.0) / np.float32(spacing[0])
     if mask is not None:
-        # Pixels at the border of an excluded area mix both sides: keep one pixel clear.
-        small_mask = cv2.erode(small_mask.astype(np.uint8), np.ones((3, 3), np.uint8),
+        # Pixels near an excluded area still see its filled border: keep them clear.
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * _MASK_MARGIN_PX + 1,) * 2)
+        small_mask = cv2.erode(small_mask.astype(np.uint8), disc,
                                borderType=cv2.BORDER_CONSTANT, borderValue=1) > 0
-    return _Level(magnitude, mgx, mgy, small_mask, spacing)
+    return _Level(magnitude, mgx, mgy, small_mask, spacing, raw)
 
 
 def _vdot(a: np.ndarray, b: np.ndarray) -> float:
@@ -306,8 +323,8 @@ def _quality(t: _Level, f: _Level, w_mm: np.ndarray) -> tuple[float, float]:
         spread = _QUALITY_CLIP * 1.4826 * float(np.median(np.abs(values - med))) + 1e-12
         return np.clip(values, med - spread, med + spread)
 
-    a = highpass(t.image)
-    b = highpass(_warp(f.image, m_px, t.image.shape))
+    a = highpass(t.raw)
+    b = highpass(_warp(f.raw, m_px, t.image.shape))
     a -= a.mean()
     b -= b.mean()
     denom = _norm(a) * _norm(b)

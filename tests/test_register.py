@@ -276,3 +276,34 @@ def test_real_hip_film_with_known_motion(real_dir) -> None:
     rr, cc = np.meshgrid(np.linspace(0.2 * rows, 0.8 * rows, 5), np.linspace(0.2 * cols, 0.8 * cols, 5), indexing="ij")
     pts = np.stack([rr.ravel(), cc.ravel(), np.ones(rr.size)])
     assert float(np.abs(reg.matrix @ pts - truth @ pts).max()) * 0.2 < 0.2
+
+
+# Development-seed phantom pairs (benchmarks/accuracy_pairs.py seeds 100-199; never the
+# held-out 2000-2023), rendered on a coarse grid to stay fast. Boneless limbs: across the
+# limb only the skin line and fat planes, along it only the lesions, which change size and
+# contrast. Before edge magnitudes were compressed and the mask margin widened, these slid
+# along the limb (2.75 mm and 0.98 mm at the lesions).
+@pytest.mark.parametrize(("seed", "spacing_mm", "followup", "limit_mm"), [
+    (118, 0.25, dict(rotation_deg=2.30, translation_mm=(-8.76, 3.14), magnification=1.0074, exposure=0.81,
+                     area_factor=2.2, n_new=1), 1.0),
+    (167, 0.2, dict(rotation_deg=-0.33, translation_mm=(0.25, -3.97), magnification=0.9835, exposure=0.79,
+                    area_factor=0.45, n_new=1), 0.5),
+])
+def test_phantom_boneless_limb_does_not_slide(seed: int, spacing_mm: float, followup: dict, limit_mm: float) -> None:
+    from calcimage.phantom import ChangeMode, FollowupParams, PhantomParams, make_followup, make_phantom
+
+    params = PhantomParams(rows=int(round(150.0 / spacing_mm)), cols=int(round(120.0 / spacing_mm)),
+                           spacing_mm=spacing_mm, n_bones=0, fraction_over_bone=0.0)
+    base = make_phantom(seed, params)
+    follow = make_followup(base, seed + 50_000, FollowupParams(change=ChangeMode.EVOLVE, **followup))
+
+    def usable(truth) -> np.ndarray:
+        return ~(np.asarray(truth.masks["collimation"], bool) | np.asarray(truth.masks["marker"], bool))
+
+    reg = register(base.film, follow.film, base_mask=usable(base.truth), follow_mask=usable(follow.truth))
+    cen = np.array(follow.truth.centroids, dtype=np.float64).reshape(-1, 2)
+    est_r, est_c = reg.map_points(cen[:, 0], cen[:, 1])
+    t = np.asarray(follow.truth.transform, dtype=np.float64)
+    true_rc = t[:, :2] @ cen.T + t[:, 2:3]
+    error_mm = float(np.hypot(est_r - true_rc[0], est_c - true_rc[1]).max()) * spacing_mm
+    assert error_mm < limit_mm
