@@ -86,9 +86,18 @@ def stdout_console() -> Any:
     return Console()
 
 
+def _init_worker(parent_pid: int, opencv_threads: int) -> None:
+    """Worker initializer: cap OpenCV's thread pool (N workers × all-core pools would fight for
+    the cores; per-pixel results do not depend on it), then tie the worker's life to the CLI."""
+    import cv2
+
+    cv2.setNumThreads(opencv_threads)
+    _die_with_parent(parent_pid)
+
+
 def _die_with_parent(parent_pid: int) -> None:
-    """Worker initializer: on Linux, ask the kernel to kill this worker when the CLI dies, so
-    a ``kill -9`` of calcimage stops its workers too instead of leaving them writing."""
+    """On Linux, ask the kernel to kill this worker when the CLI dies, so a ``kill -9`` of
+    calcimage stops its workers too instead of leaving them writing."""
     if sys.platform.startswith("linux"):
         import ctypes
         import signal
@@ -167,9 +176,12 @@ def run_jobs(
         if not todo:
             return results  # type: ignore[return-value]
         context = _context()
+        n_workers = max(1, min(workers, len(todo)))
+        # One worker may use every core; several share them.
+        opencv_threads = max(1, (os.cpu_count() or 1) // n_workers)
         with ProcessPoolExecutor(
-            max_workers=max(1, min(workers, len(todo))), mp_context=context, max_tasks_per_child=1,
-            initializer=_die_with_parent, initargs=(os.getpid(),),
+            max_workers=n_workers, mp_context=context, max_tasks_per_child=1,
+            initializer=_init_worker, initargs=(os.getpid(), opencv_threads),
         ) as pool:
             futures = {pool.submit(fn, *calls[i][0], **calls[i][1]): i for i in todo}
             for future in as_completed(futures):
