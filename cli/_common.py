@@ -128,8 +128,24 @@ def _context() -> Any:
     one clean process that has already imported calcimage: fast, and every job starts from the
     same state), else spawn."""
     if "forkserver" in multiprocessing.get_all_start_methods():
+        from multiprocessing import forkserver
+
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(_PRELOAD)
+        # Python 3.11's fork server imports the preload with the working directory first on
+        # sys.path (it ignores the parent's sys.path), so run from a source checkout it would
+        # import ./calcimage instead of the installed package (which has calcimage.cli).
+        # PYTHONSAFEPATH keeps the working directory off its sys.path; the server inherits the
+        # environment when it starts, so set it just for that.
+        saved = os.environ.get("PYTHONSAFEPATH")
+        os.environ["PYTHONSAFEPATH"] = "1"
+        try:
+            forkserver.ensure_running()
+        finally:
+            if saved is None:
+                del os.environ["PYTHONSAFEPATH"]
+            else:
+                os.environ["PYTHONSAFEPATH"] = saved
         return context
     return multiprocessing.get_context("spawn")
 

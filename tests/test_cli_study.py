@@ -270,3 +270,47 @@ def test_study_dicom_out_writes_tracked_objects_per_film(tmp_path: Path) -> None
     films = sorted({o.rsplit("/", 1)[0] for o in objects})
     assert len(films) == 2 and all(f.startswith("p-") for f in films)
     assert len(objects) == 4 and all(o.endswith(("calcinosis.seg.dcm", "calcinosis.sr.dcm")) for o in objects)
+
+
+@pytest.mark.slow
+def test_workers_import_the_installed_package_not_the_working_directory(tmp_path: Path) -> None:
+    """Run from a source checkout with a regular (non-editable) install, as the README's
+    quickstart does, the workers must not import ./calcimage: Python 3.11's fork server puts
+    the working directory first on its sys.path."""
+    import site
+    import sysconfig
+    import venv
+
+    root = Path(__file__).resolve().parents[1]
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(root)],
+                   check=True, capture_output=True, timeout=300)
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=False)
+    py = env_dir / "bin" / "python"
+    target = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                 check=True, capture_output=True, text=True).stdout.strip())
+    (wheel,) = wheels.glob("calcimage-*.whl")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    # Dependencies from this environment, without its .pth files (an editable install's finder
+    # would hide the problem).
+    deps = [p for p in site.getsitepackages() + [sysconfig.get_paths()["purelib"]] if Path(p).is_dir()]
+    (target / "zz_test_deps.pth").write_text("\n".join(dict.fromkeys(deps)) + "\n")
+    checkout = tmp_path / "checkout"
+    (checkout / "calcimage").mkdir(parents=True)
+    # An importable decoy, like a checkout's calcimage/ (which has no calcimage.cli).
+    (checkout / "calcimage" / "__init__.py").write_text('DECOY = True\n')
+    films = tmp_path / "films"
+    phantom_png(films / "film_2026-01-05.png", seed=2, patient_id="P01", date="2026-01-05")
+    env = dict(os.environ, CALCIMAGE_SALT=SALT)
+    env.pop("PYTHONPATH", None)
+    # A launcher like the console script: sys.path[0] is its folder, not the working directory.
+    launcher = env_dir / "bin" / "calcimage_launcher.py"
+    launcher.write_text('from calcimage.cli.app import main\n\nif __name__ == "__main__":\n    main()\n')
+    proc = subprocess.run([str(py), str(launcher),
+                           "-q", "study", str(films), "--out", str(tmp_path / "out"), "--workers", "1"],
+                          cwd=checkout, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (tmp_path / "out" / "errors.csv").exists()
+    assert len(list((tmp_path / "out").rglob("lesions.csv"))) == 1
