@@ -163,10 +163,9 @@ def run_jobs(
     """Run ``fn(*args, **kwargs)`` for every call, each in a fresh worker process.
 
     Every call gets its own new process (``max_tasks_per_child=1``; forked from a clean fork
-    server, or spawned), whatever ``workers`` is: floating-point reductions in the numeric libraries can depend on the state of the
-    process's heap (memory alignment), so computing each film in a fresh process is what makes
-    results byte-identical across runs and ``--workers`` values. It also means a crash inside
-    a decoder fails that one film, not the batch. Results come back in the order of ``calls``.
+    server, or spawned), whatever ``workers`` is: each film's result cannot depend on what the
+    process computed before, whichever ``--workers`` value scheduled it, and a crash inside a
+    decoder fails that one film, not the batch. Results come back in the order of ``calls``.
     A rich progress bar runs on stderr when it is a terminal and ``quiet`` is off. ``fn`` must
     be a top-level function. ``on_crash(i, exc)`` makes a result for a call whose worker died;
     ``cached(i)``, when given, returns a finished result from an earlier run (or None) so that
