@@ -29,6 +29,14 @@ Naming and privacy
 Resuming
     Every finished film and pair leaves a cache entry (:mod:`calcimage.report.outdir`) keyed by
     the input sha256(s) and :meth:`RunSettings.key`; a rerun reuses those and computes the rest.
+
+Measuring once
+    A study film's job also leaves, beside its cache entry, what a comparison needs of the
+    measurement besides the film and labels.png (lesion table, region totals, parameters, the
+    collimation and marker masks): :func:`save_compare_data`. The pair job loads the two films
+    again (decoding is cheap next to segmenting) and rebuilds their measurements from it
+    (:func:`rebuilt_measurement`), so each film is segmented once per study. When that data is
+    missing or does not fit (an older results folder, a changed file), the film is measured again.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import io
+import json
 import logging
 import os
 import re
@@ -51,6 +61,7 @@ from calcimage.io.load import IMAGE_SUFFIXES
 from calcimage.params import Config
 from calcimage.privacy import group_name, salt_fingerprint, sanitize_component
 from calcimage.report import COMPARE_FILES, MEASURE_FILES
+from calcimage.report.atomic import write_bytes
 from calcimage.report.outdir import cache_key, cache_path, read_cache, write_cache
 
 __all__ = [
@@ -66,6 +77,8 @@ __all__ = [
     "file_sha256",
     "unique_folder_names",
     "measure_file",
+    "save_compare_data",
+    "rebuilt_measurement",
     "compare_measured",
     "measure_film_job",
     "cached_film",
@@ -321,6 +334,143 @@ def measure_file(path: Path, settings: RunSettings) -> Any:
     return measure(film, seg, regions=settings.regions, params=settings.config.measure)
 
 
+#: Excluded-area masks a comparison uses (registration mask, the outside-the-field test).
+_COMPARE_MASKS: tuple[str, ...] = ("collimation", "marker")
+_COMPARE_DATA_VERSION = 1
+
+
+def _compare_data_path(out_dir: Path, sha256: str, settings: RunSettings) -> Path:
+    # Beside the film's cache entry, not *.json: the entry stays the single "film done" mark.
+    return cache_path(out_dir, "films", sha256, settings.key()).with_suffix(".compare.npz")
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():
+        return value.item()  # numpy scalars
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def _settings_text(params: Any) -> str:
+    return json.dumps(params, sort_keys=True, default=_json_default)
+
+
+def save_compare_data(path: Path, m: Any) -> None:
+    """Write what a comparison needs of measurement ``m`` besides its film and labels.png.
+
+    One compressed ``.npz`` (no pickles): the lesion table, region totals, parameters and
+    segmentation scalars as JSON (floats round-trip exactly) and the collimation and marker
+    masks. :func:`rebuilt_measurement` reads it back.
+    """
+    import numpy as np
+
+    from calcimage.params import params_to_dict
+
+    seg = m.segmentation
+    meta = {
+        "version": _COMPARE_DATA_VERSION,
+        "sha256": m.film.sha256,
+        "shape": list(m.labels.shape),
+        "lesions": [
+            {f.name: getattr(l, f.name) for f in dataclasses.fields(l)} | {"kind": l.kind.value}
+            for l in m.lesions
+        ],
+        "regions": [r.as_dict() for r in m.regions],
+        "params": m.params,
+        "units": m.units,
+        "note": m.note,
+        "segment_params": params_to_dict(seg.params),
+        "segmentation": {
+            "threshold": seg.threshold, "threshold_low": seg.threshold_low, "air_level": seg.air_level,
+            "noise_sigma": seg.noise_sigma, "threshold_k": seg.threshold_k,
+            "scale_spacing_mm": seg.scale_spacing_mm, "rejected_ridges": seg.rejected_ridges,
+        },
+    }
+    arrays = {
+        f"excluded_{name}": np.asarray(seg.excluded[name], dtype=bool)
+        for name in _COMPARE_MASKS
+        if seg.excluded.get(name) is not None
+    }
+    buf = io.BytesIO()
+    np.savez_compressed(buf, meta=np.array(json.dumps(meta, default=_json_default)), **arrays)
+    write_bytes(path, buf.getvalue())
+
+
+def rebuilt_measurement(path: str | os.PathLike[str], film: FilmResult, out: str | os.PathLike[str],
+                        settings: RunSettings) -> Any | None:
+    """The measurement of a study film, rebuilt without segmenting it again.
+
+    Loads the film again and takes the labels from its ``labels.png`` and the rest from the
+    data :func:`save_compare_data` left. The rebuilt segmentation holds only what comparing
+    uses (parameters, scalars, labels, the collimation and marker masks); its ``flattened``
+    is a NaN placeholder and its ``background`` None.
+
+    Returns
+    -------
+    Measurement or None
+        None when the saved data is missing, unreadable or does not belong to this film and
+        these settings (the caller then measures the film again).
+    """
+    import cv2
+    import numpy as np
+
+    import calcimage
+    from calcimage.measure import Lesion, Measurement, RegionTotal
+    from calcimage.params import params_to_dict
+    from calcimage.segment import LesionKind, Segmentation
+
+    out_dir = Path(out)
+    if not film.sha256 or not film.folder:
+        return None
+    try:
+        with np.load(_compare_data_path(out_dir, film.sha256, settings), allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"]))
+            masks = {name: npz[f"excluded_{name}"] for name in _COMPARE_MASKS if f"excluded_{name}" in npz.files}
+        labels = cv2.imdecode(np.fromfile(out_dir / film.folder / "labels.png", dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        lesions = tuple(Lesion(**(d | {"kind": LesionKind(d["kind"])})) for d in meta["lesions"])
+        regions = tuple(RegionTotal(**d) for d in meta["regions"])
+        shape = tuple(meta["shape"])
+        same = (
+            meta.get("version") == _COMPARE_DATA_VERSION
+            and meta.get("sha256") == film.sha256
+            and _settings_text(meta["segment_params"]) == _settings_text(params_to_dict(settings.config.segment))
+            and labels is not None and labels.shape == shape
+            and int(labels.max(initial=0)) == len(lesions)
+            and all(mask.shape == shape for mask in masks.values())
+        )
+    except Exception as exc:  # a cache: anything wrong with it means "measure again"
+        logger.info("%s: no usable saved measurement (%s: %s)", film.input_name, type(exc).__name__, exc)
+        return None
+    if not same:
+        logger.info("%s: saved measurement does not match this film or these settings", film.input_name)
+        return None
+    loaded = calcimage.load(path, spacing_mm=settings.spacing_mm)
+    if loaded.sha256 != film.sha256 or loaded.shape != shape:
+        logger.info("%s: the file changed since it was measured", film.input_name)
+        return None
+    labels = labels.astype(np.int32)
+    seg = Segmentation(
+        labels=labels,
+        kinds=tuple(l.kind for l in lesions),
+        flattened=np.broadcast_to(np.float32(np.nan), shape),  # not kept; comparing does not use it
+        excluded=masks,
+        params=settings.config.segment,
+        **meta["segmentation"],
+    )
+    return Measurement(
+        film=loaded, segmentation=seg, labels=labels, lesions=lesions, regions=regions,
+        params=meta["params"], units=meta["units"], note=meta["note"],
+    )
+
+
+def _measurement_for(path: str, film: FilmResult, out: str, settings: RunSettings) -> Any:
+    m = rebuilt_measurement(path, film, out, settings)
+    if m is None:
+        m = measure_file(Path(path), settings)
+    return m
+
+
 def _folder_of(film: Any, settings: RunSettings) -> tuple[str, str, Identity]:
     ident = film_identity(film)
     group = group_name(
@@ -434,6 +584,8 @@ def measure_film_job(
             from calcimage.report import write_measurement
 
             summary = write_measurement(out_dir / rel_folder, m, input_name=name, extra_params=settings.extra_params())
+            if folder is None:  # study layout: keep what the comparisons need
+                save_compare_data(_compare_data_path(out_dir, m.film.sha256, settings), m)
         caught = [str(w.message) for w in records]
     except Exception as exc:  # one film's failure must not stop the batch
         return _failure(FilmResult, str(path), exc, caught)
@@ -472,10 +624,11 @@ def compare_pair_job(
     folder: str,
     allow_different_patients: bool = False,
 ) -> PairResult:
-    """Measure both films again (deterministic), compare and write the pair's folder.
+    """Compare two measured films of a study and write the pair's folder.
 
     ``baseline``/``followup`` are the films' :class:`FilmResult` (their sha256 keys the cache,
-    their ``input_name`` is recorded).
+    their ``input_name`` is recorded). Their measurements are rebuilt from what the film jobs
+    saved (:func:`rebuilt_measurement`), or, failing that, measured again (deterministic).
     """
     out_dir = Path(out)
     source = f"{baseline.input_name} -> {followup.input_name}"
@@ -488,8 +641,8 @@ def compare_pair_job(
         with warnings.catch_warnings(record=True) as records:
             warnings.simplefilter("always")
             data = compare_measured(
-                measure_file(Path(base_path), settings),
-                measure_file(Path(follow_path), settings),
+                _measurement_for(base_path, baseline, out, settings),
+                _measurement_for(follow_path, followup, out, settings),
                 out_dir / folder,
                 settings,
                 baseline_name=baseline.input_name,

@@ -136,3 +136,105 @@ def test_calcimage_results_folders_are_not_searched(tmp_path: Path) -> None:
     touch(tmp_path / "old-results" / "g" / "f" / "labels.png")
     touch(tmp_path / "old-results" / ".calcimage" / "marker.json", b"{}")
     assert [p.name for p in discover_films(tmp_path)] == ["a.png"]
+
+
+# --------------------------------------------------------------------------- measuring once
+
+
+@pytest.fixture(scope="module")
+def measured_pair(tmp_path_factory: pytest.TempPathFactory):
+    """Two films of one patient measured by the study's film job (study layout)."""
+    from _cli_films import phantom_png
+
+    from calcimage.study import RunSettings, measure_film_job
+
+    root = tmp_path_factory.mktemp("pair")
+    paths = (phantom_png(root / "in" / "a.png", seed=1, date="2026-01-05"),
+             phantom_png(root / "in" / "b.png", seed=1, followup=True, date="2026-04-06"))
+    out = root / "out"
+    settings = RunSettings(salt="test-salt")
+    films = tuple(measure_film_job(str(p), str(out), settings) for p in paths)
+    assert all(f.ok for f in films), [f.error for f in films]
+    return out, settings, films, paths
+
+
+def _pair_outputs(folder: Path) -> dict[str, bytes]:
+    return {p.name: b"".join(l for l in p.read_bytes().splitlines(keepends=True) if b'"timestamp"' not in l)
+            for p in sorted(folder.iterdir())}
+
+
+def test_rebuilt_measurement_equals_a_fresh_one(measured_pair) -> None:
+    import numpy as np
+
+    from calcimage.report.tables import summary_dict
+    from calcimage.study import measure_file, rebuilt_measurement
+
+    out, settings, films, paths = measured_pair
+    for film, path in zip(films, paths):
+        fresh = measure_file(path, settings)
+        rebuilt = rebuilt_measurement(path, film, out, settings)
+        assert rebuilt is not None
+        assert fresh.lesion_count > 0
+        assert rebuilt.lesions == fresh.lesions
+        assert rebuilt.regions == fresh.regions
+        assert rebuilt.labels.dtype == fresh.labels.dtype == np.int32
+        assert np.array_equal(rebuilt.labels, fresh.labels)
+        assert np.array_equal(rebuilt.film.pixels, fresh.film.pixels)
+        assert rebuilt.segmentation.params == fresh.segmentation.params
+        for name in ("collimation", "marker"):
+            mask = fresh.segmentation.excluded.get(name)
+            assert (mask is None) == (name not in rebuilt.segmentation.excluded)
+            if mask is not None:
+                assert np.array_equal(rebuilt.segmentation.excluded[name], mask)
+        kw = {"input_name": "x", "with_timestamp": False}
+        assert summary_dict(rebuilt, **kw) == summary_dict(fresh, **kw)
+
+
+def test_pair_job_measures_no_film_again(measured_pair, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import shutil
+
+    import calcimage.study as study
+
+    out, settings, films, paths = measured_pair
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+
+    def measured_again(*args, **kwargs):
+        raise AssertionError("a film was measured again")
+
+    with monkeypatch.context() as m:
+        m.setattr(study, "measure_file", measured_again)
+        once = study.compare_pair_job(films[0], films[1], str(paths[0]), str(paths[1]), str(copy), settings,
+                                      folder="g/compare_once")
+    assert once.ok, once.error
+    # Without the saved data (an older results folder, a damaged file) the films are measured
+    # again, with the same results.
+    saved = sorted((copy / ".calcimage" / "films").glob("*.compare.npz"))
+    assert len(saved) == 2
+    saved[0].unlink()
+    saved[1].write_bytes(b"not an npz")
+    assert study.rebuilt_measurement(paths[0], films[0], copy, settings) is None
+    again = study.compare_pair_job(films[0], films[1], str(paths[0]), str(paths[1]), str(copy), settings,
+                                   folder="g/compare_again")
+    assert again.ok, again.error
+    assert (once.change_pct, once.category) == (again.change_pct, again.category)
+    assert _pair_outputs(copy / "g" / "compare_once") == _pair_outputs(copy / "g" / "compare_again")
+
+
+def test_saved_data_of_other_settings_is_not_used(measured_pair) -> None:
+    import dataclasses
+
+    from calcimage.params import Config
+    from calcimage.segment import SegmentParams
+    from calcimage.study import _compare_data_path, rebuilt_measurement
+
+    out, settings, films, paths = measured_pair
+    other = dataclasses.replace(settings, config=Config(segment=SegmentParams(min_area_mm2=5.0)))
+    # Same file name as the real one, other segment parameters inside: refused.
+    target = _compare_data_path(out, films[0].sha256, other)
+    target.write_bytes(_compare_data_path(out, films[0].sha256, settings).read_bytes())
+    try:
+        assert rebuilt_measurement(paths[0], films[0], out, other) is None
+        assert rebuilt_measurement(paths[0], films[0], out, settings) is not None
+    finally:
+        target.unlink()
