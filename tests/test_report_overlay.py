@@ -46,6 +46,68 @@ def test_display_image_window() -> None:
     assert display_image(np.full((3, 3), 7.0)).tolist() == [[0] * 3] * 3
 
 
+def _display_reference(pixels: np.ndarray) -> np.ndarray:
+    """The rendering rule written the plain way (full-size float64)."""
+    px = np.asarray(pixels, dtype=np.float64)
+    finite = px[np.isfinite(px)]
+    if finite.size == 0:
+        return np.zeros(px.shape, dtype=np.uint8)
+    lo, hi = np.percentile(finite, [0.5, 99.5])
+    if hi <= lo:
+        hi = lo + 1.0
+    scaled = np.clip((np.nan_to_num(px, nan=lo) - lo) / (hi - lo), 0.0, 1.0)
+    return np.round(scaled * 255.0).astype(np.uint8)
+
+
+def _films() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(3)
+    twelve_bit = rng.integers(0, 4096, (700, 301)).astype(np.float32)  # duplicates: exact order stats
+    continuous = rng.normal(1000.0, 300.0, (611, 257)).astype(np.float32)  # distinct: float64 fallback
+    holes = continuous.copy()
+    holes[::7, ::5] = np.nan
+    holes[3, 4], holes[5, 6] = np.inf, -np.inf
+    return {
+        "12-bit float32": twelve_bit,
+        "continuous float32": continuous,
+        "nan and inf": holes,
+        "uint16": rng.integers(0, 65535, (300, 520)).astype(np.uint16),
+        "float64": rng.random((257, 3)),
+        "one row": continuous[:1],
+        "constant": np.full((3, 3), 7.0),
+        "all nan": np.full((2, 5), np.nan, np.float32),
+    }
+
+
+@pytest.mark.parametrize("name", list(_films()))
+def test_display_image_matches_the_plain_float64_rule(name: str) -> None:
+    px = _films()[name]
+    before = px.copy()
+    img = display_image(px)
+    assert img.dtype == np.uint8 and img.shape == px.shape
+    assert np.array_equal(img, _display_reference(px))
+    assert np.array_equal(px, before, equal_nan=px.dtype.kind == "f")  # input untouched
+
+
+@pytest.mark.parametrize("offset", [0, 70000])  # labels in uint16, and beyond it
+def test_thick_outlines_take_the_nearest_label(offset: int) -> None:
+    from calcimage.report.overlay import _line_width, _paint
+
+    labels = np.zeros((1300, 700), np.int32)  # 1300 rows: outlines 2 pixels wide
+    labels[100:200, 100:150] = 1 + offset
+    labels[150:260, 150:300] = 2 + offset  # touches lesion 1
+    labels[600:603, 600:602] = 3 + offset
+    colours = {1 + offset: (1, 2, 3), 2 + offset: (4, 5, 6), 3 + offset: (7, 8, 9)}
+    grey = np.full(labels.shape, 100, np.uint8)
+    width = _line_width(labels.shape)
+    assert width == 2
+    # The rule written the plain way: the dilated (max) label on every outline pixel.
+    edge = outline_mask(labels, width)
+    nearest = cv2.dilate(labels.astype(np.float32), np.ones((width, width), np.uint8)).astype(np.int64)
+    expected = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    expected[edge] = [colours[int(k)] for k in nearest[edge]]
+    assert np.array_equal(_paint(grey, labels, colours), expected)
+
+
 def test_measure_overlay_colours_by_kind() -> None:
     m = make_measurement(0.1)
     img = measure_overlay(m)

@@ -54,17 +54,71 @@ STATUS_COLOURS: dict[str, tuple[int, int, int]] = {
 }
 
 
+#: Rows scaled per block in :func:`display_image` (bounds its float64 scratch to a few MB).
+_BLOCK_ROWS = 256
+
+
+def _percentiles(values: np.ndarray, q: tuple[float, float]) -> tuple[float, float]:
+    """``np.percentile(values.astype(float64), q)`` without a float64 copy of the film, when it can.
+
+    ``values`` is a 1-D scratch copy (partitioned in place). numpy's linear interpolation
+    between two equal neighbouring order statistics returns that value exactly, so when the
+    order statistics around each percentile's position agree (always, in practice, for films
+    of a few thousand grey levels) they are the answer; otherwise numpy computes it in float64.
+    """
+    n = values.size
+    positions = [q_ / 100.0 * (n - 1) for q_ in q]
+    # A margin of one on each side absorbs any rounding of the position inside numpy.
+    kth = sorted({min(max(k, 0), n - 1) for pos in positions for k in range(int(pos) - 1, int(pos) + 3)})
+    values.partition(kth)
+    out = []
+    for pos in positions:
+        around = values[[min(max(k, 0), n - 1) for k in range(int(pos) - 1, int(pos) + 3)]]
+        if not (around == around[0]).all():
+            return tuple(float(v) for v in np.percentile(values.astype(np.float64), q, overwrite_input=True))
+        out.append(float(around[0]))
+    return out[0], out[1]
+
+
 def display_image(pixels: np.ndarray) -> np.ndarray:
-    """8-bit grey rendering of film pixels (0.5–99.5 percentile window, brighter = denser)."""
-    px = np.asarray(pixels, dtype=np.float64)
-    finite = px[np.isfinite(px)]
+    """8-bit grey rendering of film pixels (0.5–99.5 percentile window, brighter = denser).
+
+    Computed as ``round(clip((x − lo) / (hi − lo), 0, 1) × 255)`` in float64, block by block
+    of rows so that no full-size float64 copy of the film is made.
+    """
+    px = np.asarray(pixels)
+    if px.dtype.kind == "f":
+        finite_mask = np.isfinite(px)
+        finite = px.ravel() if finite_mask.all() else px[finite_mask]
+        del finite_mask
+    else:
+        finite = px.ravel()
     if finite.size == 0:
         return np.zeros(px.shape, dtype=np.uint8)
-    lo, hi = np.percentile(finite, [0.5, 99.5])
+    # A scratch copy in the film's own dtype (float32: half a float64 copy), partitioned in place.
+    values = np.array(finite, dtype=px.dtype if px.dtype.kind in "fiub" else np.float64, copy=True)
+    del finite
+    lo, hi = _percentiles(values, (0.5, 99.5))
+    del values
+    lo, hi = np.float64(lo), np.float64(hi)
     if hi <= lo:
         hi = lo + 1.0
-    scaled = np.clip((np.nan_to_num(px, nan=lo) - lo) / (hi - lo), 0.0, 1.0)
-    return np.round(scaled * 255.0).astype(np.uint8)
+    out = np.empty(px.shape, dtype=np.uint8)
+    if px.ndim == 0:
+        blocks = [()]
+    else:
+        blocks = [slice(r, r + _BLOCK_ROWS) for r in range(0, px.shape[0], _BLOCK_ROWS)]
+    for block in blocks:
+        x = np.array(px[block], dtype=np.float64)
+        if px.dtype.kind == "f":
+            np.nan_to_num(x, copy=False, nan=lo)
+        np.subtract(x, lo, out=x)
+        np.divide(x, hi - lo, out=x)
+        np.clip(x, 0.0, 1.0, out=x)
+        np.multiply(x, 255.0, out=x)
+        np.round(x, out=x)
+        out[block] = x
+    return out
 
 
 def _line_width(shape: tuple[int, ...]) -> int:
@@ -95,13 +149,20 @@ def _paint(grey: np.ndarray, labels: np.ndarray, colour_of_label: Mapping[int, t
         return rgb
     # Edges of a thickened outline may fall just outside the lesion: take the nearest label.
     lab = np.asarray(labels)
-    if _line_width(labels.shape) > 1:
-        lab = cv2.dilate(lab.astype(np.float32), np.ones((_line_width(labels.shape),) * 2, np.uint8)).astype(np.int64)
-    lut = np.zeros((int(lab.max()) + 1, 3), dtype=np.uint8)
+    width = _line_width(labels.shape)
+    if width > 1:
+        # A max filter: uint16 when the labels fit (half the memory of float32), else float32
+        # (exact for labels below 2**24).
+        small = lab.size and int(lab.min()) >= 0 and int(lab.max()) <= 65535
+        work = lab.astype(np.uint16 if small else np.float32)
+        lab = cv2.dilate(work, np.ones((width, width), np.uint8))
+        del work
+    values = lab[edge].astype(np.int64)
+    lut = np.zeros((int(values.max()) + 1, 3), dtype=np.uint8)
     for label, colour in colour_of_label.items():
         if 0 < label < lut.shape[0]:
             lut[label] = colour
-    rgb[edge] = lut[lab[edge]]
+    rgb[edge] = lut[values]
     return rgb
 
 
@@ -148,7 +209,7 @@ def comparison_overlay(comparison: Any) -> np.ndarray:
     matrix = comparison.registration.matrix
     follow_grey = warp_to_baseline(display_image(follow.film.pixels), matrix, shape, nearest=False)
     follow_labels = warp_to_baseline(np.asarray(follow.labels, dtype=np.float32), matrix, shape, nearest=True)
-    right = _paint(follow_grey, follow_labels.astype(np.int64), follow_colours)
+    right = _paint(follow_grey, follow_labels.astype(np.int32), follow_colours)
     gap = np.full((shape[0], max(4, shape[1] // 100), 3), 255, dtype=np.uint8)
     return np.concatenate([left, gap, right], axis=1)
 
