@@ -89,14 +89,20 @@ def test_display_image_matches_the_plain_float64_rule(name: str) -> None:
 
 
 @pytest.mark.parametrize("offset", [0, 70000])  # labels in uint16, and beyond it
-def test_thick_outlines_take_the_nearest_label(offset: int) -> None:
+@pytest.mark.parametrize("corner_only", [False, True])
+def test_thick_outlines_take_the_nearest_label(offset: int, corner_only: bool) -> None:
     from calcimage.report.overlay import _line_width, _paint
 
     labels = np.zeros((1300, 700), np.int32)  # 1300 rows: outlines 2 pixels wide
     labels[100:200, 100:150] = 1 + offset
     labels[150:260, 150:300] = 2 + offset  # touches lesion 1
     labels[600:603, 600:602] = 3 + offset
-    colours = {1 + offset: (1, 2, 3), 2 + offset: (4, 5, 6), 3 + offset: (7, 8, 9)}
+    labels[1295:, 690:] = 4 + offset  # in the film's corner
+    labels[0:3, 0:700] = 5 + offset  # along the top edge
+    if corner_only:  # a small bounding box at the film's edge
+        labels[labels != 4 + offset] = 0
+    colours = {1 + offset: (1, 2, 3), 2 + offset: (4, 5, 6), 3 + offset: (7, 8, 9), 4 + offset: (10, 11, 12),
+               5 + offset: (13, 14, 15)}
     grey = np.full(labels.shape, 100, np.uint8)
     width = _line_width(labels.shape)
     assert width == 2

@@ -144,25 +144,35 @@ def outline_mask(labels: np.ndarray, width: int = 1) -> np.ndarray:
 
 def _paint(grey: np.ndarray, labels: np.ndarray, colour_of_label: Mapping[int, tuple[int, int, int]]) -> np.ndarray:
     rgb = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
-    edge = outline_mask(labels, _line_width(labels.shape))
+    lab = np.asarray(labels)
+    width = _line_width(lab.shape)
+    # Outlines are found inside the lesions' bounding box (plus a margin wider than the
+    # thickening reaches), not over the whole film: same pixels, a fraction of the work.
+    inside = lab > 0
+    rows = np.flatnonzero(inside.any(axis=1))
+    if rows.size == 0:
+        return rgb
+    cols = np.flatnonzero(inside.any(axis=0))
+    del inside
+    pad = width + 1
+    box = (slice(max(int(rows[0]) - pad, 0), int(rows[-1]) + pad + 1),
+           slice(max(int(cols[0]) - pad, 0), int(cols[-1]) + pad + 1))
+    lab = lab[box]
+    edge = outline_mask(lab, width)
     if not edge.any():
         return rgb
     # Edges of a thickened outline may fall just outside the lesion: take the nearest label.
-    lab = np.asarray(labels)
-    width = _line_width(labels.shape)
     if width > 1:
         # A max filter: uint16 when the labels fit (half the memory of float32), else float32
         # (exact for labels below 2**24).
-        small = lab.size and int(lab.min()) >= 0 and int(lab.max()) <= 65535
-        work = lab.astype(np.uint16 if small else np.float32)
-        lab = cv2.dilate(work, np.ones((width, width), np.uint8))
-        del work
+        small = int(lab.min()) >= 0 and int(lab.max()) <= 65535
+        lab = cv2.dilate(lab.astype(np.uint16 if small else np.float32), np.ones((width, width), np.uint8))
     values = lab[edge].astype(np.int64)
     lut = np.zeros((int(values.max()) + 1, 3), dtype=np.uint8)
     for label, colour in colour_of_label.items():
         if 0 < label < lut.shape[0]:
             lut[label] = colour
-    rgb[edge] = lut[values]
+    rgb[box][edge] = lut[values]
     return rgb
 
 
@@ -205,13 +215,21 @@ def comparison_overlay(comparison: Any) -> np.ndarray:
             base_colours[int(change.baseline_id)] = colour
         if change.followup_id is not None:
             follow_colours[int(change.followup_id)] = colour
-    left = _paint(display_image(base.film.pixels), base.labels, base_colours)
+    gap = max(4, shape[1] // 100)
+    # Each half is painted straight into its place: no separate halves to concatenate.
+    picture = np.empty((shape[0], 2 * shape[1] + gap, 3), dtype=np.uint8)
+    picture[:, shape[1]:shape[1] + gap] = 255
+    picture[:, :shape[1]] = _paint(display_image(base.film.pixels), base.labels, base_colours)
     matrix = comparison.registration.matrix
     follow_grey = warp_to_baseline(display_image(follow.film.pixels), matrix, shape, nearest=False)
-    follow_labels = warp_to_baseline(np.asarray(follow.labels, dtype=np.float32), matrix, shape, nearest=True)
-    right = _paint(follow_grey, follow_labels.astype(np.int32), follow_colours)
-    gap = np.full((shape[0], max(4, shape[1] // 100), 3), 255, dtype=np.uint8)
-    return np.concatenate([left, gap, right], axis=1)
+    labels = np.asarray(follow.labels)
+    # Nearest-neighbour warping copies values, so uint16 (when the labels fit) gives the same
+    # labels as float32 in half the memory.
+    fits = labels.size == 0 or (int(labels.min()) >= 0 and int(labels.max()) <= 65535)
+    follow_labels = warp_to_baseline(labels.astype(np.uint16 if fits else np.float32), matrix, shape, nearest=True)
+    picture[:, shape[1] + gap:] = _paint(follow_grey, follow_labels if fits else follow_labels.astype(np.int32),
+                                         follow_colours)
+    return picture
 
 
 def thumbnail(image: np.ndarray, max_side: int = 900) -> np.ndarray:
