@@ -42,7 +42,7 @@ def compare(
     Writes DIR/comparison.json, DIR/changes.csv and DIR/overlay.png.
     """
     from calcimage.report.outdir import prepare_output
-    from calcimage.study import measure_file, compare_measured
+    from calcimage.study import compare_measured, lean_measurement, measure_file
 
     quiet = is_quiet(ctx)
     with fail_on_errors():
@@ -52,8 +52,9 @@ def compare(
         with warnings.catch_warnings(record=True) as records:
             warnings.simplefilter("always")
             with console.status("measuring and comparing…", spinner="dots") if (console.is_terminal and not quiet) else _null():
-                base = measure_file(baseline, settings)
-                follow = measure_file(followup, settings)
+                # Lean: the baseline is held while the follow-up is segmented.
+                base = lean_measurement(measure_file(baseline, settings))
+                follow = lean_measurement(measure_file(followup, settings))
                 data = compare_measured(
                     base, follow, out_dir, settings, baseline_name=str(baseline), followup_name=str(followup),
                     allow_different_patients=allow_different_patients,

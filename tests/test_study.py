@@ -238,3 +238,24 @@ def test_saved_data_of_other_settings_is_not_used(measured_pair) -> None:
         assert rebuilt_measurement(paths[0], films[0], out, settings) is not None
     finally:
         target.unlink()
+
+
+def test_lean_measurement_drops_working_arrays_and_compares_the_same(measured_pair) -> None:
+    import numpy as np
+
+    from calcimage.compare import compare
+    from calcimage.study import lean_measurement, measure_file
+
+    _, settings, _, paths = measured_pair
+    full = [measure_file(p, settings) for p in paths]
+    lean = [lean_measurement(m) for m in full]
+    for f, l in zip(full, lean):
+        seg = l.segmentation
+        assert seg.background is None and seg.threshold_map is None
+        assert seg.flattened.shape == f.segmentation.flattened.shape and seg.flattened.strides == (0, 0)
+        assert set(seg.excluded) == set(f.segmentation.excluded) & {"collimation", "marker"}
+        assert l.lesions == f.lesions and l.labels is f.labels and l.film is f.film
+        assert f.segmentation.background is not None  # the original is untouched
+    a, b = compare(*full), compare(*lean)
+    assert a.lesions == b.lesions and a.change == b.change and a.category == b.category
+    assert np.array_equal(a.registration.matrix, b.registration.matrix)
