@@ -451,14 +451,18 @@ def rebuilt_measurement(path: str | os.PathLike[str], film: FilmResult, out: str
         logger.info("%s: the file changed since it was measured", film.input_name)
         return None
     labels = labels.astype(np.int32)
-    seg = Segmentation(
-        labels=labels,
-        kinds=tuple(l.kind for l in lesions),
-        flattened=np.broadcast_to(np.float32(np.nan), shape),  # not kept; comparing does not use it
-        excluded=masks,
-        params=settings.config.segment,
-        **meta["segmentation"],
-    )
+    try:
+        seg = Segmentation(
+            labels=labels,
+            kinds=tuple(l.kind for l in lesions),
+            flattened=np.broadcast_to(np.float32(np.nan), shape),  # not kept; comparing does not use it
+            excluded=masks,
+            params=settings.config.segment,
+            **meta["segmentation"],
+        )
+    except TypeError as exc:  # saved by a calcimage whose Segmentation had other fields
+        logger.info("%s: saved measurement does not fit (%s)", film.input_name, exc)
+        return None
     return Measurement(
         film=loaded, segmentation=seg, labels=labels, lesions=lesions, regions=regions,
         params=meta["params"], units=meta["units"], note=meta["note"],
