@@ -504,8 +504,9 @@ def registration_mask(m: Measurement) -> np.ndarray | None:
     fit (a limb without bone has little else along its length); the registration's robust
     weights discount those that do change.
 
-    The registration fills excluded areas and keeps a pyramid pixel clear of them, so no
-    margin is added here. Returns None when nothing is excluded.
+    The registration grows excluded areas by a margin (a penumbra), fills them and keeps
+    pyramid pixels clear of them, so no margin is added here. Returns None when nothing is
+    excluded.
     """
     shape = m.film.shape
     drop = np.zeros(shape, dtype=bool)

@@ -21,11 +21,18 @@ correlation (``cv2.phaseCorrelate``) — and the best-correlating fit is refined
 pyramid. (Feature matching with ORB and RANSAC was tried first: the smooth gradients of a limb
 film give too few repeatable corners for it.)
 
-Masks: excluded areas (collimation, markers) are filled with their smoothed surroundings
-before gradients are taken, and the pixel next to them is left out of the fit, so their edges
-pull on nothing. Lesions are not masked: most change little and anchor the fit (a limb without
-bone has little else along its length); the ECC is iteratively reweighted (Tukey biweight on
-the normalised residual), so a lesion that grew, shrank, appeared or resolved loses its say.
+Masks: excluded areas (collimation, markers) are first grown by ``_EXCLUSION_MARGIN_MM``
+(a mask drawn exactly on a collimator blade leaves its penumbra in the kept pixels), then
+filled with their smoothed surroundings before gradients are taken, and the pixels next to
+them are left out of the fit, so their edges pull on nothing. Lesions are not masked: most
+change little and anchor the fit (a limb without bone has little else along its length).
+
+Robustness: on the finest level only, the ECC is iteratively reweighted (Tukey biweight on the
+normalised residual), so a lesion that grew, shrank, appeared or resolved loses its say there.
+The coarser levels are plain least squares: blurred, a grown lesion still overlaps its former
+self and its centre anchors the fit along a limb, whereas the biweight — its spread set by
+the many flat pixels — dropped every changed lesion and left a tube of a limb free to slide
+along its axis (development pair 106: 2.4 mm at the lesions).
 
 Coordinates: internally (x = col, y = row) in mm, OpenCV's order; the returned
 :class:`~calcimage.compare.Registration` holds (row, col) matrices. The mm position of pixel
@@ -66,6 +73,10 @@ _TUKEY_C = 4.685
 _MASK_MARGIN_PX = 3
 #: Gradient magnitudes are compressed as m / (m + knee), knee = this × their median.
 _EDGE_KNEE = 5.0
+#: Excluded areas are grown by this many mm (on the finest grid) before anything else: a mask
+#: drawn exactly on a collimator blade or marker leaves its penumbra and detector blur in the
+#: kept pixels next to it, and the fill would carry that film-fixed edge into the fit.
+_EXCLUSION_MARGIN_MM = 2.0
 
 
 @dataclass(frozen=True)
@@ -375,6 +386,15 @@ def _search_starts(t: _Level, f: _Level, max_rotation_deg: float, step_deg: floa
     return [(f"search {angle:+g} deg", w) for _, angle, w in scored[:keep]]
 
 
+def _grow_exclusion(mask: np.ndarray, spacing_rc: tuple[float, float]) -> np.ndarray:
+    """Shrink the kept area of ``mask`` by ``_EXCLUSION_MARGIN_MM`` (an ellipse in pixels)."""
+    r_r = max(1, int(math.ceil(_EXCLUSION_MARGIN_MM / spacing_rc[0])))
+    r_c = max(1, int(math.ceil(_EXCLUSION_MARGIN_MM / spacing_rc[1])))
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r_c + 1, 2 * r_r + 1))
+    # The film's border is not an exclusion: pad with "kept".
+    return cv2.erode(mask.astype(np.uint8), disc, borderType=cv2.BORDER_CONSTANT, borderValue=1) > 0
+
+
 def _check_film(film: Film, role: str) -> tuple[float, float]:
     if film.spacing_mm is None:
         raise IncompatibleFilmsError(
@@ -407,7 +427,8 @@ def register(base_film: Film, follow_film: Film, *, base_mask: np.ndarray | None
         Films with pixel spacing (any spacing; they need not agree).
     base_mask, follow_mask
         Optional boolean masks (each the shape of its film) of the pixels registration may use:
-        True except on collimation and markers. Lesions need no mask: they are what changes,
+        True except on collimation and markers; the excluded areas are grown by 2 mm (their
+        penumbra) here, so exact masks will do. Lesions need no mask: they are what changes,
         but most change little and anchor the fit, and robust weights discount those that do.
     params
         ``transform``, ``registration_spacings_mm``, ``max_iterations``, ``min_quality``,
@@ -439,6 +460,11 @@ def register(base_film: Film, follow_film: Film, *, base_mask: np.ndarray | None
     # Resample the full films once, to the finest level; coarser levels start from that.
     fine_b, fine_mask_b, fine_sp_b = _resample(base_film.pixels, sp_b, targets[-1], base_mask)
     fine_f, fine_mask_f, fine_sp_f = _resample(follow_film.pixels, sp_f, targets[-1], follow_mask)
+    # Masks may be drawn exactly on the excluded object (its penumbra left outside): grow them.
+    if base_mask is not None:
+        fine_mask_b = _grow_exclusion(fine_mask_b, fine_sp_b)
+    if follow_mask is not None:
+        fine_mask_f = _grow_exclusion(fine_mask_f, fine_sp_f)
     levels = [
         (_level(fine_b, fine_sp_b, s, None if base_mask is None else fine_mask_b),
          _level(fine_f, fine_sp_f, s, None if follow_mask is None else fine_mask_f))
@@ -454,7 +480,8 @@ def register(base_film: Film, follow_film: Film, *, base_mask: np.ndarray | None
     best: tuple[float, str, np.ndarray] | None = None
     for name, guess in candidates:
         try:
-            w, rho = _ecc(t0, f0, guess, kind, coarse_iterations, params.max_scale_change)
+            w, rho = _ecc(t0, f0, guess, kind, coarse_iterations, params.max_scale_change,
+                          robust=len(levels) == 1)
         except _EccFailure as exc:
             logger.debug("registration start %s failed: %s", name, exc)
             continue
@@ -471,9 +498,10 @@ def register(base_film: Film, follow_film: Film, *, base_mask: np.ndarray | None
             "films do not align: registration found no overlap or correlation; different body part or view?"
         )
     _, start, w = best
-    for t, f in levels[1:]:
+    for k, (t, f) in enumerate(levels[1:], start=2):
         try:
-            w, _ = _ecc(t, f, w, kind, params.max_iterations, params.max_scale_change)
+            w, _ = _ecc(t, f, w, kind, params.max_iterations, params.max_scale_change,
+                        robust=k == len(levels))
         except _EccFailure as exc:
             raise RegistrationError(
                 f"films do not align: refinement at {t.spacing_rc[0]:.1f} mm failed ({exc}); "
