@@ -100,6 +100,10 @@ class SegmentParams:
         wide (an opening; 0 disables); ``bone_margin_mm`` grows it for the binary opening of
         the lesion mask with a ``bone_open_mm`` disc there (cuts cortical lines off) and
         the line openings; ``auto`` thresholds are multiplied by ``bone_factor`` over bone.
+        Candidates without a sharp outline are retried at 1.5, 2 and 3 × ``bone_min_relative``.
+    bone_bridge_mm
+        The bone mask is closed with a line this long along its principal axis (gaps in a
+        shaft); 0 disables.
     faint_smooth_mm
         Second detection pass on the film smoothed at this scale (0, the default, disables:
         on the tuning films it added < 1 point of sensitivity for more false lesions).
@@ -174,6 +178,7 @@ class SegmentParams:
     bone_margin_mm: float = 4.0
     bone_factor: float = 1.0
     bone_min_width_mm: float = 10.0
+    bone_bridge_mm: float = 50.0
     noise_max_factor: float = 2.0
     bone_open_mm: float = 0.0
     bone_edge_mm: float = 5.0
@@ -197,9 +202,9 @@ class SegmentParams:
     ridge_min_length_mm: float = 60.0
     ridge_min_elongation: float = 2.0
     cortex_band_mm: float = 3.0
-    cortex_factor: float = 1.0
+    cortex_factor: float = 1.3
     sigma_skip_cortex: bool = True
-    ridge_line_mm: float = 50.0
+    ridge_line_mm: float = 35.0
     ridge_angle_mm: float = 3.0
     faint_smooth_mm: float = 0.0
     gate_fraction: float = 0.5
@@ -246,6 +251,7 @@ class SegmentParams:
         require_positive("marker_min_area_mm2", self.marker_min_area_mm2, allow_zero=True)
         require_positive("body_margin_mm", self.body_margin_mm, allow_zero=True)
         require_positive("ridge_line_mm", self.ridge_line_mm, allow_zero=True)
+        require_positive("bone_bridge_mm", self.bone_bridge_mm, allow_zero=True)
         require_positive("ridge_angle_mm", self.ridge_angle_mm)
         require_positive("faint_smooth_mm", self.faint_smooth_mm, allow_zero=True)
         for name in ("k_sigma", "background_mm", "work_spacing_mm", "noise_mm", "bone_scale_mm",
@@ -591,6 +597,28 @@ def _sharp_edged(regions: np.ndarray, img: np.ndarray, excess: np.ndarray, ws: f
         height = float(np.median(excess[win][comp > 0]))
         keep[i] = steep * edge_mm >= height
     return keep[lab]
+
+
+def bridge_along_axis(mask: np.ndarray, length_px: float) -> np.ndarray:
+    """Close ``mask`` with a line of ``length_px`` along its principal axis.
+
+    Bones run along the limb: where a stretch of a shaft is not recognised (a narrow waist,
+    a faint stretch), the pieces above and below are collinear and the gap between them,
+    shorter than ``length_px``, is bone too. Parallel bones are not joined (the line runs
+    along them, not across).
+    """
+    rr, cc = np.nonzero(mask)
+    if rr.size < 3 or length_px < 2:
+        return mask
+    cov = np.cov(np.stack([rr, cc]).astype(np.float64))
+    evals, evecs = np.linalg.eigh(cov)
+    dr, dc = evecs[:, int(np.argmax(evals))]
+    angle = math.atan2(dr, dc)
+    kernel = line_kernel(length_px, angle)
+    pad = int(math.ceil(length_px / 2)) + 1
+    padded = cv2.copyMakeBorder(mask.astype(np.uint8), pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    closed = cv2.morphologyEx(padded, cv2.MORPH_CLOSE, kernel)
+    return mask | closed[pad:-pad, pad:-pad].astype(bool)
 
 
 def find_body(coarse: np.ndarray, tissue: np.ndarray, ws: float,
@@ -1068,9 +1096,22 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         bg_c = np.where(tis_c, np.maximum(bg_c, op), bg_c)
     soft_c = masked_open(denoised, tis_c, disc(params.bone_scale_mm / ws))
     tissue_c = np.maximum(soft_c - air_level, 1e-6)
-    bone_c = ((bg_c - soft_c) / tissue_c > params.bone_min_relative) & body_c
+    rel_c = (bg_c - soft_c) / tissue_c
+    bone_c = (rel_c > params.bone_min_relative) & body_c
     if params.bone_edge_mm > 0 and bone_c.any():
-        bone_c = _sharp_edged(bone_c, denoised, bg_c - soft_c, ws, params.bone_edge_mm)
+        cand = bone_c
+        bone_c = _sharp_edged(cand, denoised, bg_c - soft_c, ws, params.bone_edge_mm)
+        # A bone in the middle of a rounded limb merges with the limb's smoothly rising
+        # centre into one candidate whose outline is partly smooth: retry what was rejected
+        # at higher relative levels, where the bone (sharp-edged) separates from the limb.
+        for level in (1.5, 2.0, 3.0):
+            rest = cand & ~bone_c
+            if not rest.any():
+                break
+            cand = rest & (rel_c > level * params.bone_min_relative)
+            if not cand.any():
+                break
+            bone_c = bone_c | _sharp_edged(cand, denoised, bg_c - soft_c, ws, params.bone_edge_mm)
     if not air_c.any():
         # Bone is judged relative to the tissue's height above air; with no air on the film
         # there is no such reference, so no bone is marked (and no bone-specific rules apply).
@@ -1082,6 +1123,8 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         # be taken for bone (its outline would count as cortex).
         bone_c = cv2.morphologyEx(bone_c.astype(np.uint8), cv2.MORPH_OPEN,
                                   disc(params.bone_min_width_mm / ws)).astype(bool)
+    if params.bone_bridge_mm > 0 and bone_c.any():
+        bone_c = bridge_along_axis(bone_c, params.bone_bridge_mm / ws) & tis_c
     if params.ridge_line_mm > 0:
         # Long straight ridges (cortical edges) belong to the background: line openings at
         # ~1 mm resolution, in pi * L / ridge_angle_mm orientations (the line's end moves by

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -12,9 +13,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from _cli_films import outputs_text, phantom_png, write_png
+from _cli_films import PARAMS, outputs_text, phantom_png, write_png
 from calcimage.cli.app import app
 from calcimage.measure import LESION_COLUMNS
+from calcimage.phantom import make_phantom
 from calcimage.report.tables import REGION_KEYS, SUMMARY_KEYS
 
 MM_COLUMNS = [c for c in LESION_COLUMNS if c.endswith("_mm") or c.endswith("_mm2")]
@@ -84,7 +86,10 @@ def test_summary_table_is_printed(measured) -> None:
 
 
 def test_without_spacing_mm_columns_are_empty(tmp_path: Path) -> None:
-    pixels = cv2.imread(str(phantom_png(tmp_path / "in" / "x.png")), cv2.IMREAD_UNCHANGED)
+    # Rendered at the spacing segment assumes for films without one (0.2 mm), so the
+    # film's sizes read right and lesions are found.
+    phantom = make_phantom(1, dataclasses.replace(PARAMS, spacing_mm=0.2, rows=600, cols=600))
+    pixels = np.clip(np.round(phantom.film.pixels), 0, 65535).astype(np.uint16)
     film = write_png(tmp_path / "in2" / "nospacing.png", pixels)
     result = run("measure", film, "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output

@@ -12,7 +12,7 @@ from calcimage.film import Film, SpacingSource
 from calcimage.params import params_from_mapping, params_to_dict
 from calcimage.segment import (
     LesionKind, SegmentParams, ThresholdMethod, axes_mm, classify, find_air, masked_open,
-    robust_sigma, segment, disc,
+    robust_sigma, segment, disc, bridge_along_axis,
 )
 
 FIELD_MM = 60.0
@@ -292,3 +292,22 @@ def test_global_methods_find_the_disc(method: ThresholdMethod) -> None:
     assert seg.n_lesions >= 1
     big = np.bincount(seg.labels.ravel())[1:].max() * 0.04
     assert big == pytest.approx(math.pi * 16, rel=0.1)
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_bridge_along_axis_joins_collinear_pieces_only(transpose: bool) -> None:
+    # Two bones side by side (columns 10-19 and 40-49); the first has a 20-pixel gap
+    # (rows 40-59) that a 30-pixel line along the bones closes; the bones stay apart.
+    mask = np.zeros((100, 60), bool)
+    mask[5:40, 10:20] = True
+    mask[60:95, 10:20] = True
+    mask[5:95, 40:50] = True
+    if transpose:
+        mask = mask.T
+    out = bridge_along_axis(mask, 31)
+    expected = mask.copy()
+    gap = (slice(40, 60), slice(10, 20))
+    expected[gap[::-1] if transpose else gap] = True
+    assert np.array_equal(out, expected)
+    # Too short a line leaves the gap open.
+    assert np.array_equal(bridge_along_axis(mask, 15), mask)
