@@ -1218,7 +1218,9 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         thr_map = _resize((sig_c * factor_c * params.k_sigma).astype(np.float32), (rows, cols),
                           cv2.INTER_LINEAR)
         high = flat >= thr_map
-        low = flat >= thr_map * params.low_ratio
+        low_thr = thr_map * params.low_ratio
+        low = flat >= low_thr
+        del low_thr
         threshold = params.k_sigma * noise_sigma
     else:
         if params.method is ThresholdMethod.FIXED:
@@ -1232,6 +1234,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     high &= body
     low &= body
     grown = _hysteresis(low, high)
+    del low  # full-size masks are freed as soon as they are dead: they set the peak memory
     grown = _trim_edges(grown, flat, params.edge_fraction, params.edge_mm / spacing)
     # Trimming can cut a faint skirt off its seed: pieces without a seed are dropped.
     grown = _hysteresis(grown, high & grown)
@@ -1301,7 +1304,9 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
             long_l = diag >= params.line_min_length_mm
             long_l[0] = False
             lines = long_l[lab_l]
+            del lab_l
         grown &= ~lines
+        del lines, near_bone
         grown = _hysteresis(grown, high & grown)
     if params.bone_open_mm > 0 and bone_c.any():
         # Over bone, hysteresis follows the residual cortical lines and merges a lesion with
@@ -1330,6 +1335,9 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
                                       disc(params.edge_open_mm / spacing)).astype(bool)
             opened = _hysteresis(opened, high & opened)
             grown |= opened & ~_hysteresis(opened, touch & opened & ~air_full)
+            del opened
+        del edge, touch, touching
+    del high, sig_src, tissue
     if params.gate_fraction > 0:
         grown = _mass_gate(grown, flat, resid_c, body_c, params.gate_fraction)
 
