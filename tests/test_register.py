@@ -259,6 +259,17 @@ def test_unrelated_films_refused(base_film: Film) -> None:
         register(base_film, other)
 
 
+def test_real_films_of_different_body_parts_refused(real_dir) -> None:
+    # A hip and a lower leg (real CR films): refused in one line, in both directions.
+    import calcimage
+
+    hip = calcimage.load(real_dir / "RG2_JPLL.dcm")
+    leg = calcimage.load(real_dir / "RG3_J2KR.dcm", spacing_mm=0.2)
+    for base, follow in ((hip, leg), (leg, hip)):
+        with pytest.raises(RegistrationError, match=r"^films do not align: .*different body part or view\?$"):
+            register(base, follow)
+
+
 def test_quality_threshold_is_a_parameter(base_film: Film) -> None:
     follow = _film(BASE_SHAPE, 0.5, _pose(2.0, 1.0, (3.0, 3.0)), noise=0.3, seed=5)
     reg = register(base_film, follow)
@@ -315,7 +326,7 @@ def test_real_hip_film_with_known_motion(real_dir) -> None:
 # Before edge magnitudes were compressed and the mask margin widened, 118 and 167 slid along
 # the limb (2.75 mm and 0.98 mm at the lesions). Before excluded areas were grown by a margin,
 # 190 slid 2.40 mm (the penumbra of its truth collimation mask pulled). With the margin but the
-# biweight on every pyramid level, 106 (one bone, every lesion grown) slid 1.12 mm.
+# biweight (then c = 4.685) on every pyramid level, 106 (one bone, every lesion grown) slid 1.12 mm.
 @pytest.mark.parametrize(("seed", "spacing_mm", "n_bones", "followup", "limit_mm"), [
     (118, 0.25, 0, dict(rotation_deg=2.30, translation_mm=(-8.76, 3.14), magnification=1.0074, exposure=0.81,
                         area_factor=2.2, n_new=1), 0.5),
