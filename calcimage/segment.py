@@ -1094,7 +1094,17 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     if params.disc_background:
         op = masked_open(denoised, tis_c, disc(params.background_mm / ws), hang=False)
         bg_c = np.where(tis_c, np.maximum(bg_c, op), bg_c)
-    soft_c = masked_open(denoised, tis_c, disc(params.bone_scale_mm / ws))
+    # The coarse opening (bone detection only) runs on a grid of ~bone_scale_mm / 48: a disc
+    # of ~48 pixels there instead of ~100 on the working grid (~10x less work).
+    fb = max(1, int(round(params.bone_scale_mm / 48.0 / ws)))
+    if fb > 1:
+        soft_shape = (max(8, wshape[0] // fb), max(8, wshape[1] // fb))
+        wsb = ws * wshape[0] / soft_shape[0]
+        soft_small = masked_open(_resize(denoised, soft_shape, cv2.INTER_AREA),
+                                 _mask_resize(tis_c, soft_shape), disc(params.bone_scale_mm / wsb))
+        soft_c = np.where(tis_c, upsample(soft_small, wshape), denoised)
+    else:
+        soft_c = masked_open(denoised, tis_c, disc(params.bone_scale_mm / ws))
     tissue_c = np.maximum(soft_c - air_level, 1e-6)
     rel_c = (bg_c - soft_c) / tissue_c
     bone_c = (rel_c > params.bone_min_relative) & body_c
@@ -1340,6 +1350,21 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     del high, sig_src, tissue
     if params.gate_fraction > 0:
         grown = _mass_gate(grown, flat, resid_c, body_c, params.gate_fraction)
+    if params.bone_bridge_mm > 0 and params.bone_min_width_mm > 0 and bone_c.any() and grown.any():
+        # A stretch of shaft longer than the bridge, between two recognised pieces of bone,
+        # is left in the flattened film as one wide component: a component with a part as
+        # wide as bone (survives the ``bone_min_width_mm`` opening) lying in a gap of up to
+        # twice the bridge along the bone axis is that stretch, not calcinosis.
+        gap_c = bridge_along_axis(bone_c, 2 * params.bone_bridge_mm / ws) & ~bone_c
+        if gap_c.any():
+            g_c = _resize(grown.astype(np.float32), wshape, cv2.INTER_AREA) >= 0.5
+            # Cracks along the trabecular texture must not split it below the width.
+            g_c = _fill_holes(cv2.morphologyEx(g_c.astype(np.uint8), cv2.MORPH_CLOSE,
+                                               disc(2 * 1.0 / ws + 1)).astype(bool))
+            wide_c = cv2.morphologyEx(g_c.astype(np.uint8), cv2.MORPH_OPEN,
+                                      disc(params.bone_min_width_mm / ws)).astype(bool) & gap_c
+            if wide_c.any():
+                grown = grown & ~_hysteresis(grown, grown & _mask_resize(wide_c, (rows, cols)))
 
     # 7. label, size filter, cortex ridges, classes ---------------------------------------
     thr_full = None
