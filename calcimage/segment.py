@@ -1341,8 +1341,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         if params.edge_open_mm > 0 and touching.any():
             # A lesion over bone merged with a cortical line that runs to the film edge:
             # an opening cuts the thin line; the pieces away from the edge stay.
-            opened = cv2.morphologyEx(touching.astype(np.uint8), cv2.MORPH_OPEN,
-                                      disc(params.edge_open_mm / spacing)).astype(bool)
+            opened = _open_components(touching, disc(params.edge_open_mm / spacing))
             opened = _hysteresis(opened, high & opened)
             grown |= opened & ~_hysteresis(opened, touch & opened & ~air_full)
             del opened
@@ -1392,6 +1391,26 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     )
 
 
+def _open_components(mask: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Binary opening of ``mask`` by ``kernel``, one component at a time in its bounding box.
+
+    The same as opening the whole mask (a connected kernel fits inside one 8-connected
+    component, so erosion and dilation act on each separately), but a few components near
+    the film edge cost their boxes, not the whole film.
+    """
+    out = np.zeros(mask.shape, bool)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    pad = max(kernel.shape) + 1
+    rows, cols = mask.shape
+    for i in range(1, n):
+        c0, r0, w, h = stats[i, :4]
+        win = (slice(max(0, r0 - pad), min(rows, r0 + h + pad)),
+               slice(max(0, c0 - pad), min(cols, c0 + w + pad)))
+        comp = (lab[win] == i).astype(np.uint8)
+        out[win] |= cv2.morphologyEx(comp, cv2.MORPH_OPEN, kernel).astype(bool)
+    return out
+
+
 def _hysteresis(low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """Components of ``low`` that contain a ``high`` pixel (8-connectivity)."""
     out = np.zeros(low.shape, bool)
@@ -1424,19 +1443,41 @@ def _mass_gate(mask: np.ndarray, flat: np.ndarray, resid_c: np.ndarray, body_c: 
     rb = resid_c[body_c]
     r_med = float(np.median(rb)) if rb.size else 0.0
     support_c = cv2.dilate((resid_c - r_med).astype(np.float32), np.ones((3, 3), np.uint8))
-    support = _resize(np.maximum(support_c, 0.0), mask.shape, cv2.INTER_LINEAR)
+    support_c = np.maximum(support_c, np.float32(0.0))
     box = _box(mask)
     mask_b = mask[box]
     n, lab = cv2.connectedComponents(mask_b.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
     # Sums over the mask's pixels only, in raster order (pixels outside add exact zeros).
     ids = lab[mask_b]
     fine = np.bincount(ids, weights=np.maximum(flat[box][mask_b], 0), minlength=n)
-    coarse = np.bincount(ids, weights=support[box][mask_b], minlength=n)
+    # The support upsampled (bilinear, pixel centres aligned) at the mask's pixels only.
+    rr, cc = np.nonzero(mask_b)
+    rr = rr + box[0].start
+    cc = cc + box[1].start
+    coarse = np.bincount(ids, weights=_bilinear_at(support_c, rr, cc, mask.shape), minlength=n)
     keep = coarse >= fraction * fine
     keep[0] = False
     out = np.zeros(mask.shape, bool)
     out[box] = keep[lab]
     return out
+
+
+def _bilinear_at(img: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                 shape: tuple[int, int]) -> np.ndarray:
+    """Values of ``img`` resized bilinearly to ``shape`` (pixel centres aligned, edges
+    replicated, as cv2.resize) at the pixels (``rows``, ``cols``) only."""
+    def axis(idx: np.ndarray, n_src: int, n_dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = (idx + 0.5) * (n_src / n_dst) - 0.5
+        x = np.clip(x, 0.0, n_src - 1)
+        i0 = np.minimum(np.floor(x).astype(np.intp), n_src - 1)
+        i1 = np.minimum(i0 + 1, n_src - 1)
+        return i0, i1, x - i0
+
+    r0, r1, wr = axis(rows, img.shape[0], shape[0])
+    c0, c1, wc = axis(cols, img.shape[1], shape[1])
+    top = img[r0, c0] * (1 - wc) + img[r0, c1] * wc
+    bottom = img[r1, c0] * (1 - wc) + img[r1, c1] * wc
+    return top * (1 - wr) + bottom * wr
 
 
 def _trim_edges(mask: np.ndarray, flat: np.ndarray, fraction: float,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 
+import importlib
 from calcimage.errors import ParameterError
 from calcimage.film import Film, SpacingSource
 from calcimage.params import params_from_mapping, params_to_dict
@@ -16,6 +18,8 @@ from calcimage.segment import (
 )
 
 FIELD_MM = 60.0
+# The module itself (calcimage.segment is also the name of the function) for private helpers.
+_seg = importlib.import_module("calcimage.segment")
 
 
 def _film(img: np.ndarray, spacing: float | None, dtype=np.float32) -> Film:
@@ -311,3 +315,21 @@ def test_bridge_along_axis_joins_collinear_pieces_only(transpose: bool) -> None:
     assert np.array_equal(out, expected)
     # Too short a line leaves the gap open.
     assert np.array_equal(bridge_along_axis(mask, 15), mask)
+
+
+def test_open_components_equals_whole_opening() -> None:
+    rng = np.random.default_rng(3)
+    mask = cv2.dilate((rng.random((120, 150)) > 0.995).astype(np.uint8), disc(15)) > 0
+    mask[:, :4] = True  # a component along the film edge
+    kernel = disc(9)
+    expected = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel).astype(bool)
+    assert np.array_equal(_seg._open_components(mask, kernel), expected)
+
+
+@pytest.mark.parametrize("shape", [(40, 50), (33, 47)])
+def test_bilinear_at_matches_cv2_resize(shape: tuple[int, int]) -> None:
+    img = np.random.default_rng(4).random((9, 11)).astype(np.float32)
+    full = cv2.resize(img, shape[::-1], interpolation=cv2.INTER_LINEAR)
+    rr, cc = np.nonzero(np.ones(shape, bool))
+    got = _seg._bilinear_at(img, rr, cc, shape).reshape(shape)
+    assert np.allclose(got, full, atol=1e-5)
