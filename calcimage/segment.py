@@ -566,12 +566,13 @@ def find_saturated_markers(px: np.ndarray, spacing: float, min_area_mm2: float,
 
 
 def _sharp_edged(regions: np.ndarray, img: np.ndarray, excess: np.ndarray, ws: float,
-                 edge_mm: float) -> np.ndarray:
+                 edge_mm: float, min_area_px: int = 0) -> np.ndarray:
     """Keep the components of ``regions`` whose outline is a sharp step (bone's cortex).
 
     A rounded limb also rises over a coarse opening in its middle, but smoothly: there the
     steepest slope near the outline (90th percentile within 2 mm) is far below the region's
     median ``excess`` per ``edge_mm``, while a bone's cortex climbs it within a millimetre or two.
+    Components under ``min_area_px`` are dropped unexamined (a later opening removes them).
     """
     n, lab, stats, _ = cv2.connectedComponentsWithStats(regions.astype(np.uint8), connectivity=8)
     if n <= 1:
@@ -584,6 +585,8 @@ def _sharp_edged(regions: np.ndarray, img: np.ndarray, excess: np.ndarray, ws: f
     rows, cols = lab.shape
     pad = max(k.shape)
     for i in range(1, n):
+        if stats[i, cv2.CC_STAT_AREA] < min_area_px:
+            continue
         # Each component within its bounding box plus the disc's reach (same band and values
         # as on the whole grid; hundreds of small components made whole-grid morphology slow).
         c0, r0, w, h = stats[i, :4]
@@ -1110,7 +1113,10 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     bone_c = (rel_c > params.bone_min_relative) & body_c
     if params.bone_edge_mm > 0 and bone_c.any():
         cand = bone_c
-        bone_c = _sharp_edged(cand, denoised, bg_c - soft_c, ws, params.bone_edge_mm)
+        excess_c = bg_c - soft_c
+        # Narrower than the bone_min_width_mm opening below: it would remove them anyway.
+        min_px = int(np.count_nonzero(disc(params.bone_min_width_mm / ws))) if params.bone_min_width_mm > 0 else 0
+        bone_c = _sharp_edged(cand, denoised, excess_c, ws, params.bone_edge_mm, min_px)
         # A bone in the middle of a rounded limb merges with the limb's smoothly rising
         # centre into one candidate whose outline is partly smooth: retry what was rejected
         # at higher relative levels, where the bone (sharp-edged) separates from the limb.
@@ -1121,7 +1127,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
             cand = rest & (rel_c > level * params.bone_min_relative)
             if not cand.any():
                 break
-            bone_c = bone_c | _sharp_edged(cand, denoised, bg_c - soft_c, ws, params.bone_edge_mm)
+            bone_c = bone_c | _sharp_edged(cand, denoised, excess_c, ws, params.bone_edge_mm, min_px)
     if not air_c.any():
         # Bone is judged relative to the tissue's height above air; with no air on the film
         # there is no such reference, so no bone is marked (and no bone-specific rules apply).
