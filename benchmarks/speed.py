@@ -75,8 +75,8 @@ STAGE_INFO: dict[str, str] = {
     "measure": "calcimage load + segment + measure (no writing)",
     "measure_j2k": "same, JPEG 2000 lossless input",
     "measure_write": "load + segment + measure + write outputs",
-    "compare_measured": "calcimage compare, both films already measured",
-    "compare_scratch": "load + segment + measure both films + compare",
+    "compare_measured": "calcimage compare, both films already measured (lean measurements, as the CLI holds them)",
+    "compare_scratch": "load + segment + measure both films (each kept lean) + compare",
 }
 
 #: Issue 7 targets.
@@ -311,12 +311,17 @@ def make_stage(name: str, paths: dict[str, Path], workdir: Path) -> Callable[[],
 
         return run
     from calcimage.compare import compare  # (calcimage.compare is the module once imported)
+    from calcimage.study import lean_measurement
+
+    # As `calcimage compare` and a study do: each measurement is kept without the
+    # segmentation's working arrays, which comparing does not use.
     if base == "compare_measured":
-        mb = _measure_file(paths["uncompressed"])
-        mf = _measure_file(paths["followup"])
+        mb = lean_measurement(_measure_file(paths["uncompressed"]))
+        mf = lean_measurement(_measure_file(paths["followup"]))
         return lambda: compare(mb, mf)
     if base == "compare_scratch":
-        return lambda: compare(_measure_file(paths["uncompressed"]), _measure_file(paths["followup"]))
+        return lambda: compare(lean_measurement(_measure_file(paths["uncompressed"])),
+                               lean_measurement(_measure_file(paths["followup"])))
     raise ValueError(f"unknown stage {name!r}; choose from {', '.join(STAGE_INFO)}")
 
 
