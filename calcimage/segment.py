@@ -97,16 +97,12 @@ class SegmentParams:
     bone_scale_mm, bone_min_relative, bone_margin_mm, bone_factor
         Bone = background excess over a ``bone_scale_mm`` opening above
         ``bone_min_relative`` of the tissue height above air, at least ``bone_min_width_mm``
-        wide (an opening; 0 disables); ``bone_margin_mm`` grows it for the binary opening of
-        the lesion mask with a ``bone_open_mm`` disc there (cuts cortical lines off) and
-        the line openings; ``auto`` thresholds are multiplied by ``bone_factor`` over bone.
+        wide (an opening; 0 disables); ``bone_margin_mm`` grows it for the line openings
+        and the cortex-line cut; ``auto`` thresholds are multiplied by ``bone_factor`` over bone.
         Candidates without a sharp outline are retried at 1.5, 2 and 3 × ``bone_min_relative``.
     bone_bridge_mm
         The bone mask is closed with a line this long along its principal axis (gaps in a
         shaft); 0 disables.
-    faint_smooth_mm
-        Second detection pass on the film smoothed at this scale (0, the default, disables:
-        on the tuning films it added < 1 point of sensitivity for more false lesions).
     sigma_skip_cortex
         Leave the band along the bone outline out of the noise estimate (residual cortical
         ridges would inflate it for every block they cross).
@@ -146,18 +142,6 @@ class SegmentParams:
         before that such a component is opened with a disc of ``edge_open_mm`` (0 = no)
         and its pieces away from the edge are kept (a lesion over bone merged with a
         cortical line that runs off the film).
-    cortex_line_mm, cortex_angle_deg, cortex_grid_mm
-        Optional (0 = off, the default: on seeds 0-23 it found 1 % more lesions for 0.75 more
-        false ones per film): line openings of ``cortex_line_mm`` within
-        ±``cortex_angle_deg`` of the bone axis on a ``cortex_grid_mm`` grid, subtracted from
-        the flattened film near bone.
-    blob_k, blob_bone_factor, blob_scales_mm, blob_grow_mm, blob_low
-        Optional multi-scale difference-of-Gaussians seed detector (0 = off, the default: on
-        the phantom the anatomical texture at lesion scales is as strong as the faint
-        lesions, and it added 1 lesion on 24 films): seeds ``blob_k`` local sigmas of the
-        band-pass at radii ``blob_scales_mm`` (× ``blob_bone_factor`` over bone), grown
-        through the film smoothed at ``blob_grow_mm`` above ``blob_low`` local sigmas; only
-        new lesions are added.
     plaque_min_elongation, plaque_min_length_mm, plaque_max_solidity, plaque_min_area_mm2
         Plaque when (elongation ≥ and major axis ≥ the first two) or (area ≥ the last and
         solidity ≤ the third); otherwise nodule.
@@ -180,21 +164,12 @@ class SegmentParams:
     bone_min_width_mm: float = 10.0
     bone_bridge_mm: float = 50.0
     noise_max_factor: float = 2.0
-    bone_open_mm: float = 0.0
     bone_edge_mm: float = 5.0
     line_sigma_mm: float = 1.0
     line_ratio: float = 0.6
     drop_edge_touching: bool = True
     edge_open_mm: float = 3.0
     line_min_length_mm: float = 45.0
-    cortex_line_mm: float = 0.0
-    cortex_angle_deg: float = 12.0
-    cortex_grid_mm: float = 0.2
-    blob_k: float = 0.0
-    blob_bone_factor: float = 2.0
-    blob_scales_mm: tuple[float, ...] = (0.75, 1.5, 3.0, 6.0)
-    blob_grow_mm: float = 0.4
-    blob_low: float = 2.0
     marker_margin_mm: float = 2.0
     marker_min_area_mm2: float = 4.0
     assumed_spacing_mm: float = 0.2
@@ -206,7 +181,6 @@ class SegmentParams:
     sigma_skip_cortex: bool = True
     ridge_line_mm: float = 35.0
     ridge_angle_mm: float = 3.0
-    faint_smooth_mm: float = 0.0
     gate_fraction: float = 0.5
     film_edge_mm: float = 3.0
     denoise_mm: float = 1.0
@@ -233,27 +207,16 @@ class SegmentParams:
         require_positive("collimation_margin_mm", self.collimation_margin_mm, allow_zero=True)
         require_positive("bone_min_width_mm", self.bone_min_width_mm, allow_zero=True)
         require_positive("noise_max_factor", self.noise_max_factor, allow_zero=True)
-        require_positive("bone_open_mm", self.bone_open_mm, allow_zero=True)
         require_positive("bone_edge_mm", self.bone_edge_mm, allow_zero=True)
-        require_positive("cortex_line_mm", self.cortex_line_mm, allow_zero=True)
         require_positive("edge_open_mm", self.edge_open_mm, allow_zero=True)
         require_positive("line_min_length_mm", self.line_min_length_mm, allow_zero=True)
-        require_range("cortex_angle_deg", self.cortex_angle_deg, 0.0, 90.0)
-        require_positive("cortex_grid_mm", self.cortex_grid_mm)
         require_positive("line_sigma_mm", self.line_sigma_mm, allow_zero=True)
         require_range("line_ratio", self.line_ratio, 0.0, 1.0)
-        require_positive("blob_k", self.blob_k, allow_zero=True)
-        require_positive("blob_bone_factor", self.blob_bone_factor)
-        require_positive("blob_grow_mm", self.blob_grow_mm, allow_zero=True)
-        require_positive("blob_low", self.blob_low)
-        require(all(isinstance(v, (int, float)) and v > 0 for v in self.blob_scales_mm),
-                "blob_scales_mm", self.blob_scales_mm, "a list of positive radii in mm")
         require_positive("marker_min_area_mm2", self.marker_min_area_mm2, allow_zero=True)
         require_positive("body_margin_mm", self.body_margin_mm, allow_zero=True)
         require_positive("ridge_line_mm", self.ridge_line_mm, allow_zero=True)
         require_positive("bone_bridge_mm", self.bone_bridge_mm, allow_zero=True)
         require_positive("ridge_angle_mm", self.ridge_angle_mm)
-        require_positive("faint_smooth_mm", self.faint_smooth_mm, allow_zero=True)
         for name in ("k_sigma", "background_mm", "work_spacing_mm", "noise_mm", "bone_scale_mm",
                      "bone_factor",
                      "assumed_spacing_mm", "ridge_max_width_mm",
@@ -767,70 +730,8 @@ def _line_like_near(img: np.ndarray, sigma_px: float, ratio: float, near: np.nda
     return out
 
 
-def _remove_cortex_lines(flat: np.ndarray, bone_c: np.ndarray, body: np.ndarray,
-                         spacing: float, ws: float, params: SegmentParams) -> np.ndarray:
-    """Subtract long straight ridges along the bone axis near bone from ``flat``.
-
-    The working-grid background cannot follow a cortex ~1 mm wide, which stays in the
-    flattened film as a bright line. Openings with a line of ``cortex_line_mm`` within
-    ±``cortex_angle_deg`` of the bones' main axis, on a grid of at most
-    ``cortex_grid_mm``, keep such lines (and nothing shorter, so lesions stay); their positive
-    part is removed within ``bone_margin_mm`` of bone.
-    """
-    rows, cols = flat.shape
-    rr, cc = np.nonzero(bone_c)
-    if rr.size < 3:
-        return flat
-    cov = np.cov(np.stack([rr, cc]).astype(np.float64))
-    _, evecs = np.linalg.eigh(cov)
-    vr, vc = evecs[0, 1], evecs[1, 1]
-    axis = math.degrees(math.atan2(vr, vc)) % 180.0
-    step = 3.0
-    n = int(params.cortex_angle_deg // step)
-    angles = tuple(axis + step * i for i in range(-n, n + 1))
-    f = max(1.0, params.cortex_grid_mm / spacing)
-    shape = (max(8, int(round(rows / f))), max(8, int(round(cols / f))))
-    sp = spacing * rows / shape[0]
-    near = cv2.dilate(bone_c.astype(np.uint8), disc(2 * params.bone_margin_mm / ws + 1)) > 0
-    near_s = _mask_resize(near, shape) & _mask_resize(body, shape)
-    small = _resize(flat, shape, cv2.INTER_AREA)
-    lo = line_open_max(small, near_s, params.cortex_line_mm / sp, len(angles), angles)
-    lo = np.where(near_s, np.maximum(lo, 0.0), 0.0).astype(np.float32)
-    return (flat - _resize(lo, (rows, cols), cv2.INTER_LINEAR)).astype(np.float32)
-
-
-def blob_seeds(flat: np.ndarray, mask: np.ndarray, spacing: float,
-               scales_mm: tuple[float, ...], noise_mm: float, wshape: tuple[int, int],
-               bone: np.ndarray, k: float, bone_factor: float) -> np.ndarray:
-    """Pixels where a difference-of-Gaussians blob response exceeds ``k`` local sigmas.
-
-    For each lesion radius r in ``scales_mm``: DoG (sigma r/2 minus sigma 2r, the Rose
-    integration of the phantom's visibility definition) on a copy reduced to ~r/4 mm per
-    pixel; its local robust sigma (as :func:`local_sigma`) normalises it; seeds are the
-    pixels over ``k`` (``k`` × ``bone_factor`` over bone) at any scale, brought back to full
-    size.
-    """
-    rows, cols = flat.shape
-    out = np.zeros(flat.shape, bool)
-    for r_mm in scales_mm:
-        f = max(1.0, (r_mm / 4.0) / spacing)
-        shape = (max(8, int(round(rows / f))), max(8, int(round(cols / f))))
-        sp = spacing * rows / shape[0]
-        small = _resize(flat, shape, cv2.INTER_AREA)
-        m_small = _mask_resize(mask, shape)
-        s1, s2 = max(0.3, r_mm / 2 / sp), r_mm * 2 / sp
-        # Normalised (masked) blurs: the step at the skin line must not read as a blob.
-        dog = _masked_blur(small, m_small, s1) - _masked_blur(small, m_small, s2)
-        sig, _ = local_sigma(dog, m_small, sp, noise_mm, shape, block_mm=max(5.0, 2 * r_mm))
-        z = dog / np.maximum(sig, 1e-12)
-        b_small = _mask_resize(bone, shape)
-        hit = (z >= np.where(b_small, k * bone_factor, k)) & m_small
-        out |= _mask_resize(hit, (rows, cols))
-    return out & mask
-
-
 def line_open_max(img: np.ndarray, mask: np.ndarray, length_px: float,
-                  n_angles: int, angles_deg: tuple[float, ...] | None = None) -> np.ndarray:
+                  n_angles: int) -> np.ndarray:
     """Maximum over ``n_angles`` orientations of masked openings with a line of ``length_px``.
 
     Keeps every structure that contains a straight segment of that length (cortical edges,
@@ -845,9 +746,7 @@ def line_open_max(img: np.ndarray, mask: np.ndarray, length_px: float,
     out = np.full(img.shape, -np.inf, np.float32)
     centre = ((cols - 1) / 2.0, (rows - 1) / 2.0)
     big = 3e38
-    if angles_deg is None:
-        angles_deg = tuple(180.0 * i / n_angles for i in range(n_angles))
-    for angle in angles_deg:
+    for angle in (180.0 * i / n_angles for i in range(n_angles)):
         fwd = cv2.getRotationMatrix2D(centre, angle, 1.0)
         fwd[0, 2] += (diag - cols) / 2.0
         fwd[1, 2] += (diag - rows) / 2.0
@@ -967,18 +866,6 @@ def _masked_blur(img: np.ndarray, mask: np.ndarray, sigma_px: float,
     return np.where(mask & (den > 1e-3), out, fill).astype(np.float32)
 
 
-def _orientation_field(img: np.ndarray, sigma_px: float) -> np.ndarray:
-    """Local direction (radians) along which ``img`` varies least (structure tensor)."""
-    gr = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=3)
-    gc = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=3)
-    jrr = cv2.GaussianBlur(gr * gr, (0, 0), sigma_px)
-    jcc = cv2.GaussianBlur(gc * gc, (0, 0), sigma_px)
-    jrc = cv2.GaussianBlur(gr * gc, (0, 0), sigma_px)
-    # Angle of the dominant gradient, measured from the column axis towards rows.
-    grad_angle = 0.5 * np.arctan2(2 * jrc, jcc - jrr)
-    return (grad_angle + np.pi / 2) % np.pi
-
-
 def _global_threshold(method: ThresholdMethod, values: np.ndarray) -> float:
     fn = {
         ThresholdMethod.OTSU: filters.threshold_otsu,
@@ -1049,9 +936,6 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         spacing = params.assumed_spacing_mm
         logger.info("film %s has no pixel spacing: scales assume %.3g mm per pixel",
                     film.name, spacing)
-    pixel_area = spacing * spacing
-    if film.spacing_mm is not None:
-        pixel_area = film.spacing_mm[0] * film.spacing_mm[1]
 
     # 1. working grid ------------------------------------------------------------------
     factor = max(1.0, params.work_spacing_mm / spacing)
@@ -1208,9 +1092,6 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     background += bias  # in place: same float32 sums, one full-size array less
     del bias
 
-    if params.cortex_line_mm > 0 and bone_c.any():
-        flat = _remove_cortex_lines(flat, bone_c, body, spacing, ws, params)
-
     # 5. local noise sigma: block-wise MAD of the flattened film (robust to lesions and
     # ridges), median-filtered over ``noise_mm`` and brought to the working grid.
     # Cortex band: within ``cortex_band_mm`` of the bone outline, inside or out.
@@ -1254,56 +1135,6 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     grown = _trim_edges(grown, flat, params.edge_fraction, params.edge_mm / spacing)
     # Trimming can cut a faint skirt off its seed: pieces without a seed are dropped.
     grown = _hysteresis(grown, high & grown)
-    if params.method is ThresholdMethod.AUTO and params.blob_k > 0 and params.blob_scales_mm:
-        # Faint lesions: a multi-scale band-pass (difference of Gaussians at each lesion
-        # radius) integrates the lesion's area, so a blob too faint per pixel stands out in
-        # units of the band-passed film's own local noise. Its seeds grow by hysteresis on the
-        # lightly smoothed flattened film.
-        seeds = blob_seeds(flat, tissue & body, spacing, params.blob_scales_mm, params.noise_mm,
-                           wshape, bone, params.blob_k, params.blob_bone_factor)
-        grow_sigma_px = params.blob_grow_mm / spacing
-        fs = cv2.GaussianBlur(flat, (0, 0), grow_sigma_px) if grow_sigma_px >= 0.3 else flat
-        sig_fs, _ = local_sigma(fs, sig_src, spacing, params.noise_mm, wshape,
-                                fine_mm=params.noise_fine_mm,
-                                max_factor=params.noise_max_factor)
-        low_b = (fs >= params.blob_low * upsample(sig_fs, (rows, cols))) & body
-        extra = _hysteresis(low_b, seeds & low_b)
-        # Only new lesions: a component touching one of the first pass is that lesion's
-        # blurred skirt (the first pass already placed its edge).
-        extra &= ~_hysteresis(extra, grown)
-        extra = _trim_edges(extra, flat, params.edge_fraction, params.edge_mm / spacing)
-        grown = grown | _hysteresis(extra, seeds & extra)
-    if params.method is ThresholdMethod.AUTO and params.faint_smooth_mm > 0:
-        # Faint, larger lesions: the same rule on the film smoothed at ``faint_smooth_mm``
-        # (noise falls, lesion contrast stays), with that scale's own local sigma. Their
-        # extent is taken on the smoothed film; components near a lesion of the first pass
-        # are that lesion's blurred halo and are not added.
-        sig_px = params.faint_smooth_mm / spacing
-        f2 = cv2.GaussianBlur(flat, (0, 0), sig_px)
-        sig2_c, _ = local_sigma(f2, tissue, spacing, params.noise_mm, wshape,
-                                fine_mm=params.noise_fine_mm)
-        thr2 = upsample((sig2_c * factor_c * params.k_sigma).astype(np.float32), (rows, cols))
-        faint = _hysteresis((f2 >= thr2 * params.low_ratio) & body, (f2 >= thr2) & body)
-        del f2, thr2  # two full-size float32 arrays
-        fbox = _box(faint)
-        if fbox is not None:
-            # Labelling and the halo dilation run on bounding boxes (same result, less work).
-            big = np.zeros(grown.shape, bool)
-            gbox = _box(grown)
-            if gbox is not None:
-                n_g, lab_g, st_g, _ = cv2.connectedComponentsWithStats(grown[gbox].astype(np.uint8),
-                                                                       connectivity=8)
-                big_g = st_g[:, cv2.CC_STAT_AREA] * pixel_area >= params.min_area_mm2
-                big_g[0] = False
-                big[gbox] = big_g[lab_g]
-            near = _dilate_sparse(big, disc(2 * (3 * params.faint_smooth_mm) / spacing + 1))
-            faint_b = faint[fbox]
-            n_f, lab_f = cv2.connectedComponents(faint_b.astype(np.uint8), connectivity=8)
-            touched = np.zeros(n_f, bool)
-            touched[np.unique(lab_f[near[fbox] & faint_b])] = True
-            touched[0] = True
-            grown = grown.copy()
-            grown[fbox] |= ~touched[lab_f]
     if params.line_sigma_mm > 0 and bone_c.any():
         # Residual cortical lines next to a lesion over bone: line-like pixels (Hessian: one
         # strongly negative curvature, the other near 0) near bone are cut out of the mask
@@ -1323,17 +1154,6 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
             del lab_l
         grown &= ~lines
         del lines, near_bone
-        grown = _hysteresis(grown, high & grown)
-    if params.bone_open_mm > 0 and bone_c.any():
-        # Over bone, hysteresis follows the residual cortical lines and merges a lesion with
-        # them into one long component that the ridge rule would then drop: a binary opening
-        # with a disc of ``bone_open_mm`` there cuts the thin lines away from the lesions.
-        near_bone = _mask_resize(cv2.dilate(bone_c.astype(np.uint8),
-                                            disc(2 * params.bone_margin_mm / ws + 1)) > 0,
-                                 (rows, cols))
-        opened = cv2.morphologyEx(grown.astype(np.uint8), cv2.MORPH_OPEN,
-                                  disc(params.bone_open_mm / spacing)).astype(bool)
-        grown = np.where(near_bone, opened, grown)
         grown = _hysteresis(grown, high & grown)
     if params.drop_edge_touching and grown.any():
         # Components reaching the film frame or a collimator edge are where the background is

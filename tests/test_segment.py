@@ -103,11 +103,11 @@ def test_min_area_drops_small_lesions() -> None:
     img += 150 * (((rr - 40) ** 2 + (cc - 40) ** 2) <= 0.8 ** 2)  # 2.0 mm²
     img += np.random.default_rng(2).normal(0, 2, img.shape)
     film = _film(img, spacing)
-    seg = segment(film, SegmentParams(smooth_mm=0.0, faint_smooth_mm=0.0))
+    seg = segment(film, SegmentParams(smooth_mm=0.0))
     assert seg.n_lesions == 1
     rows, cols = np.nonzero(seg.labels)
     assert abs(rows.mean() * spacing - 40) < 0.5 and abs(cols.mean() * spacing - 40) < 0.5
-    seg0 = segment(film, SegmentParams(smooth_mm=0.0, faint_smooth_mm=0.0, min_area_mm2=0.3))
+    seg0 = segment(film, SegmentParams(smooth_mm=0.0, min_area_mm2=0.3))
     assert seg0.n_lesions == 2
 
 
@@ -117,7 +117,7 @@ def test_hysteresis_grows_faint_rim() -> None:
     d2 = (rr - 30) ** 2 + (cc - 30) ** 2
     img = 1000.0 + 170 * (d2 <= 4) + 30 * (d2 <= 16)  # bright core r=2, faint rim to r=4
     base = dict(method=ThresholdMethod.FIXED, fixed_threshold=100.0, smooth_mm=0.0,
-                edge_fraction=0.0, faint_smooth_mm=0.0)
+                edge_fraction=0.0)
     grown = segment(_film(img, spacing), SegmentParams(low_ratio=0.2, **base))
     core = segment(_film(img, spacing), SegmentParams(low_ratio=0.5, **base))
     assert np.count_nonzero(grown.labels) == np.count_nonzero(d2 <= 16)
@@ -131,7 +131,7 @@ def test_edge_trim_cuts_blur_tail() -> None:
     d = np.sqrt((rr - 30) ** 2 + (cc - 30) ** 2)
     img = 1000.0 + 400 * np.clip(4.5 - d, 0, 1)  # 1 mm linear ramp from r=3.5 to 4.5
     params = dict(method=ThresholdMethod.FIXED, fixed_threshold=100.0, low_ratio=0.05,
-                  smooth_mm=0.0, faint_smooth_mm=0.0)
+                  smooth_mm=0.0)
     loose = segment(_film(img, spacing), SegmentParams(edge_fraction=0.0, **params))
     half = segment(_film(img, spacing), SegmentParams(edge_fraction=0.5, **params))
     # low = 0.05 x 100 = 5 units over a background estimated to ~0.1 unit: the 5-unit contour
