@@ -24,7 +24,9 @@ film give too few repeatable corners for it.)
 Masks: excluded areas (collimation, markers) are first grown by ``_EXCLUSION_MARGIN_MM``
 (a mask drawn exactly on a collimator blade leaves its penumbra in the kept pixels), then
 filled with their smoothed surroundings before gradients are taken, and the pixels next to
-them are left out of the fit, so their edges pull on nothing. Lesions are not masked: most
+them are left out of the fit, so their edges pull on nothing. Collimated bands are also looked
+for here (``_collimation``), deeper than the segmentation does, and excluded the same way: a
+missed band's blade edge is long, straight and fixed to the film. Lesions are not masked: most
 change little and anchor the fit (a limb without bone has little else along its length).
 
 Robustness: on the finest level only, the ECC is iteratively reweighted (Tukey biweight on the
@@ -51,6 +53,7 @@ import numpy as np
 from calcimage.compare import CompareParams, Registration, TransformKind
 from calcimage.errors import IncompatibleFilmsError, RegistrationError
 from calcimage.film import Film
+from calcimage.segment import SegmentParams, find_collimation
 
 __all__ = ["register"]
 
@@ -81,6 +84,14 @@ _EDGE_KNEE = 5.0
 #: drawn exactly on a collimator blade or marker leaves its penumbra and detector blur in the
 #: kept pixels next to it, and the fill would carry that film-fixed edge into the fit.
 _EXCLUSION_MARGIN_MM = 2.0
+#: Collimated bands are looked for here too, as deep as this fraction of the film side: the
+#: segmentation's search stops at ``collimation_max_depth_mm`` (100 mm), and a long narrow
+#: field leaves wider bands, whose film-fixed blade edges then outweigh the anatomy.
+_COLLIMATION_MAX_DEPTH_FRACTION = 0.45
+#: A collimated band is a plateau: its robust spread (median absolute deviation) stays below
+#: this fraction of the film's 1-99 % intensity range (phantom bands 0.005; a limb with bone
+#: along a film side is far from flat).
+_COLLIMATION_MAX_SPREAD = 0.03
 
 
 @dataclass(frozen=True)
@@ -399,6 +410,48 @@ def _grow_exclusion(mask: np.ndarray, spacing_rc: tuple[float, float]) -> np.nda
     return cv2.erode(mask.astype(np.uint8), disc, borderType=cv2.BORDER_CONSTANT, borderValue=1) > 0
 
 
+def _collimation(image: np.ndarray, spacing_rc: tuple[float, float]) -> np.ndarray:
+    """Collimated bands of a film resampled to ``spacing_rc``, searched across the whole side.
+
+    The mask handed in may miss bands deeper than the segmentation looks
+    (``SegmentParams.collimation_max_depth_mm``); a missed band's blade edge is fixed to the
+    film, long and straight, and drags the fit and the quality with it (a forearm in a 120 mm
+    wide field of a 350 mm film: quality 0.31, refused). The same detector as the
+    segmentation's, searched deeper, and each band kept only if flat (a plateau, not anatomy).
+    """
+    found = _flat_bands(image, spacing_rc)
+    if found.any() and not found.all():
+        # Second pass inside the field's bounding box: a shallow band across the field's ends
+        # (top and bottom of a long strip) fails the detector's "brighter than just inside"
+        # test on the whole film, where the deep side bands make up most of "just inside".
+        rows = np.flatnonzero((~found).any(axis=1))
+        cols = np.flatnonzero((~found).any(axis=0))
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        if min(rows.size, cols.size) >= 16:
+            # The segmentation's own depth, no plateau test: the anatomy under a thin band
+            # shows through it (forearm phantom: spread 0.045 of the range).
+            found[box] |= find_collimation(image[box], math.sqrt(spacing_rc[0] * spacing_rc[1]), SegmentParams())
+    return found
+
+
+def _flat_bands(image: np.ndarray, spacing_rc: tuple[float, float]) -> np.ndarray:
+    """The segmentation's detector searched across the whole side, plateaus only."""
+    ws = math.sqrt(spacing_rc[0] * spacing_rc[1])
+    depth_mm = _COLLIMATION_MAX_DEPTH_FRACTION * max(image.shape[0] * spacing_rc[0], image.shape[1] * spacing_rc[1])
+    found = find_collimation(image, ws, SegmentParams(collimation_max_depth_mm=depth_mm))
+    if not found.any():
+        return found
+    p1, p99 = np.percentile(image, [1.0, 99.0])
+    span = max(float(p99 - p1), 1e-6)
+    n, labels = cv2.connectedComponents(found.astype(np.uint8), connectivity=4)
+    keep = np.zeros(n, bool)
+    for k in range(1, n):
+        values = image[labels == k]
+        spread = float(np.median(np.abs(values - np.median(values)))) / span
+        keep[k] = spread <= _COLLIMATION_MAX_SPREAD
+    return keep[labels]
+
+
 def _check_film(film: Film, role: str) -> tuple[float, float]:
     if film.spacing_mm is None:
         raise IncompatibleFilmsError(
@@ -432,7 +485,8 @@ def register(base_film: Film, follow_film: Film, *, base_mask: np.ndarray | None
     base_mask, follow_mask
         Optional boolean masks (each the shape of its film) of the pixels registration may use:
         True except on collimation and markers; the excluded areas are grown by 2 mm (their
-        penumbra) here, so exact masks will do. Lesions need no mask: they are what changes,
+        penumbra) here, so exact masks will do. Collimated bands a mask misses are found and
+        excluded here too (see ``_collimation``). Lesions need no mask: they are what changes,
         but most change little and anchor the fit, and robust weights discount those that do.
     params
         ``transform``, ``registration_spacings_mm``, ``max_iterations``, ``min_quality``,
@@ -464,14 +518,22 @@ def register(base_film: Film, follow_film: Film, *, base_mask: np.ndarray | None
     # Resample the full films once, to the finest level; coarser levels start from that.
     fine_b, fine_mask_b, fine_sp_b = _resample(base_film.pixels, sp_b, targets[-1], base_mask)
     fine_f, fine_mask_f, fine_sp_f = _resample(follow_film.pixels, sp_f, targets[-1], follow_mask)
+    # Collimated bands the masks missed (too deep for the segmentation) are excluded too.
+    coll_b = _collimation(fine_b, fine_sp_b)
+    coll_f = _collimation(fine_f, fine_sp_f)
+    masked_b = base_mask is not None or bool(coll_b.any())
+    masked_f = follow_mask is not None or bool(coll_f.any())
+    # Not in place: at >= 1 mm native spacing the resampled mask is the caller's array.
+    fine_mask_b = fine_mask_b & ~coll_b
+    fine_mask_f = fine_mask_f & ~coll_f
     # Masks may be drawn exactly on the excluded object (its penumbra left outside): grow them.
-    if base_mask is not None:
+    if masked_b:
         fine_mask_b = _grow_exclusion(fine_mask_b, fine_sp_b)
-    if follow_mask is not None:
+    if masked_f:
         fine_mask_f = _grow_exclusion(fine_mask_f, fine_sp_f)
     levels = [
-        (_level(fine_b, fine_sp_b, s, None if base_mask is None else fine_mask_b),
-         _level(fine_f, fine_sp_f, s, None if follow_mask is None else fine_mask_f))
+        (_level(fine_b, fine_sp_b, s, fine_mask_b if masked_b else None),
+         _level(fine_f, fine_sp_f, s, fine_mask_f if masked_f else None))
         for s in targets
     ]
 
