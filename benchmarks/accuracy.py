@@ -11,7 +11,9 @@ Seeds
 - **Tuning seeds 0-49**: the only films looked at while choosing SegmentParams /
   MeasureParams defaults.
 - **Held-out seeds 1000-1023** (default): never used while tuning; their figures are the ones
-  published in docs/accuracy.md.
+  published in docs/accuracy.md (which records how often they have been run).
+- **Fresh held-out seeds 5000-5023** (``--seeds 5000-5023``): added in session 2 because
+  1000-1023 had been looked at several times; run once per round, after every choice.
 
 Each seed picks its film variant deterministically (:func:`film_case`): spacing 0.1 or 0.2 mm
 over the same 150 x 120 mm field (alternating with the seed), MONOCHROME1 or MONOCHROME2
