@@ -28,7 +28,7 @@ import enum
 import logging
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import cv2
@@ -725,8 +725,17 @@ def _line_like_near(img: np.ndarray, sigma_px: float, ratio: float, near: np.nda
     out = np.zeros(img.shape, bool)
     reach = int(math.ceil(4 * max(sigma_px, 0.5))) + 4  # Gaussian radius (4 sigma) + Sobel
     box = _box(near, pad=reach)
-    if box is not None:
-        out[box] = line_like(img[box], sigma_px, ratio) & near[box]
+    if box is None:
+        return out
+    # In strips of rows (each with ``reach`` rows of real context above and below): the same
+    # values, with a few strip-sized temporaries instead of ten box-sized ones.
+    top, bottom, cs = box[0].start, box[0].stop, box[1]
+    strip = 512
+    for r in range(top, bottom, strip):
+        r1 = min(r + strip, bottom)
+        a, b = max(top, r - reach), min(bottom, r1 + reach)
+        ll = line_like(img[a:b, cs], sigma_px, ratio)
+        out[r:r1, cs] = ll[r - a:r1 - a] & near[r:r1, cs]
     return out
 
 
@@ -1115,9 +1124,9 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         thr_map = _resize((sig_c * factor_c * params.k_sigma).astype(np.float32), (rows, cols),
                           cv2.INTER_LINEAR)
         high = flat >= thr_map
-        low_thr = thr_map * params.low_ratio
-        low = flat >= low_thr
-        del low_thr
+        thr_map *= np.float32(params.low_ratio)
+        low = flat >= thr_map
+        del thr_map  # labelling samples the working-grid map where it needs it
         threshold = params.k_sigma * noise_sigma
     else:
         if params.method is ThresholdMethod.FIXED:
@@ -1192,11 +1201,11 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
                 grown = grown & ~_hysteresis(grown, grown & _mask_resize(wide_c, (rows, cols)))
 
     # 7. label, size filter, cortex ridges, classes ---------------------------------------
-    thr_full = None
+    thr_c = None
     if params.method is ThresholdMethod.AUTO:
-        thr_full = thr_map
+        thr_c = (sig_c * factor_c * params.k_sigma).astype(np.float32)
     labels, kinds, rejected = _label_and_classify(
-        grown, film, spacing, params, _mask_resize(bone_band, (rows, cols)), flat, thr_full)
+        grown, film, spacing, params, _mask_resize(bone_band, (rows, cols)), flat, thr_c)
     outside = ~body_full & ~collimation & ~marker
     excluded = {
         "outside_body": outside,
@@ -1345,10 +1354,11 @@ def _trim_edges_box(mask: np.ndarray, flat: np.ndarray, fraction: float, k: int)
 
 def _label_and_classify(mask: np.ndarray, film: Film, spacing: float, params: SegmentParams,
                         bone_band: np.ndarray | None = None, flat: np.ndarray | None = None,
-                        thr_map: np.ndarray | None = None,
+                        thr_c: np.ndarray | None = None,
                         ) -> tuple[np.ndarray, tuple[LesionKind, ...], int]:
     """:func:`_label_and_classify_box` on the bounding box of ``mask`` (same labels, in raster
-    order; labelling a whole film for a few lesions is most of the cost)."""
+    order; labelling a whole film for a few lesions is most of the cost). ``thr_c`` is the
+    threshold map on the working grid, sampled bilinearly at a component's pixels."""
     labels = np.zeros(mask.shape, np.int32)
     box = _box(mask)
     if box is None:
@@ -1357,14 +1367,23 @@ def _label_and_classify(mask: np.ndarray, film: Film, spacing: float, params: Se
     def crop(a: np.ndarray | None) -> np.ndarray | None:
         return None if a is None else a[box]
 
+    thr_at: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    if thr_c is not None:
+        r0, c0, thr_grid = box[0].start, box[1].start, thr_c
+
+        def _thr_at(rr: np.ndarray, cc: np.ndarray) -> np.ndarray:
+            return _bilinear_at(thr_grid, rr + r0, cc + c0, mask.shape)
+
+        thr_at = _thr_at
+
     labels[box], kinds, rejected = _label_and_classify_box(
-        mask[box], film, spacing, params, crop(bone_band), crop(flat), crop(thr_map))
+        mask[box], film, spacing, params, crop(bone_band), crop(flat), thr_at)
     return labels, kinds, rejected
 
 
 def _label_and_classify_box(mask: np.ndarray, film: Film, spacing: float, params: SegmentParams,
                             bone_band: np.ndarray | None = None, flat: np.ndarray | None = None,
-                            thr_map: np.ndarray | None = None,
+                            thr_at: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
                             ) -> tuple[np.ndarray, tuple[LesionKind, ...], int]:
     """Label (8-connectivity), drop small components and cortical ridges, classify.
 
@@ -1403,10 +1422,10 @@ def _label_and_classify_box(mask: np.ndarray, film: Film, spacing: float, params
                 continue
             # Along the bone outline (cortex, metaphyseal flare) a lesion must stand out
             # ``cortex_factor`` times more than elsewhere.
-            if on_band and flat is not None and thr_map is not None and params.cortex_factor > 1:
+            if on_band and flat is not None and thr_at is not None and params.cortex_factor > 1:
                 rr, cc = rp.coords[:, 0], rp.coords[:, 1]
                 peak = float(np.percentile(flat[rr, cc], 90))
-                if peak < params.cortex_factor * float(np.median(thr_map[rr, cc])):
+                if peak < params.cortex_factor * float(np.median(thr_at(rr, cc))):
                     rejected += 1
                     continue
         new_ids[rp.label] = next_id
