@@ -1171,16 +1171,18 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         if edge_px > 0:
             edge = edge | frame
         touch = cv2.dilate(edge.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-        touching = _hysteresis(grown, touch & grown & ~air_full)
+        del edge
+        touch &= ~air_full
+        touching = _hysteresis(grown, touch & grown)
         grown = grown & ~touching
         if params.edge_open_mm > 0 and touching.any():
             # A lesion over bone merged with a cortical line that runs to the film edge:
             # an opening cuts the thin line; the pieces away from the edge stay.
             opened = _open_components(touching, disc(params.edge_open_mm / spacing))
             opened = _hysteresis(opened, high & opened)
-            grown |= opened & ~_hysteresis(opened, touch & opened & ~air_full)
+            grown |= opened & ~_hysteresis(opened, touch & opened)
             del opened
-        del edge, touch, touching
+        del touch, touching
     del high, sig_src, tissue
     if params.gate_fraction > 0:
         grown = _mass_gate(grown, flat, resid_c, body_c, params.gate_fraction)
@@ -1396,10 +1398,11 @@ def _label_and_classify_box(mask: np.ndarray, film: Film, spacing: float, params
     sp = film.spacing_mm if film.spacing_mm is not None else (spacing, spacing)
     pixel_area = sp[0] * sp[1]
     # What skimage.measure.label(mask, connectivity=2) runs for a boolean mask, straight to int32.
-    labels, _ = ndi.label(mask, structure=np.ones((3, 3), bool), output=np.int32)
-    if labels.max() == 0:
+    labels, n_lab = ndi.label(mask, structure=np.ones((3, 3), bool), output=np.int32)
+    if n_lab == 0:
         return labels, (), 0
-    areas = np.bincount(labels.ravel())
+    # Over the mask's pixels only: bincount of the whole image would cast it to int64.
+    areas = np.bincount(labels[mask], minlength=n_lab + 1)
     keep = areas * pixel_area >= params.min_area_mm2
     keep[0] = False
     kinds: list[LesionKind] = []
@@ -1431,4 +1434,6 @@ def _label_and_classify_box(mask: np.ndarray, film: Film, spacing: float, params
         new_ids[rp.label] = next_id
         next_id += 1
         kinds.append(classify(area_mm2, major, minor, rp.solidity, params))
-    return new_ids[labels], tuple(kinds), rejected
+    for r in range(0, labels.shape[0], 256):  # renumber in place, a strip at a time
+        labels[r:r + 256] = new_ids[labels[r:r + 256]]
+    return labels, tuple(kinds), rejected
