@@ -518,10 +518,15 @@ def find_saturated_markers(px: np.ndarray, spacing: float, min_area_mm2: float,
     min_px = min_area_mm2 / (spacing * spacing)
     if sat.sum() < min_px:
         return mask
-    n, _, stats, _ = cv2.connectedComponentsWithStats(sat, connectivity=8)
+    # Labelled on the saturated pixels' bounding box (usually a letter, not the whole film).
+    box = _box(sat.view(bool))
+    assert box is not None  # sat.sum() >= min_px > 0
+    br, bc = box[0].start, box[1].start
+    n, _, stats, _ = cv2.connectedComponentsWithStats(np.ascontiguousarray(sat[box]), connectivity=8)
     rows, cols = px.shape
     for i in range(1, n):
         c0, r0, w, h, area = (int(v) for v in stats[i])
+        r0, c0 = r0 + br, c0 + bc
         if area < min_px or r0 == 0 or c0 == 0 or r0 + h >= rows or c0 + w >= cols:
             continue
         mask[r0:r0 + h, c0:c0 + w] = True
