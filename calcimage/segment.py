@@ -1012,7 +1012,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     if params.bone_edge_mm > 0 and bone_c.any():
         cand = bone_c
         excess_c = bg_c - soft_c
-        # Narrower than the bone_min_width_mm opening below: it would remove them anyway.
+        # Smaller than the bone_min_width_mm disc: the opening below removes them anyway.
         min_px = int(np.count_nonzero(disc(params.bone_min_width_mm / ws))) if params.bone_min_width_mm > 0 else 0
         bone_c = _sharp_edged(cand, denoised, excess_c, ws, params.bone_edge_mm, min_px)
         # A bone in the middle of a rounded limb merges with the limb's smoothly rising
