@@ -16,11 +16,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
 
 import calcimage
+from calcimage.film import SpacingSource
+from calcimage.io.write import write_dicom
 from calcimage.measure import Lesion, Measurement
 from calcimage.report.dicom import write_dicom_results
 from calcimage.segment import LesionKind, Segmentation
@@ -30,23 +29,10 @@ SPACING_MM = 0.15
 
 
 def write_film(path: Path) -> None:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "BENCH", "Bench^Mark", "", "O"
-    ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.ReferringPhysicianName, ds.StudyID = "20250101", "120000", "", "", "1"
-    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "DX", 1, 1
-    ds.Rows = ds.Columns = SIZE
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelSpacing = [SPACING_MM, SPACING_MM]
-    ds.PixelData = (np.arange(SIZE * SIZE, dtype=np.uint32) % 4096).astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
+    """A DX of a 12-bit ramp (the pixels do not matter here), written by calcimage's writer."""
+    pixels = (np.arange(SIZE * SIZE, dtype=np.uint32) % 4096).reshape(SIZE, SIZE).astype(np.float32)
+    film = calcimage.Film(pixels, (SPACING_MM, SPACING_MM), SpacingSource.USER)
+    write_dicom(film, path, patient_id="BENCH", study_date="20250101", bits_stored=12)
 
 
 def measurement(film: calcimage.Film, n: int, rng: np.random.Generator) -> Measurement:

@@ -6,7 +6,6 @@ films runs in a few seconds.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import json
 import shutil
@@ -59,49 +58,68 @@ def write_study(folder: Path, patients=PATIENTS) -> Path:
     return folder
 
 
-def dicom_film(path: Path, *, seed: int = 1, followup: bool = False, patient_id: str = "PAT-CHARLIE-0003",
-               patient_name: str = "Doelittle^Janeway", birth_date: str = "19700101", date: str = "20260105") -> Path:
-    """A DX DICOM of a phantom carrying direct identifiers (to check they never leak)."""
+def dx_dataset(pixels: np.ndarray, *, bits_stored: int = 16, **attributes: object):
+    """An uncompressed DX (for presentation, MONOCHROME2) dataset of ``pixels`` (uint16) with the
+    attributes a complete header needs (type 2 ones empty), overridden or extended by
+    ``attributes`` (DICOM keywords); the file meta follows the final SOP UIDs."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
 
-    pixels = _pixels(seed, followup)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[str(path.name), str(seed)])
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = generate_uid(entropy_srcs=[patient_id, date])
-    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[patient_id, date, "series"])
-    ds.PatientName = patient_name
-    ds.PatientBirthDate = birth_date
-    ds.PatientID = patient_id
-    # Type 2 elements of a complete DX header (report.dicom copies them into SEG/SR).
+    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientID = ""
+    ds.PatientName = ""
+    ds.PatientBirthDate = ""
     ds.PatientSex = "O"
-    ds.AccessionNumber = ""
-    ds.StudyID = "1"
+    ds.StudyDate = "20250101"
     ds.StudyTime = "120000"
+    ds.AccessionNumber = ""
     ds.ReferringPhysicianName = ""
+    ds.StudyID = "1"
+    ds.Modality = "DX"
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
-    ds.Manufacturer = "calcimage tests"
-    ds.StudyDate = date
-    ds.Modality = "DX"
-    ds.ImageLaterality = "L"
-    ds.ViewPosition = "PA"
-    ds.InstitutionName = "Hospital of Nowhere"
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
     ds.PixelRepresentation = 0
-    ds.PixelSpacing = [PARAMS.spacing_mm, PARAMS.spacing_mm]
-    ds.PixelData = pixels.tobytes()
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    ds.PixelData = np.ascontiguousarray(pixels, dtype="<u2").tobytes()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    return ds
+
+
+def dicom_film(path: Path, *, seed: int = 1, followup: bool = False, patient_id: str = "PAT-CHARLIE-0003",
+               patient_name: str = "Doelittle^Janeway", birth_date: str = "19700101", date: str = "20260105") -> Path:
+    """A DX DICOM of a phantom carrying direct identifiers (to check they never leak)."""
+    from pydicom.uid import generate_uid
+
+    ds = dx_dataset(
+        _pixels(seed, followup),
+        SOPInstanceUID=generate_uid(entropy_srcs=[str(path.name), str(seed)]),
+        StudyInstanceUID=generate_uid(entropy_srcs=[patient_id, date]),
+        SeriesInstanceUID=generate_uid(entropy_srcs=[patient_id, date, "series"]),
+        PatientName=patient_name,
+        PatientBirthDate=birth_date,
+        PatientID=patient_id,
+        StudyDate=date,
+        Manufacturer="calcimage tests",
+        ImageLaterality="L",
+        ViewPosition="PA",
+        InstitutionName="Hospital of Nowhere",
+        PixelSpacing=[PARAMS.spacing_mm, PARAMS.spacing_mm],
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path

@@ -13,12 +13,12 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 from skimage.draw import polygon2mask
 
 import calcimage
+from _cli_films import dx_dataset
 from calcimage.compare import Category, Comparison, LesionChange, Registration, Status
 from calcimage.errors import CalcimageWarning, OutputError
 from calcimage.measure import Lesion, Measurement
@@ -58,40 +58,20 @@ def write_dx(
     orientation: bool = False,
 ) -> Path:
     """A small uncompressed DX (MONOCHROME2) with the UIDs a reference needs."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.StudyInstanceUID = study_uid or generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.PatientID = "CALC-001"
-    ds.PatientName = "Test^Patient"
-    ds.PatientBirthDate = ""
-    ds.PatientSex = "F"
-    ds.StudyDate = study_date
-    ds.StudyTime = "120000"
-    ds.AccessionNumber = "ACC1"
-    ds.ReferringPhysicianName = ""
-    ds.StudyID = "1"
-    ds.Modality = "DX"
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = 1
-    ds.Rows, ds.Columns = rows, cols
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    extra: dict[str, object] = {}
+    if study_uid:
+        extra["StudyInstanceUID"] = study_uid
     if spacing is not None:
-        ds.PixelSpacing = list(spacing)
+        extra["PixelSpacing"] = list(spacing)
     if orientation:
-        ds.PatientOrientation = ["L", "F"]
-        ds.ImagerPixelSpacing = list(spacing or (0.1, 0.1))
-    ds.ImageLaterality = "L"
-    ds.ViewPosition = "PA"
-    ds.BodyPartExamined = "HAND"
-    ds.PixelData = (np.arange(rows * cols, dtype=np.uint16).reshape(rows, cols) % 4096).tobytes()
+        extra["PatientOrientation"] = ["L", "F"]
+        extra["ImagerPixelSpacing"] = list(spacing or (0.1, 0.1))
+    pixels = np.arange(rows * cols, dtype=np.uint16).reshape(rows, cols) % 4096
+    ds = dx_dataset(
+        pixels, bits_stored=12, PatientID="CALC-001", PatientName="Test^Patient", PatientSex="F",
+        StudyDate=study_date, AccessionNumber="ACC1", ImageLaterality="L", ViewPosition="PA",
+        BodyPartExamined="HAND", **extra,
+    )
     ds.save_as(path, enforce_file_format=True)
     return path
 
