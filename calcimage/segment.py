@@ -533,9 +533,18 @@ def find_saturated_markers(px: np.ndarray, spacing: float, min_area_mm2: float,
     return mask
 
 
-def _sharp_edged(regions: np.ndarray, img: np.ndarray, excess: np.ndarray, ws: float,
+def _slope(img: np.ndarray, ws: float) -> np.ndarray:
+    """Gradient magnitude of ``img`` per mm (Sobel; ``ws`` mm per pixel)."""
+    gr = cv2.Sobel(img.astype(np.float32), cv2.CV_32F, 0, 1, ksize=3) / (8.0 * ws)
+    gc = cv2.Sobel(img.astype(np.float32), cv2.CV_32F, 1, 0, ksize=3) / (8.0 * ws)
+    return np.hypot(gr, gc)
+
+
+def _sharp_edged(regions: np.ndarray, grad: np.ndarray, excess: np.ndarray, ws: float,
                  edge_mm: float, min_area_px: int = 0) -> np.ndarray:
     """Keep the components of ``regions`` whose outline is a sharp step (bone's cortex).
+
+    ``grad`` is the film's slope per mm (:func:`_slope`).
 
     A rounded limb also rises over a coarse opening in its middle, but smoothly: there the
     steepest slope near the outline (90th percentile within 2 mm) is far below the region's
@@ -545,9 +554,6 @@ def _sharp_edged(regions: np.ndarray, img: np.ndarray, excess: np.ndarray, ws: f
     n, lab, stats, _ = cv2.connectedComponentsWithStats(regions.astype(np.uint8), connectivity=8)
     if n <= 1:
         return regions
-    gr = cv2.Sobel(img.astype(np.float32), cv2.CV_32F, 0, 1, ksize=3) / (8.0 * ws)
-    gc = cv2.Sobel(img.astype(np.float32), cv2.CV_32F, 1, 0, ksize=3) / (8.0 * ws)
-    grad = np.hypot(gr, gc)
     k = disc(2 * 2.0 / ws + 1)
     keep = np.zeros(n, bool)
     rows, cols = lab.shape
@@ -1012,9 +1018,10 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     if params.bone_edge_mm > 0 and bone_c.any():
         cand = bone_c
         excess_c = bg_c - soft_c
+        slope_c = _slope(denoised, ws)  # once for every retry below
         # Smaller than the bone_min_width_mm disc: the opening below removes them anyway.
         min_px = int(np.count_nonzero(disc(params.bone_min_width_mm / ws))) if params.bone_min_width_mm > 0 else 0
-        bone_c = _sharp_edged(cand, denoised, excess_c, ws, params.bone_edge_mm, min_px)
+        bone_c = _sharp_edged(cand, slope_c, excess_c, ws, params.bone_edge_mm, min_px)
         # A bone in the middle of a rounded limb merges with the limb's smoothly rising
         # centre into one candidate whose outline is partly smooth: retry what was rejected
         # at higher relative levels, where the bone (sharp-edged) separates from the limb.
@@ -1025,7 +1032,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
             cand = rest & (rel_c > level * params.bone_min_relative)
             if not cand.any():
                 break
-            bone_c = bone_c | _sharp_edged(cand, denoised, excess_c, ws, params.bone_edge_mm, min_px)
+            bone_c = bone_c | _sharp_edged(cand, slope_c, excess_c, ws, params.bone_edge_mm, min_px)
     if not air_c.any():
         # Bone is judged relative to the tissue's height above air; with no air on the film
         # there is no such reference, so no bone is marked (and no bone-specific rules apply).
