@@ -22,8 +22,12 @@ estimate):
   background), robust standard deviation (1.4826 x MAD) over a ring 1-3 ``r`` outside the
   footprint (2-4 radii from a nodule's centre) within the exposed body, other lesions
   excluded. It holds quantum noise and anatomical texture alike;
-- ``CNR = contrast / background``. Rose criterion: CNR ~ 5 is needed for reliable detection
-  by a human observer.
+- ``signal``: the lesion's added attenuation seen through the same band-pass, from the
+  generator (``truth.signals``; about half of ``contrast``: the mean over the lesion's area,
+  less its surround);
+- ``CNR = signal / background``, Rose's signal-to-noise ratio: ~ 5 is needed for reliable
+  detection by a human observer. (Until session 3 the phantom and this script divided the
+  *peak* contrast, which overstated the ratio about 1.9-fold.)
 
 Prints the CNR distribution, the share of lesions with CNR < 3 and < 5, split by soft tissue /
 over bone, and (with the generator's field ``truth.background_std`` when present) how the
@@ -92,6 +96,7 @@ def lesion_visibility(phantom: Any) -> list[dict[str, Any]]:
         mad = float(np.median(np.abs(values - np.median(values))))
         background = 1.4826 * mad
         contrast = float(truth.contrasts[k])
+        signal = float(truth.signals[k]) if truth.signals else contrast
         entry = {
             "label": k + 1,
             "kind": truth.kinds[k].value,
@@ -99,8 +104,9 @@ def lesion_visibility(phantom: Any) -> list[dict[str, Any]]:
             "area_mm2": float(truth.areas_mm2[k]),
             "r_mm": r_px * p.spacing_mm,
             "contrast": contrast,
+            "signal": signal,
             "background": background,
-            "cnr": contrast / background if background > 0 else float("inf"),
+            "cnr": signal / background if background > 0 else float("inf"),
         }
         model = getattr(truth, "background_std", None)
         if model is not None:

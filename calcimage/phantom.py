@@ -180,10 +180,10 @@ class PhantomParams:
         Gaussian of ``unsharp_mm`` (0 = raw detector image, the default; clinical DR
         presentation images often use 0.5-2). Changes pixels only, never the truth.
     min_lesion_cnr
-        Visibility floor (Rose criterion): a lesion's peak added attenuation is raised, where
-        needed, to at least this many times the expected background fluctuation at its scale
-        and place (quantum noise + anatomical texture; see :func:`lesion_background_std`), so
-        every lesion is one a radiologist could see. Lesions over bone need more density.
+        Visibility floor (Rose criterion): a lesion's density is raised, where needed, until
+        its signal integrated over its area (``truth.signals``) is at least this many times
+        the expected background fluctuation at its scale and place (quantum noise +
+        anatomical texture, same band-pass), so every lesion is one a radiologist could see. Lesions over bone need more density.
         0 switches the floor off (stress tests with invisible lesions).
     """
 
@@ -413,9 +413,13 @@ class PhantomTruth:
         lesion projects over bone.
     background_std
         Per lesion: expected background fluctuation at its scale and place on this film (log
-        units; quantum noise + anatomical texture, see ``_background_std``). ``cnr`` is
-        ``contrasts / background_std``; with ``min_lesion_cnr`` every lesion has
-        ``cnr >= min_lesion_cnr`` on the film where it first appears.
+        units; quantum noise + anatomical texture, see ``_background_std``).
+    signals
+        Per lesion: its added attenuation seen through the same band-pass (log units, about
+        half of ``contrasts``: the mean over the lesion's area, less its surround; see
+        ``_lesion_signal``). ``cnr`` is ``signals / background_std``, Rose's signal-to-noise
+        ratio; with ``min_lesion_cnr`` every lesion has ``cnr >= min_lesion_cnr`` on the film
+        where it first appears.
     total_area_mm2
         Sum of ``areas_mm2``.
     masks
@@ -452,6 +456,7 @@ class PhantomTruth:
     over_bone: tuple[bool, ...]
     masks: Mapping[str, np.ndarray]
     background_std: tuple[float, ...] = ()
+    signals: tuple[float, ...] = ()
     magnification: float = 1.0
     transform: np.ndarray = field(default_factory=lambda: np.eye(2, 3))
     baseline_total_area_mm2: float = 0.0
@@ -468,8 +473,8 @@ class PhantomTruth:
 
     @property
     def cnr(self) -> tuple[float, ...]:
-        """Per lesion: ``contrasts / background_std`` (inf where the background is 0)."""
-        return tuple(c / b if b > 0 else math.inf for c, b in zip(self.contrasts, self.background_std))
+        """Per lesion: ``signals / background_std`` (inf where the background is 0)."""
+        return tuple(c / b if b > 0 else math.inf for c, b in zip(self.signals, self.background_std))
 
     @property
     def lesion_mask(self) -> np.ndarray:
@@ -505,6 +510,7 @@ class PhantomTruth:
                     "centroid_col": round(self.centroids[k][1], 4),
                     "contrast": round(self.contrasts[k], 6),
                     "background_std": self.background_std[k] if self.background_std else None,
+                    "signal": self.signals[k] if self.signals else None,
                     "cnr": round(self.cnr[k], 3) if self.background_std else None,
                     "over_bone": self.over_bone[k],
                     "baseline_area_mm2": (
@@ -1238,7 +1244,7 @@ def _render(
     # Lesions (analytic footprints on this grid), in id order so labels are stable.
     att = image.att.astype(np.float64)
     labels = np.zeros(shape, np.int32)
-    present: list[tuple[LesionSpec, int, float]] = []
+    present: list[tuple[LesionSpec, int, float, float]] = []
     truncated: set[int] = set()
     inv_pose = np.linalg.inv(np.vstack([pose, [0.0, 0.0, 1.0]]))[:2]
     for lesion in sorted(lesions, key=lambda item: item.lesion_id):
@@ -1268,7 +1274,7 @@ def _render(
         window[inside] = label
         att[rs, cs] += extra
         background = _background_std(p, image, r0, c0, patch[2], shot.exposure)
-        present.append((lesion, label, background))
+        present.append((lesion, label, background, _lesion_signal(p, patch[2], patch[3])))
 
     # Film frame: marker, heel, scatter, collimation, noise, blur, log, quantisation.
     s = p.spacing_mm
@@ -1400,6 +1406,30 @@ def _background_std(
     return float(f"{math.sqrt(texture**2 + quantum2):.4g}")
 
 
+def _lesion_signal(p: PhantomParams, inside: np.ndarray, attenuation: np.ndarray) -> float:
+    """Peak of the lesion's added attenuation seen through the band-pass of
+    :func:`_background_std` (log units): what an observer integrating over the lesion's area
+    sees of it, so that signal / background std is Rose's signal-to-noise ratio.
+
+    The whole analytic footprint counts (also a part cut off by collimation), the detector
+    blur included; the same scale ``r`` and Gaussians (r/2 minus 2r) as the background, on
+    the same shrunken grid for large lesions. Rounded to 4 significant digits.
+    """
+    foot = np.pad(inside.astype(np.uint8), 1)
+    r_px = max(float(cv2.distanceTransform(foot, cv2.DIST_L2, 5).max()), 1.0)
+    pad = int(math.ceil(6.0 * r_px + 3.0 * p.blur_mm / p.spacing_mm)) + 2
+    a = np.pad(np.where(inside, attenuation, 0.0), pad)
+    f = max(int(r_px // 3), 1)
+    if f > 1:
+        a = cv2.resize(a, (max(a.shape[1] // f, 4), max(a.shape[0] // f, 4)),
+                       interpolation=cv2.INTER_AREA)
+    r = r_px / f
+    blur2 = (p.blur_mm / p.spacing_mm / f) ** 2
+    band = cv2.GaussianBlur(a, (0, 0), math.sqrt((r / 2.0) ** 2 + blur2), borderType=cv2.BORDER_CONSTANT)
+    band -= cv2.GaussianBlur(a, (0, 0), math.sqrt((2.0 * r) ** 2 + blur2), borderType=cv2.BORDER_CONSTANT)
+    return float(f"{float(band.max()):.4g}")
+
+
 def _make_visible(
     p: PhantomParams, image: _AnatomyImage, lesion: LesionSpec, pose: np.ndarray, exposure: float,
 ) -> LesionSpec | None:
@@ -1411,19 +1441,23 @@ def _make_visible(
     patch = _lesion_patch(lesion, pose, inv_pose)
     if patch is None:
         return lesion
-    r0, c0, inside, _ = patch
+    r0, c0, inside, attenuation = patch
     need = p.min_lesion_cnr * _background_std(p, image, r0, c0, inside, exposure)
-    peak = lesion.peak_contrast
-    if peak >= need:
+    signal = _lesion_signal(p, inside, attenuation)
+    if signal >= need:
         return lesion
-    delta_mu = lesion.delta_mu_per_mm * (need / peak) * (1.0 + 1e-9)
+    if signal <= 0:
+        return None
+    # The signal is linear in the density; 0.1 % above the floor absorbs the rounding of the
+    # signal and background to 4 significant digits.
+    delta_mu = lesion.delta_mu_per_mm * (need / signal) * 1.001
     if delta_mu > _MAX_LESION_DENSITY * (_MU_CORTEX - _MU_MUSCLE):
         return None
     return replace(lesion, delta_mu_per_mm=delta_mu)
 
 
 def _truth(
-    labels: np.ndarray, present: list[tuple[LesionSpec, int, float]], masks: dict[str, np.ndarray],
+    labels: np.ndarray, present: list[tuple[LesionSpec, int, float, float]], masks: dict[str, np.ndarray],
     pixel_area: float, **extra: Any,
 ) -> PhantomTruth:
     n = len(present)
@@ -1437,16 +1471,17 @@ def _truth(
         m.flags.writeable = False
     return PhantomTruth(
         labels=labels,
-        kinds=tuple(lesion.kind for lesion, _, _ in present),
+        kinds=tuple(lesion.kind for lesion, _, _, _ in present),
         areas_mm2=tuple(float(c) * pixel_area for c in counts),
         centroids=tuple(
             (float(sum_r[i] / counts[i]), float(sum_c[i] / counts[i])) for i in range(n)
         ),
         total_area_mm2=float(np.sum(counts)) * pixel_area,
-        lesion_ids=tuple(lesion.lesion_id for lesion, _, _ in present),
-        contrasts=tuple(lesion.peak_contrast for lesion, _, _ in present),
-        over_bone=tuple(lesion.over_bone for lesion, _, _ in present),
-        background_std=tuple(background for _, _, background in present),
+        lesion_ids=tuple(lesion.lesion_id for lesion, _, _, _ in present),
+        contrasts=tuple(lesion.peak_contrast for lesion, _, _, _ in present),
+        over_bone=tuple(lesion.over_bone for lesion, _, _, _ in present),
+        background_std=tuple(background for _, _, background, _ in present),
+        signals=tuple(signal for _, _, _, signal in present),
         masks=MappingProxyType(dict(masks)),
         **extra,
     )
@@ -1632,7 +1667,7 @@ def make_followup(base: Phantom, seed: int, params: FollowupParams = FollowupPar
     baseline_truth = base.baseline_truth or base.truth
     stored, masks, labels, present, truncated = _render(p, base.anatomy, lesions, pose, shot, rng, image)
     pixel_area = p.spacing_mm**2
-    present_ids = {lesion.lesion_id for lesion, _, _ in present}
+    present_ids = {lesion.lesion_id for lesion, _, _, _ in present}
     base_ids = set(baseline_truth.lesion_ids)
     total = float(np.count_nonzero(labels)) * pixel_area
     base_total = baseline_truth.total_area_mm2

@@ -182,7 +182,7 @@ def test_default_phantom_has_both_kinds_some_over_bone_and_a_range_of_density():
         contrasts += t.contrasts
     assert LesionKind.NODULE in kinds and LesionKind.PLAQUE in kinds
     assert 0 < sum(over) < 0.5 * len(over)  # most in soft tissue, some over bone
-    assert min(contrasts) < 0.05 and max(contrasts) > 0.4  # faint to bone-like
+    assert min(contrasts) < 0.08 and max(contrasts) > 0.4  # faint to bone-like
 
 
 def test_lesion_sizes_match_their_kind():
@@ -244,10 +244,17 @@ def test_every_lesion_meets_the_visibility_floor(seed, min_cnr):
 
 
 def test_lesions_over_bone_need_more_contrast():
-    t = make_phantom(3, FAINT).truth
-    bone = [b for b, o in zip(t.background_std, t.over_bone) if o]
-    soft = [b for b, o in zip(t.background_std, t.over_bone) if not o]
-    assert bone and soft and np.median(bone) > 1.5 * np.median(soft)
+    # Pooled over three films: a lesion that would need more than 1.5 x cortical bone is
+    # placed elsewhere, so one film holds only a handful of lesions over bone.
+    bone, soft, c_bone, c_soft = [], [], [], []
+    for seed in (3, 4, 5):
+        t = make_phantom(seed, FAINT).truth
+        for b, c, o in zip(t.background_std, t.contrasts, t.over_bone):
+            (bone if o else soft).append(b)
+            (c_bone if o else c_soft).append(c)
+    assert len(bone) >= 10 and len(soft) >= 10
+    assert np.median(bone) > 1.5 * np.median(soft)
+    assert np.median(c_bone) > 1.5 * np.median(c_soft)
 
 
 def test_without_a_floor_density_keeps_its_meaning():
