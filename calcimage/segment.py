@@ -137,9 +137,6 @@ class SegmentParams:
         negative, the other within ``line_ratio`` of it) are cut from the mask before
         labelling so a lesion is not merged with a cortical line; 0 disables. Only line
         pieces spanning at least ``line_min_length_mm`` count (plaques are short lines).
-    line_keep_sigma
-        Line pixels at least this many local sigmas bright are not cut (a dense plaque along
-        the cortex; residual cortex is fainter); 0 cuts them all.
     drop_edge_touching, edge_open_mm
         Drop components reaching the film frame, a collimator edge, a marker or the outside;
         before that such a component is opened with a disc of ``edge_open_mm`` (0 = no)
@@ -161,7 +158,7 @@ class SegmentParams:
     noise_mm: float = 30.0
     noise_fine_mm: float = 15.0
     bone_scale_mm: float = 48.0
-    bone_min_relative: float = 0.2
+    bone_min_relative: float = 0.25
     bone_margin_mm: float = 4.0
     bone_factor: float = 1.0
     bone_min_width_mm: float = 10.0
@@ -173,7 +170,6 @@ class SegmentParams:
     drop_edge_touching: bool = True
     edge_open_mm: float = 3.0
     line_min_length_mm: float = 45.0
-    line_keep_sigma: float = 16.0
     marker_margin_mm: float = 2.0
     marker_min_area_mm2: float = 4.0
     assumed_spacing_mm: float = 0.2
@@ -214,7 +210,6 @@ class SegmentParams:
         require_positive("bone_edge_mm", self.bone_edge_mm, allow_zero=True)
         require_positive("edge_open_mm", self.edge_open_mm, allow_zero=True)
         require_positive("line_min_length_mm", self.line_min_length_mm, allow_zero=True)
-        require_positive("line_keep_sigma", self.line_keep_sigma, allow_zero=True)
         require_positive("line_sigma_mm", self.line_sigma_mm, allow_zero=True)
         require_range("line_ratio", self.line_ratio, 0.0, 1.0)
         require_positive("marker_min_area_mm2", self.marker_min_area_mm2, allow_zero=True)
@@ -1178,10 +1173,6 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
             long_l[0] = False
             lines = long_l[lab_l]
             del lab_l
-        if params.line_keep_sigma > 0:
-            # A dense plaque over bone, lying along the cortex, is line-like and joins the
-            # cortical line: its pixels are far stronger than any residual cortex, keep them.
-            lines = _drop_strong(lines, flat, sig_c, params.line_keep_sigma)
         grown &= ~lines
         del lines, near_bone
         grown = _hysteresis(grown, high & grown)
@@ -1247,18 +1238,6 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         threshold_map=(sig_c * factor_c * params.k_sigma).astype(np.float32)
         if params.method is ThresholdMethod.AUTO else None,
     )
-
-
-def _drop_strong(mask: np.ndarray, flat: np.ndarray, sigma_c: np.ndarray, k: float) -> np.ndarray:
-    """``mask`` without its pixels where ``flat`` >= ``k`` × the local sigma (``sigma_c``, a
-    working-grid map, upsampled bilinearly at those pixels only)."""
-    if not mask.any():
-        return mask
-    rr, cc = np.nonzero(mask)
-    strong = flat[rr, cc] >= k * _bilinear_at(sigma_c, rr, cc, mask.shape)
-    out = mask.copy()
-    out[rr[strong], cc[strong]] = False
-    return out
 
 
 def _open_components(mask: np.ndarray, kernel: np.ndarray) -> np.ndarray:

@@ -333,17 +333,3 @@ def test_bilinear_at_matches_cv2_resize(shape: tuple[int, int]) -> None:
     rr, cc = np.nonzero(np.ones(shape, bool))
     got = _seg._bilinear_at(img, rr, cc, shape).reshape(shape)
     assert np.allclose(got, full, atol=1e-5)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_drop_strong_keeps_only_faint_line_pixels(dtype) -> None:
-    # A uniform sigma of 2 on a 2x2 working grid; flat values 10, 31.9, 32, 50 on a line.
-    mask = np.zeros((4, 8), bool)
-    mask[1, 2:6] = True
-    flat = np.zeros((4, 8), dtype)
-    flat[1, 2:6] = [10.0, 31.9, 32.0, 50.0]
-    sigma_c = np.full((2, 2), 2.0, np.float32)
-    out = _seg._drop_strong(mask, flat, sigma_c, 16.0)
-    assert out[1].tolist() == [False, False, True, True, False, False, False, False]
-    assert out.sum() == 2 and mask.sum() == 4  # the input is not modified
-    assert not _seg._drop_strong(np.zeros((4, 8), bool), flat, sigma_c, 16.0).any()
