@@ -573,3 +573,43 @@ def test_unsharp_processing_raises_local_contrast_but_not_the_truth(base):
         return float(ph.film.pixels[inside].mean() - ph.film.pixels[ring].mean())
 
     assert contrast(processed) > 1.2 * contrast(base) > 0
+
+
+def _sphere(radius_mm: float, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Footprint and projected thickness (peak 1) of a sphere on a pixel grid."""
+    n = int(math.ceil(radius_mm / spacing_mm)) + 2
+    rr, cc = np.mgrid[-n:n + 1, -n:n + 1] * spacing_mm
+    frac = 1.0 - (rr**2 + cc**2) / radius_mm**2
+    return frac > 0, np.sqrt(np.clip(frac, 0.0, None))
+
+
+@pytest.mark.parametrize("spacing", [0.1, 0.2])
+def test_lesion_signal_is_the_band_passed_share_of_the_peak(spacing):
+    from calcimage.phantom import _lesion_signal
+
+    def params(sp: float, blur: float = 0.0) -> PhantomParams:
+        # Same field in mm (the limb must fit); only spacing and blur matter here.
+        return replace(SMALL, spacing_mm=sp, rows=int(120 / sp), cols=int(110 / sp), blur_mm=blur)
+
+    p = params(spacing)
+    inside, thick = _sphere(2.0, spacing)
+    s1 = _lesion_signal(p, inside, 0.1 * thick)
+    # Linear in density (up to the rounding to 4 significant digits).
+    assert _lesion_signal(p, inside, 0.3 * thick) == pytest.approx(3 * s1, rel=1e-3)
+    # A sphere keeps about half its peak through the band-pass (its mean over the disc is
+    # 2/3 of the peak, less the surround), the same at both spacings (scales are in px of r).
+    assert 0.45 < s1 / 0.1 < 0.65
+    p2 = params(0.3 - spacing)
+    inside2, thick2 = _sphere(2.0, 0.3 - spacing)
+    assert _lesion_signal(p2, inside2, 0.1 * thick2) == pytest.approx(s1, rel=0.05)
+    # Detector blur lowers it.
+    assert _lesion_signal(params(spacing, 0.5), inside, 0.1 * thick) < s1
+
+
+def test_truth_cnr_is_signal_over_background():
+    t = make_phantom(3, FAINT).truth
+    assert len(t.signals) == t.n_lesions > 0
+    assert t.cnr == tuple(s / b for s, b in zip(t.signals, t.background_std))
+    ratios = np.array(t.signals) / np.array(t.contrasts)
+    assert np.all((ratios > 0.3) & (ratios < 0.8))  # the band-passed share of the peak
+    assert all(d["signal"] == s for d, s in zip(t.to_dict()["lesions"], t.signals))
