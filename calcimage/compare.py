@@ -80,6 +80,9 @@ class Relation(str, enum.Enum):
     COMPLEX = "complex"
     NEW = "new"
     RESOLVED = "resolved"
+    #: Labelled on one film only, but found at its registered place on the other (paired
+    #: measurement): its area there was measured with segmentation's edge rule.
+    UNLABELLED = "unlabelled"
 
 
 class TransformKind(str, enum.Enum):
@@ -126,6 +129,23 @@ class CompareParams:
         Compare films whose PatientIDs differ (e.g. anonymised with different ids).
     allow_different_views
         Compare films whose laterality, view position or body part differ.
+    paired
+        Paired measurement: a lesion labelled on one film only is looked for at its registered
+        place on the other (segmentation's detection flickers near its threshold); when a
+        signal is there, the lesion is measured there and is not counted new or resolved.
+    paired_min_sigma
+        The mean contrast over the mapped footprint must reach this many of its own noise
+        sigmas (the spread of footprint-sized means around it) for the lesion to be present.
+    paired_min_fraction
+        ... and at least this fraction of the mean contrast the same measurement finds on the
+        lesion's own film (a faint offset of the anatomy under a large footprint can be
+        significant without being a lesion).
+    paired_margin_mm
+        The mapped footprint is grown by this much (registration error, growth) before the
+        other film's pixels at the edge level are counted.
+    paired_ring_mm
+        Width of the ring beyond the margin the local background and noise come from (at
+        least twice the footprint's size).
     """
 
     progression_pct: float = 25.0
@@ -142,6 +162,11 @@ class CompareParams:
     group_overlap: float = 0.25
     allow_different_patients: bool = False
     allow_different_views: bool = False
+    paired: bool = True
+    paired_min_sigma: float = 4.0
+    paired_min_fraction: float = 0.2
+    paired_margin_mm: float = 1.0
+    paired_ring_mm: float = 3.0
 
     def __post_init__(self) -> None:
         require_positive("progression_pct", self.progression_pct, allow_zero=True)
@@ -171,6 +196,11 @@ class CompareParams:
                 self.allow_different_patients, "true or false")
         require(isinstance(self.allow_different_views, bool), "allow_different_views",
                 self.allow_different_views, "true or false")
+        require(isinstance(self.paired, bool), "paired", self.paired, "true or false")
+        require_positive("paired_min_sigma", self.paired_min_sigma)
+        require_range("paired_min_fraction", self.paired_min_fraction, 0.0, 1.0)
+        require_positive("paired_margin_mm", self.paired_margin_mm, allow_zero=True)
+        require_positive("paired_ring_mm", self.paired_ring_mm)
 
 
 @dataclass(frozen=True, eq=False)
@@ -259,6 +289,9 @@ class LesionChange:
     #: A new (resolved) lesion whose centroid falls outside the baseline's (follow-up's) film
     #: or inside its collimation: its appearance (disappearance) is not a real change.
     outside_other_field: bool = False
+    #: Paired measurement of a lesion labelled on one film only: the mean contrast at its
+    #: registered place on the other film, in noise sigmas (None when not looked for).
+    other_film_signal_sigma: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (one item of comparison.json ``lesions``)."""
@@ -277,6 +310,7 @@ class LesionChange:
             "overlap_dice": _num(self.overlap_dice),
             "centroid_distance_mm": _num(self.centroid_distance_mm),
             "outside_other_field": self.outside_other_field,
+            "other_film_signal_sigma": _num(self.other_film_signal_sigma, 3),
         }
 
 
@@ -423,13 +457,55 @@ def _count(m: Measurement, region: str | None = None) -> int:
     return sum(1 for l in m.lesions if region is None or l.region == region)
 
 
+def _row_lesions(r: LesionChange, base: Measurement, follow: Measurement) -> tuple[Any, Any]:
+    lb = base.lesions[r.baseline_id - 1] if r.baseline_id is not None else None
+    lf = follow.lesions[r.followup_id - 1] if r.followup_id is not None else None
+    return lb, lf
+
+
+def _paired_totals(rows: tuple[LesionChange, ...], base: Measurement, follow: Measurement,
+                   region: str | None) -> tuple[float, float, float, float, int, int, float, float]:
+    """Totals of a paired comparison from its rows (baseline area, follow-up raw area, their
+    burdens, then the counts and areas of lesions found on a film where that film's
+    segmentation had no label: baseline, follow-up (raw)). A row belongs to the region of its baseline lesion (its
+    follow-up lesion when new); burdens take each side's density grade (the other side's when
+    the lesion is unlabelled there)."""
+    ab = af = bb = bf = xb = xf = 0.0
+    xnb = xnf = 0
+    for r in rows:
+        lb, lf = _row_lesions(r, base, follow)
+        own = lb if lb is not None else lf
+        if region is not None and own.region != region:
+            continue
+        a_b, a_f = r.area_baseline_mm2 or 0.0, r.area_followup_raw_mm2 or 0.0
+        ab += a_b
+        af += a_f
+        bb += a_b * (lb if lb is not None else lf).density_grade
+        bf += a_f * (lf if lf is not None else lb).density_grade
+        if r.relation is Relation.UNLABELLED:
+            if lf is None:
+                xf += a_f
+                xnf += 1
+            else:
+                xb += a_b
+                xnb += 1
+    return ab, af, bb, bf, xnb, xnf, xb, xf
+
+
 def _change_figures(base: Measurement, follow: Measurement, scale2: float,
-                    region: str | None = None) -> dict[str, Any]:
-    ab, af_raw = _area(base, region), _area(follow, region)
-    af = af_raw / scale2
-    bb, bf_raw = _burden(base, region), _burden(follow, region)
-    bf = bf_raw / scale2
+                    region: str | None = None, rows: tuple[LesionChange, ...] | None = None) -> dict[str, Any]:
+    # Counts stay the films' own (Δcount is the difference of the two summaries' counts);
+    # lesions found unlabelled are counted apart.
     nb, nf = _count(base, region), _count(follow, region)
+    if rows is not None:
+        ab, af_raw, bb, bf_raw, xnb, xnf, xab, xaf = _paired_totals(rows, base, follow, region)
+    else:
+        ab, af_raw = _area(base, region), _area(follow, region)
+        bb, bf_raw = _burden(base, region), _burden(follow, region)
+        xnb = xnf = 0
+        xab = xaf = 0.0
+    af = af_raw / scale2
+    bf = bf_raw / scale2
     return {
         "total_area_mm2": af - ab,
         "total_area_pct": _pct(ab, af),
@@ -443,6 +519,14 @@ def _change_figures(base: Measurement, follow: Measurement, scale2: float,
         "lesion_count_followup": nf,
         "total_burden_baseline": bb,
         "total_burden_followup": bf,
+        # what the films' own labels add up to (follow-up at the baseline's magnification)
+        "segmented_area_baseline_mm2": _area(base, region),
+        "segmented_area_followup_mm2": _area(follow, region) / scale2,
+        # areas found where a film's segmentation had no label (paired measurement)
+        "unlabelled_area_baseline_mm2": xab,
+        "unlabelled_area_followup_mm2": xaf / scale2,
+        "unlabelled_count_baseline": xnb,
+        "unlabelled_count_followup": xnf,
     }
 
 
@@ -458,10 +542,11 @@ def _region_names(base: Measurement, follow: Measurement) -> list[str]:
     return names
 
 
-def _region_rows(base: Measurement, follow: Measurement, scale2: float) -> tuple[dict[str, Any], ...]:
+def _region_rows(base: Measurement, follow: Measurement, scale2: float,
+                 lesion_rows: tuple[LesionChange, ...] | None = None) -> tuple[dict[str, Any], ...]:
     rows = []
     for name in _region_names(base, follow):
-        fig = _change_figures(base, follow, scale2, name)
+        fig = _change_figures(base, follow, scale2, name, lesion_rows)
         rows.append({
             "name": name,
             "lesion_count_baseline": fig["lesion_count_baseline"],
@@ -560,7 +645,8 @@ def compare(base: Measurement, follow: Measurement, params: CompareParams = Comp
     )
     scale2 = float(reg.scale) ** 2
     rows = match_lesions(base, follow, reg, params)
-    change = _change_figures(base, follow, scale2)
+    paired_rows = rows if params.paired else None
+    change = _change_figures(base, follow, scale2, rows=paired_rows)
     outside = sum(1 for r in rows if r.outside_other_field)
     change["lesions_outside_common_field"] = outside
     if outside:
@@ -583,7 +669,7 @@ def compare(base: Measurement, follow: Measurement, params: CompareParams = Comp
         registration=reg,
         lesions=rows,
         change=change,
-        regions=_region_rows(base, follow, scale2),
+        regions=_region_rows(base, follow, scale2, paired_rows),
         category=category,
         interval_days=days,
         params=params,

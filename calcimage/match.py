@@ -18,16 +18,21 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
+from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 
 from calcimage.compare import CompareParams, LesionChange, Registration, Relation, Status
 from calcimage.measure import Measurement
 
-__all__ = ["MatchGroup", "warp_labels", "overlap_table", "group_lesions", "lesion_status", "match_lesions"]
+__all__ = ["MatchGroup", "Footprint", "PlaceMeasurement", "footprint", "warp_labels", "overlap_table", "group_lesions", "lesion_status",
+           "measure_at", "match_lesions"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +40,7 @@ logger = logging.getLogger(__name__)
 _FORBIDDEN = 1.0e6
 
 _SWAP = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+_IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
 @dataclass(frozen=True)
@@ -227,6 +233,250 @@ def _outside_field(source: Measurement, target: Measurement, matrix: np.ndarray)
     return out
 
 
+
+# --------------------------------------------------------------------------------------------
+# paired measurement: a lesion labelled on one film only, looked for at its place on the other
+
+
+@dataclass(frozen=True)
+class PlaceMeasurement:
+    """What one film shows at a (mapped) lesion footprint (:func:`measure_at`).
+
+    Attributes
+    ----------
+    signal_sigma
+        Mean contrast over the footprint in units of its own noise (the spread of the same
+        mean over the ring around it); 0 when it could not be measured.
+    area_px
+        Pixels (of the measured film) within the footprint grown by the margin whose contrast
+        reaches the segmentation's hysteresis level, in components touching the footprint and
+        not labelled as another lesion there.
+    footprint_px
+        Pixels of the footprint on the measured film (0: it falls outside the film).
+    """
+
+    signal_sigma: float
+    area_px: int
+    footprint_px: int
+    #: Mean contrast over the footprint (film units over the local background).
+    mean_contrast: float = 0.0
+
+
+def _robust_sigma(values: np.ndarray) -> float:
+    if values.size == 0:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+
+def _disc_px(radius_px: float) -> np.ndarray:
+    r = max(0, int(round(radius_px)))
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+
+def _local_levels(seg: Any, sigma_px: float) -> float:
+    """Hysteresis (low) level of the segmentation of a film, at local noise ``sigma_px``."""
+    sp = seg.params
+    if seg.threshold_k is not None:
+        return float(sp.low_ratio * seg.threshold_k * sigma_px)
+    if seg.threshold_low > 0:
+        return float(seg.threshold_low)
+    return float(sp.low_ratio * sp.k_sigma * sigma_px)  # no threshold recorded (a hand-made labelling)
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Pixels of some lesions of one film and how they map onto another film.
+
+    ``mask`` is a bool crop of the lesions' film whose top-left pixel is ``origin`` (row, col);
+    ``matrix`` (2×3) maps that film's (row, col, 1) to the target film's (row, col).
+    """
+
+    mask: np.ndarray
+    origin: tuple[int, int]
+    matrix: np.ndarray
+
+
+def footprint(m: Measurement, lesion_ids: tuple[int, ...], matrix: np.ndarray,
+              boxes: list[Any] | None = None) -> Footprint:
+    """The :class:`Footprint` of lesions ``lesion_ids`` of ``m`` (``boxes``: the slices of
+    ``scipy.ndimage.find_objects(m.labels)``, computed once per film)."""
+    labels = np.asarray(m.labels)
+    if boxes is None:
+        boxes = ndi.find_objects(labels)
+    sl = [boxes[i - 1] for i in lesion_ids if 0 < i <= len(boxes) and boxes[i - 1] is not None]
+    if not sl:
+        return Footprint(np.zeros((0, 0), bool), (0, 0), np.asarray(matrix, dtype=np.float64))
+    r0, r1 = min(s[0].start for s in sl), max(s[0].stop for s in sl)
+    c0, c1 = min(s[1].start for s in sl), max(s[1].stop for s in sl)
+    crop = labels[r0:r1, c0:c1]
+    mask = np.isin(crop, np.asarray(lesion_ids, dtype=crop.dtype))
+    return Footprint(mask, (int(r0), int(c0)), np.asarray(matrix, dtype=np.float64))
+
+
+def measure_at(footprints: Sequence[Footprint], target: Measurement, params: CompareParams = CompareParams(),
+               target_ids: tuple[int, ...] = (), gap_mm: float | None = None) -> PlaceMeasurement:
+    """Measure ``target`` at the union of ``footprints`` mapped onto it.
+
+    On a crop of the target, smoothed as segmentation smooths it (``smooth_mm``), the local
+    background is a robust quadratic surface fitted over a ring ``gap_mm`` (default
+    ``paired_margin_mm``) to ``gap_mm + paired_ring_mm`` around the footprint, with the target's other
+    lesions (all but ``target_ids``, grown by the margin) and excluded areas left out. The
+    signal is the mean contrast over the footprint divided by the spread of that mean over
+    the ring (box means no wider than the ring, scaled to the footprint's area: correlated
+    noise and anatomy count); the area is what segmentation's edge rule keeps within the
+    footprint grown by ``gap_mm``: contrast at least the hysteresis level (local
+    noise × the segmentation's ``threshold_k`` × ``low_ratio``) and ``edge_fraction`` of the
+    peak, in components touching the footprint.
+    """
+    shape_t = target.film.shape
+    sp_t = target.film.spacing_mm or (1.0, 1.0)
+    px_mm = float(min(sp_t))
+    ring_mm = params.paired_ring_mm
+    gap = params.paired_margin_mm if gap_mm is None else float(gap_mm)
+    pad = int(math.ceil((gap + ring_mm) / px_mm)) + 2
+    parts = [f for f in footprints if f.mask.size and f.mask.any()]
+    if not parts:
+        return PlaceMeasurement(0.0, 0, 0)
+    mapped = []
+    for f in parts:
+        (r0, c0), (h, w) = f.origin, f.mask.shape
+        corners = np.array([[r0, c0, 1], [r0, c0 + w, 1], [r0 + h, c0, 1], [r0 + h, c0 + w, 1]],
+                           dtype=np.float64) - [0.5, 0.5, 0.0]
+        mapped.append(corners @ f.matrix[:2].T)
+    allc = np.concatenate(mapped)
+    t0 = max(int(math.floor(allc[:, 0].min())) - pad, 0)
+    t1 = min(int(math.ceil(allc[:, 0].max())) + pad + 1, shape_t[0])
+    u0 = max(int(math.floor(allc[:, 1].min())) - pad, 0)
+    u1 = min(int(math.ceil(allc[:, 1].max())) + pad + 1, shape_t[1])
+    if t1 - t0 < 3 or u1 - u0 < 3:
+        return PlaceMeasurement(0.0, 0, 0)
+    core = np.zeros((t1 - t0, u1 - u0), bool)
+    shift_t = np.array([[1.0, 0.0, t0], [0.0, 1.0, u0], [0.0, 0.0, 1.0]])
+    for f in parts:
+        m = np.vstack([f.matrix[:2], [0.0, 0.0, 1.0]])
+        shift_s = np.array([[1.0, 0.0, -f.origin[0]], [0.0, 1.0, -f.origin[1]], [0.0, 0.0, 1.0]])
+        # target-crop (row, col) -> footprint-crop (row, col), as (x, y) for warpAffine
+        inv_xy = _SWAP @ (shift_s @ np.linalg.inv(m) @ shift_t) @ _SWAP
+        core |= cv2.warpAffine(f.mask.astype(np.float32), inv_xy[:2], (u1 - u0, t1 - t0),
+                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0) >= 0.5
+    n_core = int(core.sum())
+    if n_core == 0:
+        return PlaceMeasurement(0.0, 0, 0)
+
+    pixels = np.asarray(target.film.pixels[t0:t1, u0:u1], dtype=np.float32)
+    seg = target.segmentation
+    smooth_px = seg.params.smooth_mm / px_mm
+    if seg.params.smooth_mm > 0 and smooth_px >= 0.3:
+        pixels = cv2.GaussianBlur(pixels, (0, 0), smooth_px)
+    tl = np.asarray(target.labels[t0:t1, u0:u1])
+    others = tl > 0
+    if target_ids:  # the lesion itself, labelled on the target, is not another lesion
+        others &= ~np.isin(tl, np.asarray(target_ids, dtype=tl.dtype))
+    bad = np.zeros_like(core)
+    for name in ("collimation", "marker"):
+        mask = dict(seg.excluded).get(name)
+        if mask is not None and np.shape(mask) == shape_t:
+            bad |= np.asarray(mask[t0:t1, u0:u1], dtype=bool)
+    margin_px = params.paired_margin_mm / px_mm
+    u8 = core.astype(np.uint8)
+    zone = cv2.dilate(u8, _disc_px(gap / px_mm)) > 0
+    outer = cv2.dilate(u8, _disc_px((gap + ring_mm) / px_mm)) > 0
+    # Lesions labelled on the target, with their blurred rims, belong to them: kept out of the
+    # background, the signal and the area.
+    near_others = cv2.dilate(others.astype(np.uint8), _disc_px(margin_px)) > 0
+    ring = outer & ~zone & ~bad & ~near_others
+    free = core & ~near_others & ~bad
+    n_free = int(free.sum())
+    if int(ring.sum()) < max(16, n_core // 2) or n_free < max(1, n_core // 2):
+        return PlaceMeasurement(0.0, 0, n_core)
+
+    # robust background plane over the ring
+    gr, gc = np.nonzero(ring)
+    vals = pixels[gr, gc].astype(np.float64)
+    mr, mc = gr.mean(), gc.mean()
+    scale = max(float(np.ptp(gr)), float(np.ptp(gc)), 1.0)
+
+    def terms(r: np.ndarray, c: np.ndarray) -> list[np.ndarray]:
+        u, v = (r - mr) / scale, (c - mc) / scale
+        return [np.ones_like(u), u, v, u * u, u * v, v * v]
+
+    design = np.stack(terms(gr.astype(np.float64), gc.astype(np.float64)), axis=1)
+    keep = np.ones(vals.size, bool)
+    for _ in range(3):
+        coef, *_ = np.linalg.lstsq(design[keep], vals[keep], rcond=None)
+        res = vals - design @ coef
+        s = _robust_sigma(res[keep])
+        if s <= 0:
+            break
+        keep = np.abs(res - np.median(res[keep])) <= 3.0 * s
+    rows_i, cols_i = np.mgrid[0:t1 - t0, 0:u1 - u0]
+    plane = sum(a * t for a, t in zip(coef, terms(rows_i.astype(np.float64), cols_i.astype(np.float64))))
+    resid = (pixels - plane).astype(np.float32)
+    sigma_px = _robust_sigma(resid[ring])
+    mean_core = float(resid[free].mean())
+
+    # spread of a footprint-sized mean over the ring
+    # (box of the footprint's area, no wider than the ring; larger footprints scale as white noise)
+    k = max(1, min(int(round(math.sqrt(n_free))), int(ring_mm / px_mm)))
+    ring_f = ring.astype(np.float32)
+    box_mask = cv2.blur(ring_f, (k, k), borderType=cv2.BORDER_CONSTANT)
+    box_vals = cv2.blur(resid * ring_f, (k, k), borderType=cv2.BORDER_CONSTANT)
+    full = box_mask >= 0.999
+    if int(full.sum()) >= 8:
+        sigma_mean = _robust_sigma(box_vals[full]) * k / math.sqrt(max(n_free, k * k))
+    else:
+        corr_px = max(1.0, 4.0 * math.pi * smooth_px ** 2)
+        sigma_mean = sigma_px * math.sqrt(min(1.0, corr_px / n_free))
+    t = mean_core / sigma_mean if sigma_mean > 0 else 0.0
+    if not math.isfinite(t):
+        t = 0.0
+
+    low = _local_levels(seg, sigma_px)
+    peak = float(resid[zone & ~near_others].max(initial=0.0))
+    level = max(low, seg.params.edge_fraction * peak)
+    above = (resid >= level) & zone & ~bad & ~near_others
+    n_lab, lab = cv2.connectedComponents(above.astype(np.uint8), connectivity=8)
+    touching = np.unique(lab[free & above])
+    touching = touching[touching > 0]
+    area_px = int(np.isin(lab, touching).sum()) if touching.size else 0
+    return PlaceMeasurement(float(t), area_px, n_core, mean_core)
+
+
+
+def _area_mm2(m: Measurement, area_px: int) -> float:
+    sp = m.film.spacing_mm or (1.0, 1.0)
+    return float(area_px * sp[0] * sp[1])
+
+
+def _paired_area(source: Measurement, lesion_id: int, target: Measurement, matrix: np.ndarray,
+                 params: CompareParams, boxes: list[Any]) -> tuple[float, float]:
+    """(signal in sigmas, area in mm² on ``target``'s own grid) of lesion ``lesion_id`` of
+    ``source`` looked for on ``target``; the area is 0 when no lesion is found there.
+
+    Found means: the mean contrast over the mapped footprint is significant
+    (``paired_min_sigma``) and at least ``paired_min_fraction`` of the same measurement on the
+    lesion's own film (an offset of the anatomy under a large footprint is significant but
+    faint). The area is the one found there times (segmented area / area the same rule finds
+    on the lesion's own film, within 0.5-2), so that it is on the segmentation's scale."""
+    fp_there = [footprint(source, (lesion_id,), matrix, boxes)]
+    fp_here = [footprint(source, (lesion_id,), _IDENTITY, boxes)]
+    there = measure_at(fp_there, target, params)
+    if there.signal_sigma < params.paired_min_sigma or there.area_px == 0:
+        return there.signal_sigma, 0.0
+    here = measure_at(fp_here, source, params, (lesion_id,))
+    if there.mean_contrast < params.paired_min_fraction * here.mean_contrast:
+        return there.signal_sigma, 0.0
+    area = _area_mm2(target, there.area_px)
+    own = _area_mm2(source, here.area_px)
+    seg_area = float(source.lesions[lesion_id - 1].area_mm2 or 0.0)
+    if own > 0.0 and seg_area > 0.0:
+        # bounded: a rule that finds far less (or more) than segmentation on the lesion's own
+        # film is not a reliable scale
+        area *= min(max(seg_area / own, 0.5), 2.0)
+    return there.signal_sigma, area
+
+
 def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
                   params: CompareParams = CompareParams()) -> tuple[LesionChange, ...]:
     """Match the lesions of two measured films and give each a status.
@@ -274,7 +524,11 @@ def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
         return float(distance[i - 1, j - 1])
 
     outside_base = _outside_field(follow, base, reg.matrix)
-    outside_follow = _outside_field(base, follow, np.linalg.inv(np.vstack([reg.matrix, [0.0, 0.0, 1.0]]))[:2])
+    to_follow = np.linalg.inv(np.vstack([reg.matrix, [0.0, 0.0, 1.0]]))[:2]
+    outside_follow = _outside_field(base, follow, to_follow)
+
+    boxes_b = ndi.find_objects(np.asarray(base.labels)) if params.paired else []
+    boxes_f = ndi.find_objects(np.asarray(follow.labels)) if params.paired else []
 
     rows: list[LesionChange] = []
     for g_index, g in enumerate(groups, start=1):
@@ -287,16 +541,41 @@ def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
                       group_area_followup_mm2=total_f, change_pct=pct, status=status)
         if g.relation is Relation.RESOLVED:
             for i in g.baseline_ids:
+                outside = bool(outside_follow[i - 1])
+                found = None if outside or not params.paired else _paired_area(base, i, follow, to_follow, params, boxes_b)
+                if found is not None and found[1] > 0.0:
+                    sigma, raw = found
+                    af = raw / scale2
+                    rows.append(LesionChange(
+                        baseline_id=i, followup_id=None, area_baseline_mm2=area_b[i], area_followup_mm2=af,
+                        area_followup_raw_mm2=raw, group=g_index, relation=Relation.UNLABELLED,
+                        group_area_baseline_mm2=area_b[i], group_area_followup_mm2=af,
+                        change_pct=100.0 * (af - area_b[i]) / area_b[i] if area_b[i] > 0 else None,
+                        status=lesion_status(area_b[i], af, params), other_film_signal_sigma=sigma))
+                    continue
                 rows.append(LesionChange(baseline_id=i, followup_id=None, area_baseline_mm2=area_b[i],
                                          area_followup_mm2=0.0, area_followup_raw_mm2=0.0,
-                                         outside_other_field=bool(outside_follow[i - 1]), **common))
+                                         outside_other_field=outside,
+                                         other_film_signal_sigma=None if found is None else found[0], **common))
             continue
         if g.relation is Relation.NEW:
             for j in g.followup_ids:
+                outside = bool(outside_base[j - 1])
+                found = None if outside or not params.paired else _paired_area(follow, j, base, reg.matrix, params, boxes_f)
+                af = area_f_raw[j] / scale2
+                if found is not None and found[1] > 0.0:
+                    sigma, ab = found
+                    rows.append(LesionChange(
+                        baseline_id=None, followup_id=j, area_baseline_mm2=ab, area_followup_mm2=af,
+                        area_followup_raw_mm2=area_f_raw[j], group=g_index, relation=Relation.UNLABELLED,
+                        group_area_baseline_mm2=ab, group_area_followup_mm2=af,
+                        change_pct=100.0 * (af - ab) / ab, status=lesion_status(ab, af, params),
+                        other_film_signal_sigma=sigma))
+                    continue
                 rows.append(LesionChange(baseline_id=None, followup_id=j, area_baseline_mm2=0.0,
-                                         area_followup_mm2=area_f_raw[j] / scale2,
-                                         area_followup_raw_mm2=area_f_raw[j],
-                                         outside_other_field=bool(outside_base[j - 1]), **common))
+                                         area_followup_mm2=af, area_followup_raw_mm2=area_f_raw[j],
+                                         outside_other_field=outside,
+                                         other_film_signal_sigma=None if found is None else found[0], **common))
             continue
         if len(g.baseline_ids) >= len(g.followup_ids):
             for i in g.baseline_ids:

@@ -16,6 +16,7 @@ from calcimage.compare import (
     CompareParams,
     Comparison,
     Registration,
+    Relation,
     Status,
     TransformKind,
     check_compatible,
@@ -48,18 +49,21 @@ def _scene(row_mm: np.ndarray, col_mm: np.ndarray, blobs: list[tuple[float, floa
 
 def _measured_film(blobs: list[tuple[float, float, float]], *, spacing: float = 0.5, shape=(400, 320),
                    pose: np.ndarray | None = None, metadata: FilmMetadata = FilmMetadata(),
-                   region_of=lambda r_mm: "proximal" if r_mm < 100 else "distal") -> Measurement:
-    """Render blobs (row_mm, col_mm, radius_mm) and measure them exactly (labels = footprints)."""
+                   region_of=lambda r_mm: "proximal" if r_mm < 100 else "distal",
+                   unlabelled: tuple[int, ...] = ()) -> Measurement:
+    """Render blobs (row_mm, col_mm, radius_mm) and measure them exactly (labels = footprints);
+    blobs whose 0-based index is in ``unlabelled`` are rendered but not labelled (missed)."""
     rows, cols = shape
     rr, cc = np.meshgrid((np.arange(rows) + 0.5) * spacing, (np.arange(cols) + 0.5) * spacing, indexing="ij")
     wr, wc = (rr, cc) if pose is None else (pose[0, 0] * rr + pose[0, 1] * cc + pose[0, 2],
                                              pose[1, 0] * rr + pose[1, 1] * cc + pose[1, 2])
     film = Film(_scene(wr, wc, blobs).astype(np.float32), (spacing, spacing), SpacingSource.USER, metadata)
     labels = np.zeros(shape, np.int32)
-    for k, (r0, c0, rad) in enumerate(blobs, start=1):
+    labelled = [b for i, b in enumerate(blobs) if i not in unlabelled]
+    for k, (r0, c0, rad) in enumerate(labelled, start=1):
         labels[(wr - r0) ** 2 + (wc - c0) ** 2 <= rad**2] = k
     lesions = []
-    for k in range(1, len(blobs) + 1):
+    for k in range(1, len(labelled) + 1):
         r, c = np.nonzero(labels == k)
         area = r.size * spacing**2
         lesions.append(Lesion(
@@ -74,7 +78,7 @@ def _measured_film(blobs: list[tuple[float, float, float]], *, spacing: float = 
                     sum(l.area_px for l in lesions if l.region == n), sum(l.burden for l in lesions if l.region == n))
         for n in names
     )
-    seg = Segmentation(labels=labels, kinds=(LesionKind.NODULE,) * len(blobs), threshold=1.0, threshold_low=0.5,
+    seg = Segmentation(labels=labels, kinds=(LesionKind.NODULE,) * len(labelled), threshold=1.0, threshold_low=0.5,
                        flattened=np.zeros(shape, np.float32))
     return Measurement(film=film, segmentation=seg, labels=labels, lesions=tuple(lesions), regions=regions)
 
@@ -216,6 +220,48 @@ def test_compare_progression_with_new_and_resolved(baseline: Measurement) -> Non
     assert regions["proximal"]["delta_lesion_count"] == 0
     assert regions["distal"]["lesion_count_baseline"] == 2 and regions["distal"]["lesion_count_followup"] == 2
     assert regions["proximal"]["delta_area_pct"] > 40.0
+
+
+def test_lesion_missed_on_follow_up_is_measured_paired(baseline: Measurement) -> None:
+    # Retest, but segmentation missed blob 2 (9π mm²) on the follow-up: paired measurement
+    # finds it at its place, so nothing changed; unpaired, it would be resolved (−16 %).
+    follow = _measured_film(BLOBS, metadata=META_F, pose=_pose(4.0, 1.03, (6.0, -8.0)), unlabelled=(1,))
+    result = compare(baseline, follow)
+    rows = {(r.baseline_id, r.followup_id): r for r in result.lesions}
+    assert set(rows) == {(1, 1), (2, None), (3, 2), (4, 3)}
+    missed = rows[(2, None)]
+    assert (missed.relation, missed.status) == (Relation.UNLABELLED, Status.STABLE)
+    assert missed.area_followup_mm2 == pytest.approx(9 * math.pi, rel=0.1)
+    assert missed.area_followup_raw_mm2 == pytest.approx(missed.area_followup_mm2 * result.registration.scale ** 2)
+    ch = result.change
+    assert abs(ch["total_area_pct"]) < 3.0
+    assert ch["unlabelled_area_followup_mm2"] == pytest.approx(missed.area_followup_mm2)
+    assert ch["unlabelled_area_baseline_mm2"] == 0.0
+    assert ch["segmented_area_followup_mm2"] == pytest.approx(
+        follow.total_area_mm2 / result.registration.scale ** 2)
+    assert ch["total_area_followup_mm2"] == pytest.approx(ch["segmented_area_followup_mm2"] + missed.area_followup_mm2)
+    # counts stay the films' own; the lesion found unlabelled is counted apart
+    assert (ch["lesion_count_baseline"], ch["lesion_count_followup"], ch["lesion_count"]) == (4, 3, -1)
+    assert (ch["unlabelled_count_baseline"], ch["unlabelled_count_followup"]) == (0, 1)
+    # the region totals carry it too (blob 2 lies in the proximal region), burden at its grade 2
+    regions = {r["name"]: r for r in result.regions}
+    assert abs(regions["proximal"]["delta_area_pct"]) < 3.0
+    assert ch["total_burden_pct"] == pytest.approx(ch["total_area_pct"], abs=1e-6)
+    assert result.category is Category.STABLE
+    unpaired = compare(baseline, follow, CompareParams(paired=False))
+    assert {(r.baseline_id, r.followup_id): r.status for r in unpaired.lesions}[(2, None)] is Status.RESOLVED
+    assert unpaired.change["total_area_pct"] == pytest.approx(-100 * 9 / (16 + 9 + 25 + 6.25), abs=3.0)
+
+
+def test_lesion_missed_on_baseline_is_measured_paired() -> None:
+    base = _measured_film(BLOBS, metadata=META_B, unlabelled=(3,))
+    follow = _measured_film(BLOBS, metadata=META_F, pose=_pose(-3.0, 0.98, (-5.0, 4.0)))
+    result = compare(base, follow)
+    missed = [r for r in result.lesions if r.baseline_id is None]
+    assert len(missed) == 1 and (missed[0].followup_id, missed[0].relation) == (4, Relation.UNLABELLED)
+    assert missed[0].area_baseline_mm2 == pytest.approx(6.25 * math.pi, rel=0.1)
+    assert abs(result.change["total_area_pct"]) < 3.0
+    assert result.change["unlabelled_area_baseline_mm2"] == pytest.approx(missed[0].area_baseline_mm2)
 
 
 def test_different_detector_spacing(baseline: Measurement) -> None:

@@ -1,0 +1,177 @@
+"""Paired measurement (calcimage.match.measure_at / match_lesions with ``paired``): a lesion
+labelled on one film only is looked for at its registered place on the other film.
+
+Hand-made films: flat tissue with seeded white noise and flat-topped discs; labels are drawn
+by hand, so a disc can be present on a film without being labelled there.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from calcimage.compare import CompareParams, Registration, Relation, Status
+from calcimage.errors import ParameterError
+from calcimage.film import Film, SpacingSource
+from calcimage.match import footprint, match_lesions, measure_at
+from calcimage.measure import Lesion, Measurement, RegionTotal
+from calcimage.segment import LesionKind, Segmentation
+
+FIELD_MM = 30.0
+CENTRE_MM = (15.0, 15.0)
+RADIUS_MM = 2.0
+NOISE = 2.0
+
+
+def _disc(shape: tuple[int, int], spacing: float, centre_mm: tuple[float, float], radius_mm: float) -> np.ndarray:
+    rr, cc = np.meshgrid((np.arange(shape[0]) + 0.5) * spacing, (np.arange(shape[1]) + 0.5) * spacing,
+                         indexing="ij")
+    return (rr - centre_mm[0]) ** 2 + (cc - centre_mm[1]) ** 2 <= radius_mm**2
+
+
+def _film(spacing: float, contrast: float, *, labelled: bool, seed: int, noise: float = NOISE,
+          others: tuple[tuple[float, float, float], ...] = ()) -> Measurement:
+    """A film with one disc of ``contrast`` at CENTRE_MM (labelled or not) and labelled ``others``
+    (row_mm, col_mm, radius_mm) of contrast 30."""
+    n = int(round(FIELD_MM / spacing))
+    shape = (n, n)
+    pixels = 100.0 + noise * np.random.default_rng(seed).standard_normal(shape)
+    disc = _disc(shape, spacing, CENTRE_MM, RADIUS_MM)
+    pixels[disc] += contrast
+    labels = np.zeros(shape, np.int32)
+    masks = []
+    if labelled:
+        masks.append(disc)
+    for r, c, rad in others:
+        m = _disc(shape, spacing, (r, c), rad)
+        pixels[m] += 30.0
+        masks.append(m)
+    lesions = []
+    for k, m in enumerate(masks, start=1):
+        labels[m] = k
+        rr, cc = np.nonzero(m)
+        area = rr.size * spacing**2
+        lesions.append(Lesion(
+            lesion_id=k, region="film", kind=LesionKind.NODULE, area_mm2=area, area_px=int(rr.size),
+            centroid_row=float(rr.mean()), centroid_col=float(cc.mean()), equivalent_diameter_mm=None,
+            major_axis_mm=None, minor_axis_mm=None, perimeter_mm=None, eccentricity=0.0, solidity=1.0,
+            mean_intensity=0.0, max_intensity=0.0, density_grade=2, burden=2 * area,
+        ))
+    film = Film(pixels.astype(np.float32), (spacing, spacing), SpacingSource.USER)
+    seg = Segmentation(labels=labels, kinds=(LesionKind.NODULE,) * len(lesions), threshold=4.5 * noise,
+                       threshold_low=1.125 * noise, flattened=np.zeros(shape, np.float32), threshold_k=4.5,
+                       noise_sigma=noise)
+    total = sum(l.area_mm2 for l in lesions)
+    return Measurement(film=film, segmentation=seg, labels=labels, lesions=tuple(lesions),
+                       regions=(RegionTotal("film", len(lesions), total, int((labels > 0).sum()), 2 * total),))
+
+
+def _registration(base_spacing: float, follow_spacing: float) -> Registration:
+    """Same anatomy, films on different detectors: follow-up pixel i is at (i + 0.5) × its
+    spacing mm, i.e. baseline pixel (i + 0.5) × ratio − 0.5."""
+    k = follow_spacing / base_spacing
+    return Registration(matrix=np.array([[k, 0.0, 0.5 * k - 0.5], [0.0, k, 0.5 * k - 0.5]]), scale=1.0, quality=1.0)
+
+
+DISC_MM2 = math.pi * RADIUS_MM**2
+
+
+@pytest.mark.parametrize("spacing", [0.1, 0.2])
+def test_lesion_unlabelled_on_follow_up_is_found_paired(spacing: float) -> None:
+    base = _film(spacing, 30.0, labelled=True, seed=1)
+    follow = _film(spacing, 30.0, labelled=False, seed=2)
+    (row,) = match_lesions(base, follow, _registration(spacing, spacing))
+    assert (row.baseline_id, row.followup_id, row.relation) == (1, None, Relation.UNLABELLED)
+    assert row.status is Status.STABLE
+    assert row.other_film_signal_sigma > 20.0
+    # the disc's own pixel count on the follow-up (a pixel-sized rim may differ)
+    assert row.area_followup_mm2 == pytest.approx(base.lesions[0].area_mm2, rel=0.06)
+    assert row.group_area_followup_mm2 == row.area_followup_mm2
+    assert row.change_pct == pytest.approx(100.0 * (row.area_followup_mm2 / row.area_baseline_mm2 - 1.0))
+
+
+@pytest.mark.parametrize("spacing", [0.1, 0.2])
+def test_truly_resolved_lesion_stays_resolved(spacing: float) -> None:
+    base = _film(spacing, 30.0, labelled=True, seed=3)
+    follow = _film(spacing, 0.0, labelled=False, seed=4)
+    (row,) = match_lesions(base, follow, _registration(spacing, spacing))
+    assert (row.baseline_id, row.followup_id, row.relation, row.status) == (1, None, Relation.RESOLVED, Status.RESOLVED)
+    assert row.area_followup_mm2 == 0.0
+    assert abs(row.other_film_signal_sigma) < 4.0
+
+
+def test_new_lesion_unlabelled_on_baseline_is_found_paired() -> None:
+    base = _film(0.1, 30.0, labelled=False, seed=5)
+    follow = _film(0.1, 30.0, labelled=True, seed=6)
+    (row,) = match_lesions(base, follow, _registration(0.1, 0.1))
+    assert (row.baseline_id, row.followup_id, row.relation, row.status) == (None, 1, Relation.UNLABELLED, Status.STABLE)
+    assert row.area_baseline_mm2 == pytest.approx(follow.lesions[0].area_mm2, rel=0.06)
+
+
+def test_faint_offset_is_not_a_lesion() -> None:
+    # Almost no noise: a 1/30 contrast offset is highly significant but far below the
+    # lesion's own contrast (paired_min_fraction 0.2): it stays resolved.
+    base = _film(0.1, 30.0, labelled=True, seed=7, noise=0.05)
+    follow = _film(0.1, 1.0, labelled=False, seed=8, noise=0.05)
+    (row,) = match_lesions(base, follow, _registration(0.1, 0.1))
+    assert row.other_film_signal_sigma > 10.0
+    assert row.status is Status.RESOLVED
+    lenient = match_lesions(base, follow, _registration(0.1, 0.1), CompareParams(paired_min_fraction=0.01))
+    assert lenient[0].relation is Relation.UNLABELLED
+
+
+def test_paired_off_keeps_new_and_resolved() -> None:
+    base = _film(0.1, 30.0, labelled=True, seed=1)
+    follow = _film(0.1, 30.0, labelled=False, seed=2)
+    (row,) = match_lesions(base, follow, _registration(0.1, 0.1), CompareParams(paired=False))
+    assert (row.relation, row.status, row.other_film_signal_sigma) == (Relation.RESOLVED, Status.RESOLVED, None)
+
+
+def test_other_detector_spacing_area_in_mm2() -> None:
+    # follow-up on 0.2 mm pixels: its area comes in its own mm², equal to the baseline's disc
+    base = _film(0.1, 30.0, labelled=True, seed=9)
+    follow = _film(0.2, 30.0, labelled=False, seed=10)
+    (row,) = match_lesions(base, follow, _registration(0.1, 0.2))
+    assert row.relation is Relation.UNLABELLED
+    assert row.area_followup_mm2 == pytest.approx(DISC_MM2, rel=0.08)
+
+
+def test_labelled_neighbour_is_not_counted() -> None:
+    # A labelled lesion 1 mm beyond the disc's edge on the follow-up: its pixels and rim are
+    # its own, the unlabelled disc is still measured alone.
+    neighbour = ((CENTRE_MM[0], CENTRE_MM[1] + RADIUS_MM + 2.5, 1.5),)
+    base = _film(0.1, 30.0, labelled=True, seed=11)
+    follow = _film(0.1, 30.0, labelled=False, seed=12, others=neighbour)
+    rows = match_lesions(base, follow, _registration(0.1, 0.1))
+    found = [r for r in rows if r.relation is Relation.UNLABELLED]
+    assert len(found) == 1 and found[0].baseline_id == 1
+    assert found[0].area_followup_mm2 == pytest.approx(base.lesions[0].area_mm2, rel=0.06)
+
+
+def test_measure_at_own_film_and_outside() -> None:
+    base = _film(0.1, 30.0, labelled=True, seed=13)
+    ident = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    here = measure_at([footprint(base, (1,), ident)], base, CompareParams(), target_ids=(1,))
+    assert here.footprint_px == base.lesions[0].area_px
+    # segmentation's 0.3 mm smoothing takes contrast from the rim: the noise-free expectation
+    disc = (base.labels == 1).astype(np.float32)
+    expected = 30.0 * float(cv2.GaussianBlur(disc, (0, 0), 0.3 / 0.1)[disc > 0].mean())
+    assert here.mean_contrast == pytest.approx(expected, abs=0.2)
+    # the area is the smoothed disc above edge_fraction (0.1) of its peak: wider than the label
+    blurred = 30.0 * cv2.GaussianBlur(disc, (0, 0), 0.3 / 0.1)
+    assert here.area_px == pytest.approx(int((blurred >= 0.1 * blurred.max()).sum()), rel=0.03)
+    # mapped 100 mm away: off the film, nothing measured
+    away = np.array([[1.0, 0.0, 1000.0], [0.0, 1.0, 0.0]])
+    off = measure_at([footprint(base, (1,), away)], base, CompareParams())
+    assert (off.signal_sigma, off.area_px, off.footprint_px) == (0.0, 0, 0)
+
+
+@pytest.mark.parametrize("field, value", [("paired_min_sigma", 0.0), ("paired_min_fraction", 1.5),
+                                          ("paired_margin_mm", -1.0), ("paired_ring_mm", 0.0),
+                                          ("paired", "yes")])
+def test_paired_params_validated(field: str, value: object) -> None:
+    with pytest.raises(ParameterError, match=field):
+        CompareParams(**{field: value})
