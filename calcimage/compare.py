@@ -143,6 +143,9 @@ class CompareParams:
     paired_margin_mm
         The mapped footprint is grown by this much (registration error, growth) before the
         other film's pixels at the edge level are counted.
+    paired_grow_mm
+        When the lesion found at the place reaches the ring (it grew), the background is
+        fitted again beyond it and its area may reach this far from the mapped footprint.
     paired_ring_mm
         Width of the ring beyond the margin the local background and noise come from (at
         least twice the footprint's size).
@@ -167,6 +170,7 @@ class CompareParams:
     paired_min_fraction: float = 0.2
     paired_margin_mm: float = 1.0
     paired_ring_mm: float = 3.0
+    paired_grow_mm: float = 4.0
 
     def __post_init__(self) -> None:
         require_positive("progression_pct", self.progression_pct, allow_zero=True)
@@ -201,6 +205,7 @@ class CompareParams:
         require_range("paired_min_fraction", self.paired_min_fraction, 0.0, 1.0)
         require_positive("paired_margin_mm", self.paired_margin_mm, allow_zero=True)
         require_positive("paired_ring_mm", self.paired_ring_mm)
+        require_positive("paired_grow_mm", self.paired_grow_mm, allow_zero=True)
 
 
 @dataclass(frozen=True, eq=False)

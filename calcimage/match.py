@@ -268,11 +268,6 @@ def _robust_sigma(values: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
 
-def _disc_px(radius_px: float) -> np.ndarray:
-    r = max(0, int(round(radius_px)))
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-
-
 def _local_levels(seg: Any, sigma_px: float) -> float:
     """Hysteresis (low) level of the segmentation of a film, at local noise ``sigma_px``."""
     sp = seg.params
@@ -313,27 +308,74 @@ def footprint(m: Measurement, lesion_ids: tuple[int, ...], matrix: np.ndarray,
     return Footprint(mask, (int(r0), int(c0)), np.asarray(matrix, dtype=np.float64))
 
 
+def _background_removed(pixels: np.ndarray, ring: np.ndarray) -> np.ndarray:
+    """``pixels`` minus a robust quadratic surface fitted over the ``ring`` pixels (three
+    least-squares passes, each dropping residuals beyond 3 robust sigmas)."""
+    gr, gc = np.nonzero(ring)
+    vals = pixels[gr, gc].astype(np.float64)
+    mr, mc = gr.mean(), gc.mean()
+    scale = max(float(np.ptp(gr)), float(np.ptp(gc)), 1.0)
+
+    def terms(r: np.ndarray, c: np.ndarray) -> list[np.ndarray]:
+        u, v = (r - mr) / scale, (c - mc) / scale
+        return [np.ones_like(u), u, v, u * u, u * v, v * v]
+
+    design = np.stack(terms(gr.astype(np.float64), gc.astype(np.float64)), axis=1)
+    keep = np.ones(vals.size, bool)
+    coef = np.zeros(design.shape[1])
+    for _ in range(3):
+        coef, *_ = np.linalg.lstsq(design[keep], vals[keep], rcond=None)
+        res = vals - design @ coef
+        s = _robust_sigma(res[keep])
+        if s <= 0:
+            break
+        keep = np.abs(res - np.median(res[keep])) <= 3.0 * s
+    rows_i, cols_i = np.mgrid[0:pixels.shape[0], 0:pixels.shape[1]]
+    surface = sum(a * t for a, t in zip(coef, terms(rows_i.astype(np.float64), cols_i.astype(np.float64))))
+    return (pixels - surface).astype(np.float32)
+
+
+def _component_area(resid: np.ndarray, allowed: np.ndarray, seeds: np.ndarray, seg: Any,
+                    sigma_px: float) -> np.ndarray:
+    """Pixels of ``allowed`` at segmentation's edge level (hysteresis level at local noise
+    ``sigma_px``, ``edge_fraction`` of the peak) in components that touch ``seeds``."""
+    low = _local_levels(seg, sigma_px)
+    peak = float(resid[allowed].max(initial=0.0))
+    level = max(low, seg.params.edge_fraction * peak)
+    above = (resid >= level) & allowed
+    _, lab = cv2.connectedComponents(above.astype(np.uint8), connectivity=8)
+    touching = np.unique(lab[seeds & above])
+    touching = touching[touching > 0]
+    return np.isin(lab, touching) if touching.size else np.zeros_like(above)
+
+
 def measure_at(footprints: Sequence[Footprint], target: Measurement, params: CompareParams = CompareParams(),
-               target_ids: tuple[int, ...] = (), gap_mm: float | None = None) -> PlaceMeasurement:
+               target_ids: tuple[int, ...] = ()) -> PlaceMeasurement:
     """Measure ``target`` at the union of ``footprints`` mapped onto it.
 
     On a crop of the target, smoothed as segmentation smooths it (``smooth_mm``), the local
-    background is a robust quadratic surface fitted over a ring ``gap_mm`` (default
-    ``paired_margin_mm``) to ``gap_mm + paired_ring_mm`` around the footprint, with the target's other
-    lesions (all but ``target_ids``, grown by the margin) and excluded areas left out. The
-    signal is the mean contrast over the footprint divided by the spread of that mean over
-    the ring (box means no wider than the ring, scaled to the footprint's area: correlated
-    noise and anatomy count); the area is what segmentation's edge rule keeps within the
-    footprint grown by ``gap_mm``: contrast at least the hysteresis level (local
-    noise × the segmentation's ``threshold_k`` × ``low_ratio``) and ``edge_fraction`` of the
-    peak, in components touching the footprint.
+    background is a robust quadratic surface fitted over a ring ``paired_margin_mm`` to
+    ``paired_margin_mm + paired_ring_mm`` from the footprint, with the target's other lesions
+    (all but ``target_ids``, grown by the margin) and excluded areas left out.
+
+    - signal: the mean contrast over the footprint divided by the spread of that mean over
+      the ring (box means no wider than the ring, scaled to the footprint's area, so that
+      correlated noise and anatomy count);
+    - area: what segmentation's edge rule keeps within ``paired_margin_mm`` of the footprint
+      (contrast at least the hysteresis level, i.e. local noise × the segmentation's
+      ``threshold_k`` × ``low_ratio``, and ``edge_fraction`` of the peak) in components
+      touching the footprint. When that fills at least half of the zone's edge (the lesion
+      grew), the background is fitted again on a ring beyond what was found and the area
+      may reach ``paired_grow_mm`` from the footprint.
     """
     shape_t = target.film.shape
     sp_t = target.film.spacing_mm or (1.0, 1.0)
     px_mm = float(min(sp_t))
     ring_mm = params.paired_ring_mm
-    gap = params.paired_margin_mm if gap_mm is None else float(gap_mm)
-    pad = int(math.ceil((gap + ring_mm) / px_mm)) + 2
+    gap = params.paired_margin_mm
+    grow = max(params.paired_grow_mm, gap)
+    gap_px, grow_px = gap / px_mm, grow / px_mm
+    pad = int(math.ceil((grow + gap + ring_mm) / px_mm)) + 2
     parts = [f for f in footprints if f.mask.size and f.mask.any()]
     if not parts:
         return PlaceMeasurement(0.0, 0, 0)
@@ -379,40 +421,21 @@ def measure_at(footprints: Sequence[Footprint], target: Measurement, params: Com
         if mask is not None and np.shape(mask) == shape_t:
             bad |= np.asarray(mask[t0:t1, u0:u1], dtype=bool)
     margin_px = params.paired_margin_mm / px_mm
-    u8 = core.astype(np.uint8)
-    zone = cv2.dilate(u8, _disc_px(gap / px_mm)) > 0
-    outer = cv2.dilate(u8, _disc_px((gap + ring_mm) / px_mm)) > 0
+    # distances (px) from the footprint: the zone and the ring are bands of one transform
+    dist = cv2.distanceTransform((~core).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    zone = dist <= gap_px
+    outer = dist <= gap_px + ring_mm / px_mm
     # Lesions labelled on the target, with their blurred rims, belong to them: kept out of the
     # background, the signal and the area.
-    near_others = cv2.dilate(others.astype(np.uint8), _disc_px(margin_px)) > 0
+    near_others = (cv2.distanceTransform((~others).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE) <= margin_px
+                   if others.any() else others)
     ring = outer & ~zone & ~bad & ~near_others
     free = core & ~near_others & ~bad
     n_free = int(free.sum())
     if int(ring.sum()) < max(16, n_core // 2) or n_free < max(1, n_core // 2):
         return PlaceMeasurement(0.0, 0, n_core)
 
-    # robust background plane over the ring
-    gr, gc = np.nonzero(ring)
-    vals = pixels[gr, gc].astype(np.float64)
-    mr, mc = gr.mean(), gc.mean()
-    scale = max(float(np.ptp(gr)), float(np.ptp(gc)), 1.0)
-
-    def terms(r: np.ndarray, c: np.ndarray) -> list[np.ndarray]:
-        u, v = (r - mr) / scale, (c - mc) / scale
-        return [np.ones_like(u), u, v, u * u, u * v, v * v]
-
-    design = np.stack(terms(gr.astype(np.float64), gc.astype(np.float64)), axis=1)
-    keep = np.ones(vals.size, bool)
-    for _ in range(3):
-        coef, *_ = np.linalg.lstsq(design[keep], vals[keep], rcond=None)
-        res = vals - design @ coef
-        s = _robust_sigma(res[keep])
-        if s <= 0:
-            break
-        keep = np.abs(res - np.median(res[keep])) <= 3.0 * s
-    rows_i, cols_i = np.mgrid[0:t1 - t0, 0:u1 - u0]
-    plane = sum(a * t for a, t in zip(coef, terms(rows_i.astype(np.float64), cols_i.astype(np.float64))))
-    resid = (pixels - plane).astype(np.float32)
+    resid = _background_removed(pixels, ring)
     sigma_px = _robust_sigma(resid[ring])
     mean_core = float(resid[free].mean())
 
@@ -432,14 +455,19 @@ def measure_at(footprints: Sequence[Footprint], target: Measurement, params: Com
     if not math.isfinite(t):
         t = 0.0
 
-    low = _local_levels(seg, sigma_px)
-    peak = float(resid[zone & ~near_others].max(initial=0.0))
-    level = max(low, seg.params.edge_fraction * peak)
-    above = (resid >= level) & zone & ~bad & ~near_others
-    n_lab, lab = cv2.connectedComponents(above.astype(np.uint8), connectivity=8)
-    touching = np.unique(lab[free & above])
-    touching = touching[touching > 0]
-    area_px = int(np.isin(lab, touching).sum()) if touching.size else 0
+    comp = _component_area(resid, zone & ~bad & ~near_others, free, seg, sigma_px)
+    edge = zone & (dist > gap_px - 1.0)
+    if grow_px > gap_px and np.count_nonzero(comp & edge) >= 0.5 * np.count_nonzero(edge):
+        # The lesion fills the zone's edge (it grew, or the footprint was partial): the background
+        # is fitted again beyond what was found, and the area may reach ``paired_grow_mm``.
+        found = (comp | core).astype(np.uint8)
+        d2 = cv2.distanceTransform(1 - found, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        ring2 = (d2 > gap_px) & (d2 <= gap_px + ring_mm / px_mm) & ~bad & ~near_others
+        if int(ring2.sum()) >= max(16, n_core // 2):
+            resid2 = _background_removed(pixels, ring2)
+            comp = _component_area(resid2, (dist <= grow_px) & ~bad & ~near_others, free, seg,
+                                   _robust_sigma(resid2[ring2]))
+    area_px = int(comp.sum())
     return PlaceMeasurement(float(t), area_px, n_core, mean_core)
 
 
@@ -457,8 +485,9 @@ def _paired_area(source: Measurement, lesion_id: int, target: Measurement, matri
     Found means: the mean contrast over the mapped footprint is significant
     (``paired_min_sigma``) and at least ``paired_min_fraction`` of the same measurement on the
     lesion's own film (an offset of the anatomy under a large footprint is significant but
-    faint). The area is the one found there times (segmented area / area the same rule finds
-    on the lesion's own film, within 0.5-2), so that it is on the segmentation's scale."""
+    faint). The area found there is corrected by the rim the same rule adds (or misses)
+    against segmentation on the lesion's own film, so that it is on the segmentation's
+    scale."""
     fp_there = [footprint(source, (lesion_id,), matrix, boxes)]
     fp_here = [footprint(source, (lesion_id,), _IDENTITY, boxes)]
     there = measure_at(fp_there, target, params)
@@ -471,9 +500,11 @@ def _paired_area(source: Measurement, lesion_id: int, target: Measurement, matri
     own = _area_mm2(source, here.area_px)
     seg_area = float(source.lesions[lesion_id - 1].area_mm2 or 0.0)
     if own > 0.0 and seg_area > 0.0:
-        # bounded: a rule that finds far less (or more) than segmentation on the lesion's own
-        # film is not a reliable scale
-        area *= min(max(seg_area / own, 0.5), 2.0)
+        # The rule and segmentation differ by a rim along the outline (blur, the edge level):
+        # that difference, scaled with the outline's length (sqrt of the area ratio), is
+        # taken off; bounded to 0.5-2 x so an unreliable own-film measurement cannot dominate.
+        rim = (own - seg_area) * math.sqrt(area / own)
+        area = min(max(area - rim, 0.5 * area), 2.0 * area)
     return there.signal_sigma, area
 
 
@@ -527,8 +558,10 @@ def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
     to_follow = np.linalg.inv(np.vstack([reg.matrix, [0.0, 0.0, 1.0]]))[:2]
     outside_follow = _outside_field(base, follow, to_follow)
 
-    boxes_b = ndi.find_objects(np.asarray(base.labels)) if params.paired else []
-    boxes_f = ndi.find_objects(np.asarray(follow.labels)) if params.paired else []
+    # lesion bounding boxes, for the paired measurement of lesions labelled on one film only
+    unmatched = params.paired and any(g.relation in (Relation.NEW, Relation.RESOLVED) for g in groups)
+    boxes_b = ndi.find_objects(np.asarray(base.labels)) if unmatched else []
+    boxes_f = ndi.find_objects(np.asarray(follow.labels)) if unmatched else []
 
     rows: list[LesionChange] = []
     for g_index, g in enumerate(groups, start=1):

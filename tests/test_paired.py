@@ -33,13 +33,13 @@ def _disc(shape: tuple[int, int], spacing: float, centre_mm: tuple[float, float]
 
 
 def _film(spacing: float, contrast: float, *, labelled: bool, seed: int, noise: float = NOISE,
-          others: tuple[tuple[float, float, float], ...] = ()) -> Measurement:
+          others: tuple[tuple[float, float, float], ...] = (), radius_mm: float = RADIUS_MM) -> Measurement:
     """A film with one disc of ``contrast`` at CENTRE_MM (labelled or not) and labelled ``others``
     (row_mm, col_mm, radius_mm) of contrast 30."""
     n = int(round(FIELD_MM / spacing))
     shape = (n, n)
     pixels = 100.0 + noise * np.random.default_rng(seed).standard_normal(shape)
-    disc = _disc(shape, spacing, CENTRE_MM, RADIUS_MM)
+    disc = _disc(shape, spacing, CENTRE_MM, radius_mm)
     pixels[disc] += contrast
     labels = np.zeros(shape, np.int32)
     masks = []
@@ -130,6 +130,22 @@ def test_paired_off_keeps_new_and_resolved() -> None:
     assert (row.relation, row.status, row.other_film_signal_sigma) == (Relation.RESOLVED, Status.RESOLVED, None)
 
 
+@pytest.mark.parametrize("spacing", [0.1, 0.2])
+def test_grown_lesion_is_measured_beyond_the_margin(spacing: float) -> None:
+    # radius 2 -> 3.5 mm (x3.06 area): the first zone (1 mm margin) is filled to its edge, so
+    # the background is refitted beyond the lesion and its whole area counted
+    base = _film(spacing, 30.0, labelled=True, seed=14)
+    follow = _film(spacing, 30.0, labelled=False, seed=15, radius_mm=3.5)
+    (row,) = match_lesions(base, follow, _registration(spacing, spacing))
+    assert (row.relation, row.status) == (Relation.UNLABELLED, Status.GROWN)
+    true_mm2 = float(_disc(follow.labels.shape, spacing, CENTRE_MM, 3.5).sum()) * spacing**2
+    assert row.area_followup_mm2 == pytest.approx(true_mm2, rel=0.06)
+    # without the second fit it stops at the margin (within radius 3 mm)
+    capped = match_lesions(base, follow, _registration(spacing, spacing), CompareParams(paired_grow_mm=0.0))
+    assert capped[0].area_followup_mm2 <= math.pi * 3.0**2
+    assert capped[0].area_followup_mm2 < 0.8 * true_mm2
+
+
 def test_other_detector_spacing_area_in_mm2() -> None:
     # follow-up on 0.2 mm pixels: its area comes in its own mm², equal to the baseline's disc
     base = _film(0.1, 30.0, labelled=True, seed=9)
@@ -171,6 +187,7 @@ def test_measure_at_own_film_and_outside() -> None:
 
 @pytest.mark.parametrize("field, value", [("paired_min_sigma", 0.0), ("paired_min_fraction", 1.5),
                                           ("paired_margin_mm", -1.0), ("paired_ring_mm", 0.0),
+                                          ("paired_grow_mm", -0.5),
                                           ("paired", "yes")])
 def test_paired_params_validated(field: str, value: object) -> None:
     with pytest.raises(ParameterError, match=field):
