@@ -140,6 +140,11 @@ class CompareParams:
         ... and at least this fraction of the mean contrast the same measurement finds on the
         lesion's own film (a faint offset of the anatomy under a large footprint can be
         significant without being a lesion).
+    paired_anatomy_fraction
+        ... or at least this fraction when the place is no brighter than the 95th percentile
+        of the ring around it: anatomy (a cortex) running through the footprint is significant
+        by itself, so the place must look much as it did (a lesion resolved from over a cortex
+        keeps about half its contrast there; anatomy labelled on one film only keeps 0.6-1).
     paired_margin_mm
         The mapped footprint is grown by this much (registration error, growth) before the
         other film's pixels at the edge level are counted.
@@ -168,6 +173,7 @@ class CompareParams:
     paired: bool = True
     paired_min_sigma: float = 4.0
     paired_min_fraction: float = 0.2
+    paired_anatomy_fraction: float = 0.55
     paired_margin_mm: float = 1.0
     paired_ring_mm: float = 3.0
     paired_grow_mm: float = 4.0
@@ -203,6 +209,7 @@ class CompareParams:
         require(isinstance(self.paired, bool), "paired", self.paired, "true or false")
         require_positive("paired_min_sigma", self.paired_min_sigma)
         require_range("paired_min_fraction", self.paired_min_fraction, 0.0, 1.0)
+        require_range("paired_anatomy_fraction", self.paired_anatomy_fraction, 0.0, 1.0)
         require_positive("paired_margin_mm", self.paired_margin_mm, allow_zero=True)
         require_positive("paired_ring_mm", self.paired_ring_mm)
         require_positive("paired_grow_mm", self.paired_grow_mm, allow_zero=True)

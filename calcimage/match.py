@@ -260,6 +260,10 @@ class PlaceMeasurement:
     footprint_px: int
     #: Mean contrast over the footprint (film units over the local background).
     mean_contrast: float = 0.0
+    #: 95th percentile of the contrast over the background ring (anatomy that runs on).
+    ring_high: float = 0.0
+    #: Robust noise sigma of the contrast over the ring.
+    ring_sigma: float = 0.0
 
 
 def _robust_sigma(values: np.ndarray) -> float:
@@ -464,11 +468,13 @@ def measure_at(footprints: Sequence[Footprint], target: Measurement, params: Com
         d2 = cv2.distanceTransform(1 - found, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
         ring2 = (d2 > gap_px) & (d2 <= gap_px + ring_mm / px_mm) & ~bad & ~near_others
         if int(ring2.sum()) >= max(16, n_core // 2):
-            resid2 = _background_removed(pixels, ring2)
-            comp = _component_area(resid2, (dist <= grow_px) & ~bad & ~near_others, free, seg,
-                                   _robust_sigma(resid2[ring2]))
+            resid, ring = _background_removed(pixels, ring2), ring2
+            sigma_px = _robust_sigma(resid[ring])
+            comp = _component_area(resid, (dist <= grow_px) & ~bad & ~near_others, free, seg, sigma_px)
+            # contrast and ring level against the background beyond the lesion
+            mean_core = float(resid[free].mean())
     area_px = int(comp.sum())
-    return PlaceMeasurement(float(t), area_px, n_core, mean_core)
+    return PlaceMeasurement(float(t), area_px, n_core, mean_core, float(np.percentile(resid[ring], 95)), sigma_px)
 
 
 
@@ -485,7 +491,8 @@ def _paired_area(source: Measurement, lesion_id: int, target: Measurement, matri
     Found means: the mean contrast over the mapped footprint is significant
     (``paired_min_sigma``) and at least ``paired_min_fraction`` of the same measurement on the
     lesion's own film (an offset of the anatomy under a large footprint is significant but
-    faint). The area found there is corrected by the rim the same rule adds (or misses)
+    faint); ``paired_anatomy_fraction`` of it when the place is no brighter than the ring's
+    95th percentile (anatomy such as a cortex runs through it and would pass on its own). The area found there is corrected by the rim the same rule adds (or misses)
     against segmentation on the lesion's own film, so that it is on the segmentation's
     scale."""
     fp_there = [footprint(source, (lesion_id,), matrix, boxes)]
@@ -494,7 +501,10 @@ def _paired_area(source: Measurement, lesion_id: int, target: Measurement, matri
     if there.signal_sigma < params.paired_min_sigma or there.area_px == 0:
         return there.signal_sigma, 0.0
     here = measure_at(fp_here, source, params, (lesion_id,))
-    if there.mean_contrast < params.paired_min_fraction * here.mean_contrast:
+    # No brighter than the anatomy running through the ring (a cortex under the footprint):
+    # the place must look much as it did on the lesion's own film.
+    need = params.paired_min_fraction if there.mean_contrast > there.ring_high else params.paired_anatomy_fraction
+    if there.mean_contrast < need * here.mean_contrast:
         return there.signal_sigma, 0.0
     area = _area_mm2(target, there.area_px)
     own = _area_mm2(source, here.area_px)

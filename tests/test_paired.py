@@ -33,7 +33,8 @@ def _disc(shape: tuple[int, int], spacing: float, centre_mm: tuple[float, float]
 
 
 def _film(spacing: float, contrast: float, *, labelled: bool, seed: int, noise: float = NOISE,
-          others: tuple[tuple[float, float, float], ...] = (), radius_mm: float = RADIUS_MM) -> Measurement:
+          others: tuple[tuple[float, float, float], ...] = (), radius_mm: float = RADIUS_MM,
+          ridge: float = 0.0) -> Measurement:
     """A film with one disc of ``contrast`` at CENTRE_MM (labelled or not) and labelled ``others``
     (row_mm, col_mm, radius_mm) of contrast 30."""
     n = int(round(FIELD_MM / spacing))
@@ -41,6 +42,9 @@ def _film(spacing: float, contrast: float, *, labelled: bool, seed: int, noise: 
     pixels = 100.0 + noise * np.random.default_rng(seed).standard_normal(shape)
     disc = _disc(shape, spacing, CENTRE_MM, radius_mm)
     pixels[disc] += contrast
+    # a cortex-like ridge 1.5 mm wide running down the film, through the disc's left half
+    cols_mm = (np.arange(shape[1]) + 0.5) * spacing
+    pixels[:, np.abs(cols_mm - (CENTRE_MM[1] - 1.0)) <= 0.75] += ridge
     labels = np.zeros(shape, np.int32)
     masks = []
     if labelled:
@@ -123,6 +127,24 @@ def test_faint_offset_is_not_a_lesion() -> None:
     assert lenient[0].relation is Relation.UNLABELLED
 
 
+@pytest.mark.parametrize("spacing", [0.1, 0.2])
+def test_lesion_resolved_from_over_a_ridge_stays_resolved(spacing: float) -> None:
+    # On the follow-up only the ridge is left at the place: significant, and 0.3 of the
+    # lesion-plus-ridge contrast, but no brighter than the ridge running on through the ring.
+    base = _film(spacing, 15.0, labelled=True, seed=16, ridge=15.0)
+    follow = _film(spacing, 0.0, labelled=False, seed=17, ridge=15.0)
+    (row,) = match_lesions(base, follow, _registration(spacing, spacing))
+    assert row.other_film_signal_sigma > 4.0
+    assert (row.relation, row.status) == (Relation.RESOLVED, Status.RESOLVED)
+    # the anatomy rule is what keeps it resolved
+    lax = match_lesions(base, follow, _registration(spacing, spacing), CompareParams(paired_anatomy_fraction=0.2))
+    assert lax[0].relation is Relation.UNLABELLED
+    # the same lesion still there over the ridge is found
+    kept = _film(spacing, 15.0, labelled=False, seed=18, ridge=15.0)
+    (found,) = match_lesions(base, kept, _registration(spacing, spacing))
+    assert (found.relation, found.status) == (Relation.UNLABELLED, Status.STABLE)
+
+
 def test_paired_off_keeps_new_and_resolved() -> None:
     base = _film(0.1, 30.0, labelled=True, seed=1)
     follow = _film(0.1, 30.0, labelled=False, seed=2)
@@ -187,7 +209,7 @@ def test_measure_at_own_film_and_outside() -> None:
 
 @pytest.mark.parametrize("field, value", [("paired_min_sigma", 0.0), ("paired_min_fraction", 1.5),
                                           ("paired_margin_mm", -1.0), ("paired_ring_mm", 0.0),
-                                          ("paired_grow_mm", -0.5),
+                                          ("paired_grow_mm", -0.5), ("paired_anatomy_fraction", 2.0),
                                           ("paired", "yes")])
 def test_paired_params_validated(field: str, value: object) -> None:
     with pytest.raises(ParameterError, match=field):
