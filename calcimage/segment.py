@@ -132,6 +132,10 @@ class SegmentParams:
         A bone region must have a sharp outline: its steepest slope near the outline times
         this must reach its median height over the coarse opening (a rounded limb's middle
         does not); 0 disables.
+    bone_extend_mm, bone_extend_level
+        From the ends of recognised bone, its continuation along the bone axis (up to
+        ``bone_extend_mm``, at least half ``bone_min_width_mm`` wide) is bone where it rises
+        ``bone_extend_level`` × ``bone_min_relative`` over the coarse opening; 0 disables.
     line_sigma_mm, line_ratio, line_min_length_mm
         Near bone, line-like pixels (Hessian at ``line_sigma_mm``: one curvature strongly
         negative, the other within ``line_ratio`` of it) are cut from the mask before
@@ -163,6 +167,8 @@ class SegmentParams:
     bone_factor: float = 1.0
     bone_min_width_mm: float = 10.0
     bone_bridge_mm: float = 50.0
+    bone_extend_mm: float = 60.0
+    bone_extend_level: float = 0.5
     noise_max_factor: float = 2.0
     bone_edge_mm: float = 5.0
     line_sigma_mm: float = 1.0
@@ -214,6 +220,8 @@ class SegmentParams:
         require_range("line_ratio", self.line_ratio, 0.0, 1.0)
         require_positive("marker_min_area_mm2", self.marker_min_area_mm2, allow_zero=True)
         require_positive("body_margin_mm", self.body_margin_mm, allow_zero=True)
+        require_positive("bone_extend_mm", self.bone_extend_mm, allow_zero=True)
+        require_range("bone_extend_level", self.bone_extend_level, 0.0, 1.0)
         require_positive("ridge_line_mm", self.ridge_line_mm, allow_zero=True)
         require_positive("bone_bridge_mm", self.bone_bridge_mm, allow_zero=True)
         require_positive("ridge_angle_mm", self.ridge_angle_mm)
@@ -576,6 +584,18 @@ def _sharp_edged(regions: np.ndarray, grad: np.ndarray, excess: np.ndarray, ws: 
     return keep[lab]
 
 
+def _axis_angle(mask: np.ndarray) -> float | None:
+    """Angle (``line_kernel`` convention) of the principal axis of ``mask``'s pixels, or None
+    when it has fewer than 3."""
+    rr, cc = np.nonzero(mask)
+    if rr.size < 3:
+        return None
+    cov = np.cov(np.stack([rr, cc]).astype(np.float64))
+    evals, evecs = np.linalg.eigh(cov)
+    dr, dc = evecs[:, int(np.argmax(evals))]
+    return math.atan2(dr, dc)
+
+
 def bridge_along_axis(mask: np.ndarray, length_px: float) -> np.ndarray:
     """Close ``mask`` with a line of ``length_px`` along its principal axis.
 
@@ -584,18 +604,45 @@ def bridge_along_axis(mask: np.ndarray, length_px: float) -> np.ndarray:
     shorter than ``length_px``, is bone too. Parallel bones are not joined (the line runs
     along them, not across).
     """
-    rr, cc = np.nonzero(mask)
-    if rr.size < 3 or length_px < 2:
+    angle = _axis_angle(mask)
+    if angle is None or length_px < 2:
         return mask
-    cov = np.cov(np.stack([rr, cc]).astype(np.float64))
-    evals, evecs = np.linalg.eigh(cov)
-    dr, dc = evecs[:, int(np.argmax(evals))]
-    angle = math.atan2(dr, dc)
     kernel = line_kernel(length_px, angle)
     pad = int(math.ceil(length_px / 2)) + 1
     padded = cv2.copyMakeBorder(mask.astype(np.uint8), pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
     closed = cv2.morphologyEx(padded, cv2.MORPH_CLOSE, kernel)
     return mask | closed[pad:-pad, pad:-pad].astype(bool)
+
+
+def extend_along_axis(mask: np.ndarray, candidates: np.ndarray, length_px: float,
+                      width_px: float) -> np.ndarray:
+    """Grow ``mask`` from the ends of its components into ``candidates``, along its axis.
+
+    A bone recognised over part of its length (its end towards the film edge rises less over
+    the coarse opening, e.g. beside the limb's thick centre) continues in line with it: the
+    last ``width_px`` of each component (along the principal axis of ``mask``) is swept up to
+    ``length_px`` along that axis; candidates there, opened by a disc ``width_px`` across (a
+    lesion near a bone's end is narrower and stays out) and touching the mask, are added.
+    """
+    angle = _axis_angle(mask)
+    if angle is None or length_px < 2:
+        return mask
+    dr, dc = math.sin(angle), math.cos(angle)
+    n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    rr, cc = np.nonzero(mask)
+    t = rr * dr + cc * dc  # position along the axis
+    ids = lab[rr, cc]
+    t_min = np.full(n, np.inf)
+    t_max = np.full(n, -np.inf)
+    np.minimum.at(t_min, ids, t)
+    np.maximum.at(t_max, ids, t)
+    cap = (t <= t_min[ids] + width_px) | (t >= t_max[ids] - width_px)
+    ends = np.zeros(mask.shape, np.uint8)
+    ends[rr[cap], cc[cap]] = 1
+    corridor = cv2.dilate(ends, line_kernel(2 * length_px, angle)) > 0
+    grow = corridor & candidates & ~mask
+    grow = cv2.morphologyEx(grow.astype(np.uint8), cv2.MORPH_OPEN, disc(width_px)).astype(bool)
+    return _hysteresis(grow | mask, mask)
 
 
 def find_body(coarse: np.ndarray, tissue: np.ndarray, ws: float,
@@ -1046,6 +1093,12 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
                                   disc(params.bone_min_width_mm / ws)).astype(bool)
     if params.bone_bridge_mm > 0 and bone_c.any():
         bone_c = bridge_along_axis(bone_c, params.bone_bridge_mm / ws) & tis_c
+    if params.bone_extend_mm > 0 and bone_c.any():
+        # Half a bone's width: the cap swept along the axis, and the opening of what it finds.
+        half_w = max(1.0, 0.5 * params.bone_min_width_mm / ws)
+        bone_c = extend_along_axis(
+            bone_c, (rel_c > params.bone_extend_level * params.bone_min_relative) & tis_c,
+            params.bone_extend_mm / ws, half_w)
     if params.ridge_line_mm > 0:
         # Long straight ridges (cortical edges) belong to the background: line openings at
         # ~1 mm resolution, in pi * L / ridge_angle_mm orientations (the line's end moves by

@@ -333,3 +333,28 @@ def test_bilinear_at_matches_cv2_resize(shape: tuple[int, int]) -> None:
     rr, cc = np.nonzero(np.ones(shape, bool))
     got = _seg._bilinear_at(img, rr, cc, shape).reshape(shape)
     assert np.allclose(got, full, atol=1e-5)
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_extend_along_axis_follows_the_bone_end_only(transpose: bool) -> None:
+    bone = np.zeros((100, 200), bool)
+    bone[40:60, 10:80] = True  # a shaft recognised over cols 10-79
+    cand = np.zeros_like(bone)
+    cand[40:60, 80:190] = True  # its continuation, 20 px wide, to col 189
+    cand[10:30, 60:190] = True  # a parallel band beside the corridor
+    cand[62:66, 100:104] = True  # a small lesion-sized spot touching the corridor
+    if transpose:
+        bone, cand = bone.T, cand.T
+    out = _seg.extend_along_axis(bone, cand, 50.0, 8.0)
+    if transpose:
+        out, bone, cand = out.T, bone.T, cand.T
+    assert out[40:60, 10:80].all()  # the bone itself stays
+    # Continued up to 50 px beyond its end cap (the last 8 px, cols 72-79): to col 129,
+    # corners rounded by the 8 px opening.
+    assert out[43:57, 82:129].all() and out[40:60, 80:125].mean() > 0.95
+    assert not out[:, 132:].any()
+    assert not out[10:30].any()  # the parallel band is outside the corridor
+    assert not out[62:66].any()  # narrower than the opening
+    # Nothing to extend from, or nothing to extend into: unchanged.
+    assert not _seg.extend_along_axis(np.zeros_like(bone), cand, 50.0, 8.0).any()
+    assert np.array_equal(_seg.extend_along_axis(bone, np.zeros_like(cand), 50.0, 8.0), bone)
