@@ -616,27 +616,29 @@ def bridge_along_axis(mask: np.ndarray, length_px: float) -> np.ndarray:
 
 def extend_along_axis(mask: np.ndarray, candidates: np.ndarray, length_px: float,
                       width_px: float) -> np.ndarray:
-    """Grow ``mask`` from the ends of its components into ``candidates``, along its axis.
+    """Grow ``mask`` from its ends into ``candidates``, along its principal axis.
 
     A bone recognised over part of its length (its end towards the film edge rises less over
-    the coarse opening, e.g. beside the limb's thick centre) continues in line with it: the
-    last ``width_px`` of each component (along the principal axis of ``mask``) is swept up to
-    ``length_px`` along that axis; candidates there, opened by a disc ``width_px`` across (a
-    lesion near a bone's end is narrower and stays out) and touching the mask, are added.
+    the coarse opening, e.g. beside the limb's thick centre) continues in line with it: on
+    every line along the axis, the mask's first and last ``width_px`` are swept up to
+    ``length_px`` along it; candidates there, opened by a disc ``width_px`` across (a lesion
+    near a bone's end is narrower and stays out) and touching the mask, are added.
     """
     angle = _axis_angle(mask)
     if angle is None or length_px < 2:
         return mask
     dr, dc = math.sin(angle), math.cos(angle)
-    n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
     rr, cc = np.nonzero(mask)
     t = rr * dr + cc * dc  # position along the axis
-    ids = lab[rr, cc]
-    t_min = np.full(n, np.inf)
-    t_max = np.full(n, -np.inf)
-    np.minimum.at(t_min, ids, t)
-    np.maximum.at(t_max, ids, t)
-    cap = (t <= t_min[ids] + width_px) | (t >= t_max[ids] - width_px)
+    # Ends per line along the axis (one per pixel across it), not per component: two bones
+    # side by side often touch, and one's end is then in the middle of the pair's extent.
+    across = np.round(cc * dr - rr * dc).astype(np.int64)
+    across -= across.min()
+    t_min = np.full(int(across.max()) + 1, np.inf)
+    t_max = np.full(int(across.max()) + 1, -np.inf)
+    np.minimum.at(t_min, across, t)
+    np.maximum.at(t_max, across, t)
+    cap = (t <= t_min[across] + width_px) | (t >= t_max[across] - width_px)
     ends = np.zeros(mask.shape, np.uint8)
     ends[rr[cap], cc[cap]] = 1
     corridor = cv2.dilate(ends, line_kernel(2 * length_px, angle)) > 0
