@@ -476,12 +476,17 @@ def _row_lesions(r: LesionChange, base: Measurement, follow: Measurement) -> tup
 
 
 def _paired_totals(rows: tuple[LesionChange, ...], base: Measurement, follow: Measurement,
-                   region: str | None) -> tuple[float, float, float, float, int, int, float, float]:
+                   region: str | None, scale2: float) -> tuple[float, float, float, float, int, int, float, float]:
     """Totals of a paired comparison from its rows (baseline area, follow-up raw area, their
     burdens, then the counts and areas of lesions found on a film where that film's
-    segmentation had no label: baseline, follow-up (raw)). A row belongs to the region of its baseline lesion (its
-    follow-up lesion when new); burdens take each side's density grade (the other side's when
-    the lesion is unlabelled there)."""
+    segmentation had no label: baseline, follow-up (raw)).
+
+    The baseline total stays the baseline's segmented total (the change is relative to it,
+    as its summary says): a follow-up lesion found unlabelled on the baseline adds only its
+    change (follow-up − baseline) to the follow-up total. A baseline lesion found unlabelled
+    on the follow-up adds its area found there to the follow-up total. A row belongs to the
+    region of its baseline lesion (its follow-up lesion when there is none); burdens take
+    each side's density grade (the other side's when the lesion is unlabelled there)."""
     ab = af = bb = bf = xb = xf = 0.0
     xnb = xnf = 0
     for r in rows:
@@ -490,17 +495,21 @@ def _paired_totals(rows: tuple[LesionChange, ...], base: Measurement, follow: Me
         if region is not None and own.region != region:
             continue
         a_b, a_f = r.area_baseline_mm2 or 0.0, r.area_followup_raw_mm2 or 0.0
+        if r.relation is Relation.UNLABELLED and lb is None:
+            # Found on the baseline, which did not label it: the baseline's total stays its
+            # own (the reference of the change), the follow-up counts only the change.
+            xb += a_b
+            xnb += 1
+            af += a_f - a_b * scale2
+            bf += (a_f - a_b * scale2) * lf.density_grade
+            continue
         ab += a_b
         af += a_f
         bb += a_b * (lb if lb is not None else lf).density_grade
         bf += a_f * (lf if lf is not None else lb).density_grade
         if r.relation is Relation.UNLABELLED:
-            if lf is None:
-                xf += a_f
-                xnf += 1
-            else:
-                xb += a_b
-                xnb += 1
+            xf += a_f
+            xnf += 1
     return ab, af, bb, bf, xnb, xnf, xb, xf
 
 
@@ -510,7 +519,7 @@ def _change_figures(base: Measurement, follow: Measurement, scale2: float,
     # lesions found unlabelled are counted apart.
     nb, nf = _count(base, region), _count(follow, region)
     if rows is not None:
-        ab, af_raw, bb, bf_raw, xnb, xnf, xab, xaf = _paired_totals(rows, base, follow, region)
+        ab, af_raw, bb, bf_raw, xnb, xnf, xab, xaf = _paired_totals(rows, base, follow, region, scale2)
     else:
         ab, af_raw = _area(base, region), _area(follow, region)
         bb, bf_raw = _burden(base, region), _burden(follow, region)

@@ -334,9 +334,13 @@ def _background_removed(pixels: np.ndarray, ring: np.ndarray) -> np.ndarray:
         if s <= 0:
             break
         keep = np.abs(res - np.median(res[keep])) <= 3.0 * s
-    rows_i, cols_i = np.mgrid[0:pixels.shape[0], 0:pixels.shape[1]]
-    surface = sum(a * t for a, t in zip(coef, terms(rows_i.astype(np.float64), cols_i.astype(np.float64))))
-    return (pixels - surface).astype(np.float32)
+    # the surface on the whole crop, by broadcasting a column and a row (no full-size grids)
+    u = ((np.arange(pixels.shape[0], dtype=np.float64) - mr) / scale)[:, None]
+    v = ((np.arange(pixels.shape[1], dtype=np.float64) - mc) / scale)[None, :]
+    a0, a1, a2, a3, a4, a5 = (float(c) for c in coef)
+    surface = ((a0 + a1 * u + a3 * u * u) + (a2 * v + a5 * v * v)).astype(np.float32)
+    surface += (a4 * u).astype(np.float32) * v.astype(np.float32)
+    return pixels - surface
 
 
 def _component_area(resid: np.ndarray, allowed: np.ndarray, seeds: np.ndarray, seg: Any,
@@ -426,12 +430,12 @@ def measure_at(footprints: Sequence[Footprint], target: Measurement, params: Com
             bad |= np.asarray(mask[t0:t1, u0:u1], dtype=bool)
     margin_px = params.paired_margin_mm / px_mm
     # distances (px) from the footprint: the zone and the ring are bands of one transform
-    dist = cv2.distanceTransform((~core).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    dist = cv2.distanceTransform((~core).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_5)
     zone = dist <= gap_px
     outer = dist <= gap_px + ring_mm / px_mm
     # Lesions labelled on the target, with their blurred rims, belong to them: kept out of the
     # background, the signal and the area.
-    near_others = (cv2.distanceTransform((~others).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE) <= margin_px
+    near_others = (cv2.distanceTransform((~others).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_5) <= margin_px
                    if others.any() else others)
     ring = outer & ~zone & ~bad & ~near_others
     free = core & ~near_others & ~bad
@@ -465,7 +469,7 @@ def measure_at(footprints: Sequence[Footprint], target: Measurement, params: Com
         # The lesion fills the zone's edge (it grew, or the footprint was partial): the background
         # is fitted again beyond what was found, and the area may reach ``paired_grow_mm``.
         found = (comp | core).astype(np.uint8)
-        d2 = cv2.distanceTransform(1 - found, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        d2 = cv2.distanceTransform(1 - found, cv2.DIST_L2, cv2.DIST_MASK_5)
         ring2 = (d2 > gap_px) & (d2 <= gap_px + ring_mm / px_mm) & ~bad & ~near_others
         if int(ring2.sum()) >= max(16, n_core // 2):
             resid, ring = _background_removed(pixels, ring2), ring2

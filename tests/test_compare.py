@@ -262,6 +262,13 @@ def test_lesion_missed_on_baseline_is_measured_paired() -> None:
     assert missed[0].area_baseline_mm2 == pytest.approx(6.25 * math.pi, rel=0.1)
     assert abs(result.change["total_area_pct"]) < 3.0
     assert result.change["unlabelled_area_baseline_mm2"] == pytest.approx(missed[0].area_baseline_mm2)
+    # the baseline's total stays its own (the reference of the change); the follow-up counts
+    # the found lesion's change only
+    ch = result.change
+    assert ch["total_area_baseline_mm2"] == pytest.approx(base.total_area_mm2)
+    assert ch["total_area_followup_mm2"] == pytest.approx(
+        ch["segmented_area_followup_mm2"] - missed[0].area_baseline_mm2)
+    assert ch["total_area_pct"] == pytest.approx(100 * ch["total_area_mm2"] / base.total_area_mm2)
 
 
 def test_different_detector_spacing(baseline: Measurement) -> None:

@@ -145,6 +145,17 @@ def test_lesion_resolved_from_over_a_ridge_stays_resolved(spacing: float) -> Non
     assert (found.relation, found.status) == (Relation.UNLABELLED, Status.STABLE)
 
 
+@pytest.mark.parametrize("spacing", [0.1, 0.2])
+def test_truly_shrunk_lesion_stays_shrunk(spacing: float) -> None:
+    # 4 mm -> 1.5 mm disc, each fully labelled: nothing is left at the rest of the old place
+    base = _film(spacing, 30.0, labelled=True, seed=21, radius_mm=4.0)
+    follow = _film(spacing, 30.0, labelled=True, seed=22, radius_mm=1.5)
+    (row,) = match_lesions(base, follow, _registration(spacing, spacing))
+    assert row.status is Status.SHRUNK
+    assert row.area_followup_mm2 == pytest.approx(follow.lesions[0].area_mm2)
+    assert row.area_baseline_mm2 == pytest.approx(base.lesions[0].area_mm2)
+
+
 def test_paired_off_keeps_new_and_resolved() -> None:
     base = _film(0.1, 30.0, labelled=True, seed=1)
     follow = _film(0.1, 30.0, labelled=False, seed=2)
