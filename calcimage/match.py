@@ -30,6 +30,7 @@ from scipy.optimize import linear_sum_assignment
 
 from calcimage.compare import CompareParams, LesionChange, Registration, Relation, Status
 from calcimage.measure import Measurement
+from calcimage.segment import robust_sigma as _robust_sigma
 
 __all__ = ["MatchGroup", "Footprint", "PlaceMeasurement", "footprint", "warp_labels", "overlap_table", "group_lesions", "lesion_status",
            "measure_at", "match_lesions"]
@@ -264,12 +265,6 @@ class PlaceMeasurement:
     ring_high: float = 0.0
     #: Robust noise sigma of the contrast over the ring.
     ring_sigma: float = 0.0
-
-
-def _robust_sigma(values: np.ndarray) -> float:
-    if values.size == 0:
-        return 0.0
-    return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
 
 def _local_levels(seg: Any, sigma_px: float) -> float:
