@@ -11,7 +11,8 @@ model. The physics is done in the attenuation (log) domain, so overlapping struc
 - calcinosis of two kinds, **nodules** (round or irregular, 1-12 mm, mottled) and
   **plaques** (curved sheets 10-40 mm long, 1-6 mm wide), with densities from faint to
   bone-like, most in the subcutaneous soft tissue, some projected over bone; every lesion is
-  made visible (contrast-to-noise ratio >= ``min_lesion_cnr``, the Rose criterion);
+  made visible (its signal integrated over its area >= ``min_lesion_cnr`` times the
+  background fluctuation at its scale: the Rose criterion);
 - a film frame: anode-heel exposure gradient, scatter, collimation borders with a penumbra,
   a lead side marker in a plastic holder, signal-dependent (quantum) plus electronic noise,
   detector blur, a log transform and quantisation to ``bits_stored`` bits.
@@ -183,8 +184,9 @@ class PhantomParams:
         Visibility floor (Rose criterion): a lesion's density is raised, where needed, until
         its signal integrated over its area (``truth.signals``) is at least this many times
         the expected background fluctuation at its scale and place (quantum noise +
-        anatomical texture, same band-pass), so every lesion is one a radiologist could see. Lesions over bone need more density.
-        0 switches the floor off (stress tests with invisible lesions).
+        anatomical texture, same band-pass), so every lesion is one a radiologist could see.
+        Lesions over bone need more density. 0 switches the floor off (stress tests with
+        invisible lesions).
     """
 
     rows: int = 1500
@@ -511,7 +513,7 @@ class PhantomTruth:
                     "contrast": round(self.contrasts[k], 6),
                     "background_std": self.background_std[k] if self.background_std else None,
                     "signal": self.signals[k] if self.signals else None,
-                    "cnr": round(self.cnr[k], 3) if self.background_std else None,
+                    "cnr": round(self.cnr[k], 3) if self.background_std and self.signals else None,
                     "over_bone": self.over_bone[k],
                     "baseline_area_mm2": (
                         round(self.baseline_areas_mm2[self.lesion_ids[k]], 6)
