@@ -623,6 +623,8 @@ def extend_along_axis(mask: np.ndarray, candidates: np.ndarray, length_px: float
     every line along the axis, the mask's first and last ``width_px`` are swept up to
     ``length_px`` along it; candidates there, opened by a disc ``width_px`` across (a lesion
     near a bone's end is narrower and stays out) and touching the mask, are added.
+    A flared end's shoulder is an end too: soft tissue beside the shaft, in line with the
+    flare, is taken for bone when it rises enough and is at least ``width_px`` wide.
     """
     angle = _axis_angle(mask)
     if angle is None or length_px < 2:
