@@ -476,7 +476,6 @@ def measure_at(footprints: Sequence[Footprint], target: Measurement, params: Com
     return PlaceMeasurement(float(t), area_px, n_core, mean_core, float(np.percentile(resid[ring], 95)), sigma_px)
 
 
-
 def _area_mm2(m: Measurement, area_px: int) -> float:
     sp = m.film.spacing_mm or (1.0, 1.0)
     return float(area_px * sp[0] * sp[1])
@@ -491,9 +490,9 @@ def _paired_area(source: Measurement, lesion_id: int, target: Measurement, matri
     (``paired_min_sigma``) and at least ``paired_min_fraction`` of the same measurement on the
     lesion's own film (an offset of the anatomy under a large footprint is significant but
     faint); ``paired_anatomy_fraction`` of it when the place is no brighter than the ring's
-    95th percentile (anatomy such as a cortex runs through it and would pass on its own). The area found there is corrected by the rim the same rule adds (or misses)
-    against segmentation on the lesion's own film, so that it is on the segmentation's
-    scale."""
+    95th percentile (anatomy such as a cortex runs through it and would pass on its own).
+    The area found there is corrected by the rim the same rule adds (or misses) against
+    segmentation on the lesion's own film, so that it is on the segmentation's scale."""
     fp_there = [footprint(source, (lesion_id,), matrix, boxes)]
     fp_here = [footprint(source, (lesion_id,), _IDENTITY, boxes)]
     there = measure_at(fp_there, target, params)
