@@ -1344,6 +1344,14 @@ def _render(
     return density.astype(np.float32), masks, labels, present, truncated
 
 
+def _lesion_scale_px(inside: np.ndarray) -> float:
+    """A lesion's scale ``r`` in pixels: the radius of the largest disc inside its footprint
+    ``inside`` (a nodule's radius, a plaque's half-width), at least 1. The background and the
+    signal of a lesion are band-passed at this one scale."""
+    foot = np.pad(inside.astype(np.uint8), 1)
+    return max(float(cv2.distanceTransform(foot, cv2.DIST_L2, 5).max()), 1.0)
+
+
 def _background_std(
     p: PhantomParams, image: _AnatomyImage, r0: int, c0: int, inside: np.ndarray, exposure: float,
 ) -> float:
@@ -1359,8 +1367,7 @@ def _background_std(
     blur. The two add in quadrature. Rounded to 4 significant digits (machine independence).
     """
     rows, cols = p.rows, p.cols
-    foot = np.pad(inside.astype(np.uint8), 1)
-    r_px = max(float(cv2.distanceTransform(foot, cv2.DIST_L2, 5).max()), 1.0)
+    r_px = _lesion_scale_px(inside)
     hit_r = np.flatnonzero(inside.any(axis=1))
     hit_c = np.flatnonzero(inside.any(axis=0))
     pad = int(math.ceil(9.0 * r_px)) + 2
@@ -1417,8 +1424,7 @@ def _lesion_signal(p: PhantomParams, inside: np.ndarray, attenuation: np.ndarray
     blur included; the same scale ``r`` and Gaussians (r/2 minus 2r) as the background, on
     the same shrunken grid for large lesions. Rounded to 4 significant digits.
     """
-    foot = np.pad(inside.astype(np.uint8), 1)
-    r_px = max(float(cv2.distanceTransform(foot, cv2.DIST_L2, 5).max()), 1.0)
+    r_px = _lesion_scale_px(inside)
     pad = int(math.ceil(6.0 * r_px + 3.0 * p.blur_mm / p.spacing_mm)) + 2
     a = np.pad(np.where(inside, attenuation, 0.0), pad)
     f = max(int(r_px // 3), 1)
