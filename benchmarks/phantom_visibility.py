@@ -96,7 +96,7 @@ def lesion_visibility(phantom: Any) -> list[dict[str, Any]]:
         mad = float(np.median(np.abs(values - np.median(values))))
         background = 1.4826 * mad
         contrast = float(truth.contrasts[k])
-        signal = float(truth.signals[k]) if truth.signals else contrast
+        signal = float(truth.signals[k])
         entry = {
             "label": k + 1,
             "kind": truth.kinds[k].value,
