@@ -127,7 +127,9 @@ class SegmentParams:
         Ridges dropped after labelling: longer than ``ridge_min_length_mm`` and thinner than
         ``ridge_max_width_mm``; or mostly within ``cortex_band_mm`` of the bone outline and
         ``ridge_min_elongation`` × longer than wide; with ``cortex_factor`` > 1, anything on
-        that band needs that many times its local threshold.
+        that band needs that many times its local threshold. ``ridge_keep_factor`` > 0:
+        an elongated component on the band reaching that many times its local threshold is
+        kept (a plaque along the cortex; a residual cortical line is fainter).
     bone_edge_mm
         A bone region must have a sharp outline: its steepest slope near the outline times
         this must reach its median height over the coarse opening (a rounded limb's middle
@@ -141,6 +143,10 @@ class SegmentParams:
         negative, the other within ``line_ratio`` of it) are cut from the mask before
         labelling so a lesion is not merged with a cortical line; 0 disables. Only line
         pieces spanning at least ``line_min_length_mm`` count (plaques are short lines).
+    line_baseline_mm, line_keep_min_mm2
+        A plaque lying along the cortex is a bump on the cortical line: line pixels standing
+        a detection threshold above the line's own level (an opening ``line_baseline_mm``
+        long along it) stay, in pieces of at least ``line_keep_min_mm2``; 0 cuts whole lines.
     drop_edge_touching, edge_open_mm
         Drop components reaching the film frame, a collimator edge, a marker or the outside;
         before that such a component is opened with a disc of ``edge_open_mm`` (0 = no)
@@ -176,6 +182,8 @@ class SegmentParams:
     drop_edge_touching: bool = True
     edge_open_mm: float = 3.0
     line_min_length_mm: float = 45.0
+    line_baseline_mm: float = 30.0
+    line_keep_min_mm2: float = 6.0
     marker_margin_mm: float = 2.0
     marker_min_area_mm2: float = 4.0
     assumed_spacing_mm: float = 0.2
@@ -184,6 +192,7 @@ class SegmentParams:
     ridge_min_elongation: float = 2.0
     cortex_band_mm: float = 3.0
     cortex_factor: float = 1.3
+    ridge_keep_factor: float = 4.0
     sigma_skip_cortex: bool = True
     ridge_line_mm: float = 35.0
     ridge_angle_mm: float = 3.0
@@ -217,6 +226,9 @@ class SegmentParams:
         require_positive("edge_open_mm", self.edge_open_mm, allow_zero=True)
         require_positive("line_min_length_mm", self.line_min_length_mm, allow_zero=True)
         require_positive("line_sigma_mm", self.line_sigma_mm, allow_zero=True)
+        require_positive("line_baseline_mm", self.line_baseline_mm, allow_zero=True)
+        require_positive("line_keep_min_mm2", self.line_keep_min_mm2, allow_zero=True)
+        require_positive("ridge_keep_factor", self.ridge_keep_factor, allow_zero=True)
         require_range("line_ratio", self.line_ratio, 0.0, 1.0)
         require_positive("marker_min_area_mm2", self.marker_min_area_mm2, allow_zero=True)
         require_positive("body_margin_mm", self.body_margin_mm, allow_zero=True)
@@ -801,6 +813,52 @@ def _line_like_near(img: np.ndarray, sigma_px: float, ratio: float, near: np.nda
     return out
 
 
+def max_pool(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``img`` reduced to ``shape`` keeping each block's maximum (a thin bright line keeps its
+    height, which area averaging would spread over the block)."""
+    k = max(1, int(math.ceil(max(img.shape[0] / shape[0], img.shape[1] / shape[1]))))
+    if k > 1:
+        # Anchored at the top-left: pixel (r, c) holds the maximum of the k x k block starting
+        # there, which is where nearest-neighbour resizing samples each block.
+        img = cv2.dilate(img.astype(np.float32, copy=False), np.ones((k, k), np.uint8),
+                         anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
+    return _resize(img, shape, cv2.INTER_NEAREST)
+
+
+def cortex_bumps(flat: np.ndarray, lines: np.ndarray, near_c: np.ndarray, thr_c: np.ndarray,
+                 length_c: float, angle_c: float, min_area_px: float) -> np.ndarray:
+    """Pixels of the cortical ``lines`` that stand out of the line as a lesion does.
+
+    A plaque lying along the cortex joins the cortical line and is line-like itself. The
+    line's own level is a line opening of ``length_c`` (longer than a plaque) of the
+    max-pooled flattened film, within ``near_c``, on the working grid of ``near_c`` and
+    ``thr_c`` (``angle_c``: the line end's step between orientations, working pixels). Line
+    pixels at least the local threshold ``thr_c`` above that level, in connected pieces of at
+    least ``min_area_px`` (single bright spots along a cortex are noise or trabeculae), are
+    returned.
+    """
+    out = np.zeros(lines.shape, bool)
+    wshape = near_c.shape
+    box = _box(near_c, pad=2)
+    if box is None or not lines.any():
+        return out
+    base_c = np.zeros(wshape, np.float32)
+    n_angles = max(8, int(math.ceil(math.pi * length_c / angle_c)))
+    base_c[box] = line_open_max(max_pool(flat, wshape)[box], near_c[box], length_c, n_angles)
+    rr, cc = np.nonzero(lines)
+    keep = flat[rr, cc] >= _bilinear_at(base_c + thr_c, rr, cc, lines.shape)
+    out[rr[keep], cc[keep]] = True
+    if min_area_px > 1 and keep.any():
+        pbox = _box(out)
+        assert pbox is not None
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(out[pbox].astype(np.uint8),
+                                                            connectivity=8)
+        big = stats[:, cv2.CC_STAT_AREA] >= min_area_px
+        big[0] = False
+        out[pbox] = big[lab]
+    return out
+
+
 def line_open_max(img: np.ndarray, mask: np.ndarray, length_px: float,
                   n_angles: int) -> np.ndarray:
     """Maximum over ``n_angles`` orientations of masked openings with a line of ``length_px``.
@@ -1230,6 +1288,14 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
             long_l[0] = False
             lines = long_l[lab_l]
             del lab_l
+        if params.line_baseline_mm > 0 and lines.any():
+            thr_w = (sig_c * factor_c * params.k_sigma if params.method is ThresholdMethod.AUTO
+                     else np.full(wshape, threshold, np.float32))
+            near_c = cv2.dilate(bone_c.astype(np.uint8),
+                                disc(2 * params.bone_margin_mm / ws + 1)).astype(bool) & tis_c
+            lines &= ~cortex_bumps(flat, lines, near_c, thr_w.astype(np.float32),
+                                   params.line_baseline_mm / ws, params.ridge_angle_mm / ws,
+                                   params.line_keep_min_mm2 / (spacing * spacing))
         grown &= ~lines
         del lines, near_bone
         grown = _hysteresis(grown, high & grown)
@@ -1423,6 +1489,16 @@ def _trim_edges_box(mask: np.ndarray, flat: np.ndarray, fraction: float, k: int)
     return out
 
 
+def _reaches(coords: np.ndarray, flat: np.ndarray | None,
+             thr_at: Callable[[np.ndarray, np.ndarray], np.ndarray] | None, factor: float) -> bool:
+    """Whether a component's 90th-percentile contrast reaches ``factor`` times its median
+    local threshold (False when either image is missing or ``factor`` is 0)."""
+    if flat is None or thr_at is None or factor <= 0:
+        return False
+    rr, cc = coords[:, 0], coords[:, 1]
+    return float(np.percentile(flat[rr, cc], 90)) >= factor * float(np.median(thr_at(rr, cc)))
+
+
 def _label_and_classify(mask: np.ndarray, film: Film, spacing: float, params: SegmentParams,
                         bone_band: np.ndarray | None = None, flat: np.ndarray | None = None,
                         thr_c: np.ndarray | None = None,
@@ -1489,17 +1565,16 @@ def _label_and_classify_box(mask: np.ndarray, film: Film, spacing: float, params
             continue
         if bone_band is not None:
             on_band = bone_band[rp.coords[:, 0], rp.coords[:, 1]].mean() >= 0.5
-            if on_band and major >= params.ridge_min_elongation * max(minor, 1e-9):
+            if (on_band and major >= params.ridge_min_elongation * max(minor, 1e-9)
+                    and not _reaches(rp.coords, flat, thr_at, params.ridge_keep_factor)):
                 rejected += 1
                 continue
             # Along the bone outline (cortex, metaphyseal flare) a lesion must stand out
             # ``cortex_factor`` times more than elsewhere.
-            if on_band and flat is not None and thr_at is not None and params.cortex_factor > 1:
-                rr, cc = rp.coords[:, 0], rp.coords[:, 1]
-                peak = float(np.percentile(flat[rr, cc], 90))
-                if peak < params.cortex_factor * float(np.median(thr_at(rr, cc))):
-                    rejected += 1
-                    continue
+            if on_band and params.cortex_factor > 1 and thr_at is not None and not _reaches(
+                    rp.coords, flat, thr_at, params.cortex_factor):
+                rejected += 1
+                continue
         new_ids[rp.label] = next_id
         next_id += 1
         kinds.append(classify(area_mm2, major, minor, rp.solidity, params))

@@ -358,3 +358,73 @@ def test_extend_along_axis_follows_the_bone_end_only(transpose: bool) -> None:
     # Nothing to extend from, or nothing to extend into: unchanged.
     assert not _seg.extend_along_axis(np.zeros_like(bone), cand, 50.0, 8.0).any()
     assert np.array_equal(_seg.extend_along_axis(bone, np.zeros_like(cand), 50.0, 8.0), bone)
+
+
+@pytest.mark.parametrize("factor", [1, 2, 4])
+def test_max_pool_keeps_a_thin_line_in_its_block(factor: int) -> None:
+    img = np.zeros((10 * factor, 12 * factor), np.float32)
+    img[:, 7 * factor + factor - 1] = 5.0  # a one-pixel line, last column of block 7
+    img[3 * factor, 2 * factor] = -1.0
+    out = _seg.max_pool(img, (10, 12))
+    expected = np.zeros((10, 12), np.float32)
+    expected[:, 7] = 5.0
+    expected[3, 2] = -1.0 if factor == 1 else 0.0  # a block's maximum, not its minimum
+    assert np.array_equal(out, expected)
+
+
+def _plaque_on_line(factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """A vertical cortical line (4 px, height 5) with a plaque on it (8 px wide, 40 px long,
+    height 20) and a single bright spot (height 30), on a 200 x 120 working grid scaled by
+    ``factor``; returns the flattened film and the line mask (line and plaque)."""
+    f = factor
+    flat = np.zeros((200 * f, 120 * f), np.float32)
+    flat[:, 58 * f:62 * f] = 5.0
+    flat[80 * f:120 * f, 56 * f:64 * f] = 20.0
+    flat[20 * f, 59 * f] = 30.0
+    lines = np.zeros(flat.shape, bool)
+    lines[:, 56 * f:64 * f] = True
+    return flat, lines
+
+
+@pytest.mark.parametrize("factor", [1, 2])
+def test_cortex_bumps_keeps_the_plaque_and_not_the_line(factor: int) -> None:
+    flat, lines = _plaque_on_line(factor)
+    near_c = np.ones((200, 120), bool)
+    thr_c = np.full((200, 120), 8.0, np.float32)
+    plaque = np.zeros(flat.shape, bool)
+    plaque[80 * factor:120 * factor, 56 * factor:64 * factor] = True
+    # The line's own level (an opening 60 px long, longer than the plaque) is 5 along it, so
+    # only the plaque stands 8 above it; the one-pixel spot is dropped by the minimum area.
+    got = _seg.cortex_bumps(flat, lines, near_c, thr_c, 60.0, 3.0, 10 * factor * factor)
+    assert np.array_equal(got, plaque)
+    spot = _seg.cortex_bumps(flat, lines, near_c, thr_c, 60.0, 3.0, 0.0)
+    assert np.array_equal(spot & ~plaque, np.isclose(flat, 30.0))
+    # A baseline shorter than the plaque fits inside it: the plaque is line, not bump.
+    assert not _seg.cortex_bumps(flat, lines, near_c, thr_c, 30.0, 3.0, 10 * factor * factor).any()
+    # Nothing near bone: nothing kept.
+    assert not _seg.cortex_bumps(flat, lines, np.zeros_like(near_c), thr_c, 60.0, 3.0, 0.0).any()
+
+
+@pytest.mark.parametrize("spacing", [0.1, 0.2])
+def test_strong_elongated_component_on_cortex_band_is_kept(spacing: float) -> None:
+    n = int(round(40 / spacing))
+    mask = np.zeros((n, n), bool)
+    flat = np.zeros((n, n), np.float32)
+    bar = (slice(n // 8, n // 8 + int(20 / spacing)), slice(n // 4, n // 4 + int(2 / spacing)))
+    faint = (bar[0], slice(3 * n // 4, 3 * n // 4 + int(2 / spacing)))
+    mask[bar] = mask[faint] = True  # two 20 x 2 mm bars, both on the band
+    flat[bar], flat[faint] = 50.0, 20.0
+    band = np.ones((n, n), bool)
+
+    def thr_at(rr: np.ndarray, cc: np.ndarray) -> np.ndarray:
+        return np.full(rr.shape, 10.0)
+
+    film = _film(np.zeros((n, n)), spacing)
+    labels, kinds, rejected = _seg._label_and_classify_box(
+        mask, film, spacing, SegmentParams(), band, flat, thr_at)
+    # 50 reaches ridge_keep_factor (4) x 10: a plaque along the cortex; 20 does not.
+    assert rejected == 1 and len(kinds) == 1
+    assert np.array_equal(labels > 0, flat == 50.0)
+    labels, kinds, rejected = _seg._label_and_classify_box(
+        mask, film, spacing, SegmentParams(ridge_keep_factor=0.0), band, flat, thr_at)
+    assert rejected == 2 and not labels.any()
