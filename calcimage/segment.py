@@ -1537,8 +1537,8 @@ def _label_and_classify_box(mask: np.ndarray, film: Film, spacing: float, params
     Ridges: components longer than ``ridge_min_length_mm`` and thinner (mean width) than
     ``ridge_max_width_mm`` anywhere; on bone (mostly inside ``bone_band``) any component at
     least ``ridge_min_elongation`` times longer than wide lying mostly within
-    ``cortex_band_mm`` of the bone outline (cortex fragments; a plaque right on the cortex
-    goes too, a stated limitation).
+    ``cortex_band_mm`` of the bone outline (cortex fragments), unless its 90th-percentile
+    contrast reaches ``ridge_keep_factor`` × its local threshold (a plaque along the cortex).
     """
     sp = film.spacing_mm if film.spacing_mm is not None else (spacing, spacing)
     pixel_area = sp[0] * sp[1]
@@ -1571,8 +1571,8 @@ def _label_and_classify_box(mask: np.ndarray, film: Film, spacing: float, params
                 continue
             # Along the bone outline (cortex, metaphyseal flare) a lesion must stand out
             # ``cortex_factor`` times more than elsewhere.
-            if on_band and params.cortex_factor > 1 and thr_at is not None and not _reaches(
-                    rp.coords, flat, thr_at, params.cortex_factor):
+            if (on_band and params.cortex_factor > 1 and flat is not None and thr_at is not None
+                    and not _reaches(rp.coords, flat, thr_at, params.cortex_factor)):
                 rejected += 1
                 continue
         new_ids[rp.label] = next_id
