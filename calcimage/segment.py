@@ -1161,6 +1161,9 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         bone_c = extend_along_axis(
             bone_c, (rel_c > params.bone_extend_level * params.bone_min_relative) & tis_c,
             params.bone_extend_mm / ws, half_w)
+    # Within ``bone_margin_mm`` of bone: where the line openings and the cortex-line cut act.
+    near_bone_c = cv2.dilate(bone_c.astype(np.uint8),
+                             disc(2 * params.bone_margin_mm / ws + 1)).astype(bool)
     if params.ridge_line_mm > 0:
         # Long straight ridges (cortical edges) belong to the background: line openings at
         # ~1 mm resolution, in pi * L / ridge_angle_mm orientations (the line's end moves by
@@ -1175,9 +1178,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         lo_c = upsample(lo2, wshape)
         # Only along bone (cortex): in soft tissue long lines would also follow plaques
         # and the grain of the muscle.
-        band = cv2.dilate(bone_c.astype(np.uint8),
-                          disc(2 * params.bone_margin_mm / ws + 1)).astype(bool) & tis_c
-        bg_c = np.where(band, np.maximum(bg_c, np.minimum(lo_c, coarse)), bg_c)
+        bg_c = np.where(near_bone_c & tis_c, np.maximum(bg_c, np.minimum(lo_c, coarse)), bg_c)
     # Residual on the working grid, before any smoothing: an opening keeps steps (skin line,
     # bone edges) exactly here, whereas the full-size residual shows a thin band along them
     # where the reduced background is too coarse. Lesions need support here too.
@@ -1245,11 +1246,14 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
 
     # 6. threshold + hysteresis ---------------------------------------------------------
     threshold_k: float | None = None
+    thr_c: np.ndarray | None = None  # the local threshold on the working grid (auto only)
     if params.method is ThresholdMethod.AUTO:
         threshold_k = params.k_sigma
         factor_c = np.where(bone_c, params.bone_factor, 1.0)
-        thr_map = _resize((sig_c * factor_c * params.k_sigma).astype(np.float32), (rows, cols),
-                          cv2.INTER_LINEAR)
+        thr_c = (sig_c * factor_c * params.k_sigma).astype(np.float32)
+        thr_map = _resize(thr_c, (rows, cols), cv2.INTER_LINEAR)
+        if thr_map is thr_c:  # same grid: scaled in place below, so not the map kept in thr_c
+            thr_map = thr_map.copy()
         high = flat >= thr_map
         thr_map *= np.float32(params.low_ratio)
         low = flat >= thr_map
@@ -1275,9 +1279,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         # Residual cortical lines next to a lesion over bone: line-like pixels (Hessian: one
         # strongly negative curvature, the other near 0) near bone are cut out of the mask
         # so the lesion is not merged with the cortex into one long component.
-        near_bone = _mask_resize(cv2.dilate(bone_c.astype(np.uint8),
-                                            disc(2 * params.bone_margin_mm / ws + 1)) > 0,
-                                 (rows, cols))
+        near_bone = _mask_resize(near_bone_c, (rows, cols))
         lines = _line_like_near(flat, params.line_sigma_mm / spacing, params.line_ratio, near_bone)
         if params.line_min_length_mm > 0:
             # Only long lines are cortex: a plaque is line-like too, but short.
@@ -1289,11 +1291,8 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
             lines = long_l[lab_l]
             del lab_l
         if params.line_baseline_mm > 0 and lines.any():
-            thr_w = (sig_c * factor_c * params.k_sigma if params.method is ThresholdMethod.AUTO
-                     else np.full(wshape, threshold, np.float32))
-            near_c = cv2.dilate(bone_c.astype(np.uint8),
-                                disc(2 * params.bone_margin_mm / ws + 1)).astype(bool) & tis_c
-            lines &= ~cortex_bumps(flat, lines, near_c, thr_w.astype(np.float32),
+            thr_w = thr_c if thr_c is not None else np.full(wshape, threshold, np.float32)
+            lines &= ~cortex_bumps(flat, lines, near_bone_c & tis_c, thr_w,
                                    params.line_baseline_mm / ws, params.ridge_angle_mm / ws,
                                    params.line_keep_min_mm2 / (spacing * spacing))
         grown &= ~lines
@@ -1338,9 +1337,6 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
                 grown = grown & ~_hysteresis(grown, grown & _mask_resize(wide_c, (rows, cols)))
 
     # 7. label, size filter, cortex ridges, classes ---------------------------------------
-    thr_c = None
-    if params.method is ThresholdMethod.AUTO:
-        thr_c = (sig_c * factor_c * params.k_sigma).astype(np.float32)
     labels, kinds, rejected = _label_and_classify(
         grown, film, spacing, params, _mask_resize(bone_band, (rows, cols)), flat, thr_c)
     outside = ~body_full & ~collimation & ~marker
@@ -1358,8 +1354,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         background=np.ascontiguousarray(background, dtype=np.float32), air_level=float(air_level),
         noise_sigma=noise_sigma, threshold_k=threshold_k, scale_spacing_mm=float(spacing),
         rejected_ridges=rejected,
-        threshold_map=(sig_c * factor_c * params.k_sigma).astype(np.float32)
-        if params.method is ThresholdMethod.AUTO else None,
+        threshold_map=thr_c,
     )
 
 
