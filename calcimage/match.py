@@ -265,6 +265,8 @@ class PlaceMeasurement:
     ring_high: float = 0.0
     #: Robust noise sigma of the contrast over the ring.
     ring_sigma: float = 0.0
+    #: The area was measured out to ``paired_grow_mm`` against a background refitted beyond it.
+    grew: bool = False
 
 
 def _local_levels(seg: Any, sigma_px: float) -> float:
@@ -353,7 +355,7 @@ def _component_area(resid: np.ndarray, allowed: np.ndarray, seeds: np.ndarray, s
 
 
 def measure_at(footprints: Sequence[Footprint], target: Measurement, params: CompareParams = CompareParams(),
-               target_ids: tuple[int, ...] = ()) -> PlaceMeasurement:
+               target_ids: tuple[int, ...] = (), force_grow: bool = False) -> PlaceMeasurement:
     """Measure ``target`` at the union of ``footprints`` mapped onto it.
 
     On a crop of the target, smoothed as segmentation smooths it (``smooth_mm``), the local
@@ -368,8 +370,9 @@ def measure_at(footprints: Sequence[Footprint], target: Measurement, params: Com
       (contrast at least the hysteresis level, i.e. local noise × the segmentation's
       ``threshold_k`` × ``low_ratio``, and ``edge_fraction`` of the peak) in components
       touching the footprint. When that fills at least half of the zone's edge (the lesion
-      grew), the background is fitted again on a ring beyond what was found and the area
-      may reach ``paired_grow_mm`` from the footprint.
+      grew), or when ``force_grow``, the background is fitted again on a ring beyond what was
+      found and the area may reach ``paired_grow_mm`` from the footprint (``grew`` is then
+      true).
     """
     shape_t = target.film.shape
     sp_t = target.film.spacing_mm or (1.0, 1.0)
@@ -460,20 +463,23 @@ def measure_at(footprints: Sequence[Footprint], target: Measurement, params: Com
 
     comp = _component_area(resid, zone & ~bad & ~near_others, free, seg, sigma_px)
     edge = zone & (dist > gap_px - 1.0)
-    if grow_px > gap_px and np.count_nonzero(comp & edge) >= 0.5 * np.count_nonzero(edge):
+    grew = False
+    if grow_px > gap_px and (force_grow or np.count_nonzero(comp & edge) >= 0.5 * np.count_nonzero(edge)):
         # The lesion fills the zone's edge (it grew, or the footprint was partial): the background
         # is fitted again beyond what was found, and the area may reach ``paired_grow_mm``.
         found = (comp | core).astype(np.uint8)
         d2 = cv2.distanceTransform(1 - found, cv2.DIST_L2, cv2.DIST_MASK_5)
         ring2 = (d2 > gap_px) & (d2 <= gap_px + ring_mm / px_mm) & ~bad & ~near_others
         if int(ring2.sum()) >= max(16, n_core // 2):
+            grew = True
             resid, ring = _background_removed(pixels, ring2), ring2
             sigma_px = _robust_sigma(resid[ring])
             comp = _component_area(resid, (dist <= grow_px) & ~bad & ~near_others, free, seg, sigma_px)
             # contrast and ring level against the background beyond the lesion
             mean_core = float(resid[free].mean())
     area_px = int(comp.sum())
-    return PlaceMeasurement(float(t), area_px, n_core, mean_core, float(np.percentile(resid[ring], 95)), sigma_px)
+    return PlaceMeasurement(float(t), area_px, n_core, mean_core, float(np.percentile(resid[ring], 95)), sigma_px,
+                            grew)
 
 
 def _area_mm2(m: Measurement, area_px: int) -> float:
@@ -491,8 +497,14 @@ def _paired_area(source: Measurement, lesion_id: int, target: Measurement, matri
     lesion's own film (an offset of the anatomy under a large footprint is significant but
     faint); ``paired_anatomy_fraction`` of it when the place is no brighter than the ring's
     95th percentile (anatomy such as a cortex runs through it and would pass on its own).
-    The area found there is corrected by the rim the same rule adds (or misses) against
-    segmentation on the lesion's own film, so that it is on the segmentation's scale."""
+
+    The change is measured by the same rule on both films: the lesion's segmented area times
+    the rule's area on ``target`` over the rule's area on the lesion's own film. So a lesion
+    that segmentation found only in part keeps that part's share on both films, and what the
+    rule adds beyond segmentation (blur, the edge level, the rest of a plaque) cancels. When
+    the rule grew beyond the margin on one film only, the other is measured grown too. A
+    lesion the rule cannot see on its own film (below ``paired_min_sigma`` there) has no
+    such ratio and is not paired."""
     fp_there = [footprint(source, (lesion_id,), matrix, boxes)]
     fp_here = [footprint(source, (lesion_id,), _IDENTITY, boxes)]
     there = measure_at(fp_there, target, params)
@@ -502,18 +514,17 @@ def _paired_area(source: Measurement, lesion_id: int, target: Measurement, matri
     # No brighter than the anatomy running through the ring (a cortex under the footprint):
     # the place must look much as it did on the lesion's own film.
     need = params.paired_min_fraction if there.mean_contrast > there.ring_high else params.paired_anatomy_fraction
-    if there.mean_contrast < need * here.mean_contrast:
+    if there.mean_contrast < need * here.mean_contrast or here.signal_sigma < params.paired_min_sigma:
         return there.signal_sigma, 0.0
-    area = _area_mm2(target, there.area_px)
-    own = _area_mm2(source, here.area_px)
+    if here.grew != there.grew:  # one rule on both films: both grown beyond the margin
+        if here.grew:
+            there = measure_at(fp_there, target, params, force_grow=True)
+        else:
+            here = measure_at(fp_here, source, params, (lesion_id,), force_grow=True)
+    if here.area_px == 0 or there.area_px == 0:
+        return there.signal_sigma, 0.0
     seg_area = float(source.lesions[lesion_id - 1].area_mm2 or 0.0)
-    if own > 0.0 and seg_area > 0.0:
-        # The rule and segmentation differ by a rim along the outline (blur, the edge level):
-        # that difference, scaled with the outline's length (sqrt of the area ratio), is
-        # taken off; bounded to 0.5-2 x so an unreliable own-film measurement cannot dominate.
-        rim = (own - seg_area) * math.sqrt(area / own)
-        area = min(max(area - rim, 0.5 * area), 2.0 * area)
-    return there.signal_sigma, area
+    return there.signal_sigma, seg_area * _area_mm2(target, there.area_px) / _area_mm2(source, here.area_px)
 
 
 def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
