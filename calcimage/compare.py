@@ -81,7 +81,8 @@ class Relation(str, enum.Enum):
     NEW = "new"
     RESOLVED = "resolved"
     #: Labelled on one film only, but found at its registered place on the other (paired
-    #: measurement): its area there was measured with segmentation's edge rule.
+    #: measurement): its area there is its segmented area times the ratio of segmentation's
+    #: edge rule measured on the two films.
     UNLABELLED = "unlabelled"
 
 
