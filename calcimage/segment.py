@@ -130,6 +130,12 @@ class SegmentParams:
         that band needs that many times its local threshold. ``ridge_keep_factor`` > 0:
         an elongated component on the band reaching that many times its local threshold is
         kept (a plaque along the cortex; a residual cortical line is fainter).
+    ridge_keep_min_mm2, ridge_keep_max_angle_deg
+        An elongated component on the cortex band is also kept when it is at least
+        ``ridge_keep_min_mm2``, its median contrast reaches its local threshold and it runs
+        within ``ridge_keep_max_angle_deg`` of the bone axis: a plaque along the cortex is
+        solid over its length, while what is left of a cortical line is small or patchy,
+        and a joint surface or growth plate runs across the bone. 0 disables.
     bone_edge_mm
         A bone region must have a sharp outline: its steepest slope near the outline times
         this must reach its median height over the coarse opening (a rounded limb's middle
@@ -193,6 +199,8 @@ class SegmentParams:
     cortex_band_mm: float = 3.0
     cortex_factor: float = 1.3
     ridge_keep_factor: float = 4.0
+    ridge_keep_min_mm2: float = 15.0
+    ridge_keep_max_angle_deg: float = 30.0
     sigma_skip_cortex: bool = True
     ridge_line_mm: float = 35.0
     ridge_angle_mm: float = 3.0
@@ -229,6 +237,8 @@ class SegmentParams:
         require_positive("line_baseline_mm", self.line_baseline_mm, allow_zero=True)
         require_positive("line_keep_min_mm2", self.line_keep_min_mm2, allow_zero=True)
         require_positive("ridge_keep_factor", self.ridge_keep_factor, allow_zero=True)
+        require_positive("ridge_keep_min_mm2", self.ridge_keep_min_mm2, allow_zero=True)
+        require_range("ridge_keep_max_angle_deg", self.ridge_keep_max_angle_deg, 0.0, 90.0)
         require_range("line_ratio", self.line_ratio, 0.0, 1.0)
         require_positive("marker_min_area_mm2", self.marker_min_area_mm2, allow_zero=True)
         require_positive("body_margin_mm", self.body_margin_mm, allow_zero=True)
@@ -1338,7 +1348,8 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
 
     # 7. label, size filter, cortex ridges, classes ---------------------------------------
     labels, kinds, rejected = _label_and_classify(
-        grown, film, spacing, params, _mask_resize(bone_band, (rows, cols)), flat, thr_c)
+        grown, film, spacing, params, _mask_resize(bone_band, (rows, cols)), flat, thr_c,
+        _axis_angle(bone_c) if bone_c.any() else None)
     outside = ~body_full & ~collimation & ~marker
     excluded = {
         "outside_body": outside,
@@ -1485,22 +1496,38 @@ def _trim_edges_box(mask: np.ndarray, flat: np.ndarray, fraction: float, k: int)
 
 
 def _reaches(coords: np.ndarray, flat: np.ndarray | None,
-             thr_at: Callable[[np.ndarray, np.ndarray], np.ndarray] | None, factor: float) -> bool:
-    """Whether a component's 90th-percentile contrast reaches ``factor`` times its median
+             thr_at: Callable[[np.ndarray, np.ndarray], np.ndarray] | None, factor: float,
+             percentile: float = 90.0) -> bool:
+    """Whether a component's ``percentile`` contrast reaches ``factor`` times its median
     local threshold (False when either image is missing or ``factor`` is 0)."""
     if flat is None or thr_at is None or factor <= 0:
         return False
     rr, cc = coords[:, 0], coords[:, 1]
-    return float(np.percentile(flat[rr, cc], 90)) >= factor * float(np.median(thr_at(rr, cc)))
+    return float(np.percentile(flat[rr, cc], percentile)) >= factor * float(np.median(thr_at(rr, cc)))
+
+
+def _solid_along_bone(coords: np.ndarray, area_mm2: float, orientation: float, flat: np.ndarray | None,
+                      thr_at: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+                      bone_axis: float | None, params: SegmentParams) -> bool:
+    """Whether an elongated component on the cortex band is a plaque along the bone: at least
+    ``ridge_keep_min_mm2``, median contrast at its local threshold, major axis within
+    ``ridge_keep_max_angle_deg`` of ``bone_axis`` (angles modulo 180°)."""
+    if params.ridge_keep_min_mm2 <= 0 or area_mm2 < params.ridge_keep_min_mm2 or bone_axis is None:
+        return False
+    off = abs((orientation - bone_axis + math.pi / 2) % math.pi - math.pi / 2)
+    if math.degrees(off) > params.ridge_keep_max_angle_deg:
+        return False
+    return _reaches(coords, flat, thr_at, 1.0, percentile=50.0)
 
 
 def _label_and_classify(mask: np.ndarray, film: Film, spacing: float, params: SegmentParams,
                         bone_band: np.ndarray | None = None, flat: np.ndarray | None = None,
-                        thr_c: np.ndarray | None = None,
+                        thr_c: np.ndarray | None = None, bone_axis: float | None = None,
                         ) -> tuple[np.ndarray, tuple[LesionKind, ...], int]:
     """:func:`_label_and_classify_box` on the bounding box of ``mask`` (same labels, in raster
     order; labelling a whole film for a few lesions is most of the cost). ``thr_c`` is the
-    threshold map on the working grid, sampled bilinearly at a component's pixels."""
+    threshold map on the working grid, sampled bilinearly at a component's pixels; ``bone_axis``
+    the angle of the bone's principal axis (:func:`axes_mm` convention)."""
     labels = np.zeros(mask.shape, np.int32)
     box = _box(mask)
     if box is None:
@@ -1519,13 +1546,14 @@ def _label_and_classify(mask: np.ndarray, film: Film, spacing: float, params: Se
         thr_at = _thr_at
 
     labels[box], kinds, rejected = _label_and_classify_box(
-        mask[box], film, spacing, params, crop(bone_band), crop(flat), thr_at)
+        mask[box], film, spacing, params, crop(bone_band), crop(flat), thr_at, bone_axis)
     return labels, kinds, rejected
 
 
 def _label_and_classify_box(mask: np.ndarray, film: Film, spacing: float, params: SegmentParams,
                             bone_band: np.ndarray | None = None, flat: np.ndarray | None = None,
                             thr_at: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+                            bone_axis: float | None = None,
                             ) -> tuple[np.ndarray, tuple[LesionKind, ...], int]:
     """Label (8-connectivity), drop small components and cortical ridges, classify.
 
@@ -1533,7 +1561,9 @@ def _label_and_classify_box(mask: np.ndarray, film: Film, spacing: float, params
     ``ridge_max_width_mm`` anywhere; on bone (mostly inside ``bone_band``) any component at
     least ``ridge_min_elongation`` times longer than wide lying mostly within
     ``cortex_band_mm`` of the bone outline (cortex fragments), unless its 90th-percentile
-    contrast reaches ``ridge_keep_factor`` × its local threshold (a plaque along the cortex).
+    contrast reaches ``ridge_keep_factor`` × its local threshold, or it is at least
+    ``ridge_keep_min_mm2``, its median contrast reaches its local threshold and it runs within
+    ``ridge_keep_max_angle_deg`` of ``bone_axis`` (a plaque along the cortex).
     """
     sp = film.spacing_mm if film.spacing_mm is not None else (spacing, spacing)
     pixel_area = sp[0] * sp[1]
@@ -1552,7 +1582,7 @@ def _label_and_classify_box(mask: np.ndarray, film: Film, spacing: float, params
     for rp in skmeasure.regionprops(labels):
         if not keep[rp.label]:
             continue
-        major, minor, _ = axes_mm(rp.coords, sp)
+        major, minor, orientation = axes_mm(rp.coords, sp)
         area_mm2 = rp.area * pixel_area
         # Cortical edges: far longer than any plaque, and thin.
         if major >= params.ridge_min_length_mm and area_mm2 / major <= params.ridge_max_width_mm:
@@ -1561,7 +1591,8 @@ def _label_and_classify_box(mask: np.ndarray, film: Film, spacing: float, params
         if bone_band is not None:
             on_band = bone_band[rp.coords[:, 0], rp.coords[:, 1]].mean() >= 0.5
             if (on_band and major >= params.ridge_min_elongation * max(minor, 1e-9)
-                    and not _reaches(rp.coords, flat, thr_at, params.ridge_keep_factor)):
+                    and not _reaches(rp.coords, flat, thr_at, params.ridge_keep_factor)
+                    and not _solid_along_bone(rp.coords, area_mm2, orientation, flat, thr_at, bone_axis, params)):
                 rejected += 1
                 continue
             # Along the bone outline (cortex, metaphyseal flare) a lesion must stand out

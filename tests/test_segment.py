@@ -281,6 +281,10 @@ def test_params_validation_and_toml_mapping() -> None:
         SegmentParams(method=ThresholdMethod.FIXED)
     with pytest.raises(ParameterError, match="low_ratio"):
         SegmentParams(low_ratio=2.0)
+    with pytest.raises(ParameterError, match="ridge_keep_max_angle_deg"):
+        SegmentParams(ridge_keep_max_angle_deg=120.0)
+    with pytest.raises(ParameterError, match="ridge_keep_min_mm2"):
+        SegmentParams(ridge_keep_min_mm2=-1.0)
     p = params_from_mapping(SegmentParams, {"method": "otsu", "min_area_mm2": 2, "k_sigma": 5},
                             section="segment")
     assert p.method is ThresholdMethod.OTSU and p.min_area_mm2 == 2.0
@@ -428,3 +432,39 @@ def test_strong_elongated_component_on_cortex_band_is_kept(spacing: float) -> No
     labels, kinds, rejected = _seg._label_and_classify_box(
         mask, film, spacing, SegmentParams(ridge_keep_factor=0.0), band, flat, thr_at)
     assert rejected == 2 and not labels.any()
+
+
+@pytest.mark.parametrize("spacing", [0.1, 0.2])
+def test_solid_component_along_the_bone_axis_on_cortex_band_is_kept(spacing: float) -> None:
+    n = int(round(40 / spacing))
+    mm = lambda v: int(round(v / spacing))  # noqa: E731
+    mask = np.zeros((n, n), bool)
+    flat = np.zeros((n, n), np.float32)
+    along = (slice(mm(5), mm(25)), slice(mm(10), mm(12)))   # 20 x 2 mm along the bone (rows)
+    across = (slice(mm(30), mm(32)), slice(mm(5), mm(25)))  # the same across it (a joint line)
+    small = (slice(mm(5), mm(11)), slice(mm(30), mm(31.5)))  # 6 x 1.5 mm = 9 mm² < 15
+    faint = (slice(mm(5), mm(25)), slice(mm(25), mm(27)))   # along, median under the threshold
+    for sl, value in ((along, 20.0), (across, 20.0), (small, 20.0), (faint, 8.0)):
+        mask[sl] = True
+        flat[sl] = value
+    band = np.ones((n, n), bool)
+
+    def thr_at(rr: np.ndarray, cc: np.ndarray) -> np.ndarray:
+        return np.full(rr.shape, 10.0)
+
+    film = _film(np.zeros((n, n)), spacing)
+    # bone axis along the rows (pi/2 in axes_mm's convention); 20 < ridge_keep_factor x 10
+    labels, kinds, rejected = _seg._label_and_classify_box(
+        mask, film, spacing, SegmentParams(), band, flat, thr_at, math.pi / 2)
+    assert rejected == 3 and len(kinds) == 1
+    kept = np.zeros_like(mask)
+    kept[along] = True
+    assert np.array_equal(labels > 0, kept)
+    # a bone axis 20 degrees off still keeps it (limit 30); 40 degrees off does not
+    for angle, n_kept in ((math.pi / 2 + math.radians(20), 1), (math.pi / 2 + math.radians(40), 0)):
+        _, kinds, _ = _seg._label_and_classify_box(mask, film, spacing, SegmentParams(), band, flat, thr_at, angle)
+        assert len(kinds) == n_kept
+    # disabled, or no bone axis: all four go
+    for params, axis in ((SegmentParams(ridge_keep_min_mm2=0.0), math.pi / 2), (SegmentParams(), None)):
+        labels, kinds, rejected = _seg._label_and_classify_box(mask, film, spacing, params, band, flat, thr_at, axis)
+        assert rejected == 4 and not labels.any()
