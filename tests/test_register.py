@@ -10,7 +10,7 @@ import pytest
 from calcimage.compare import CompareParams, TransformKind
 from calcimage.errors import IncompatibleFilmsError, RegistrationError
 from calcimage.film import Film, SpacingSource
-from calcimage.register import register
+from calcimage.register import _CHANGED_GROW_MM, _CHANGED_MIN_AREA_MM2, _reject_changed_objects, register
 
 # Scene: a limb along the rows with two bones, a flared end, soft-tissue texture and a few
 # calcified blobs, defined in world mm so any film of it can be rendered exactly.
@@ -197,6 +197,56 @@ def test_limb_without_bone_anchored_by_lesions() -> None:
     assert reg.scale == pytest.approx(1.02, rel=3e-3)
 
 
+@pytest.mark.parametrize("spacing_mm", [1.0, 0.5])
+def test_changed_object_is_dropped_whole(spacing_mm: float) -> None:
+    # A changed lesion rejects a large connected patch of pixels; its rim pixels that happen to
+    # match keep some weight and would pull the fit, so the whole patch, grown by 2 mm, gets weight
+    # 0. Texture and noise reject specks: a patch under 20 mm² keeps its per-pixel weights.
+    assert (_CHANGED_GROW_MM, _CHANGED_MIN_AREA_MM2) == (2.0, 20.0)  # the figures below assume them
+    px = lambda mm: int(round(mm / spacing_mm))  # noqa: E731
+    shape = (px(40.0), px(50.0))
+    grid = np.ones(shape)
+    grid[px(10):px(16), px(10):px(16)] = 0.2  # 36 mm² rejected: a changed lesion
+    grid[px(10):px(16), px(16):px(18)] = 0.9  # its rim, nearly matching: within 2 mm
+    grid[px(25):px(29), px(30):px(34)] = 0.3  # 16 mm² rejected: texture, kept as it is
+    grid[px(5), px(40)] = 0.8
+    inside = np.ones(shape, bool)
+    inside[:, 0] = False  # pixels outside the overlap are not passed
+    idx = np.flatnonzero(inside)
+    out = np.full(shape, np.nan)
+    out.ravel()[idx] = _reject_changed_objects(grid.ravel()[idx], idx, shape, (spacing_mm, spacing_mm))
+    grow = px(2.0)
+    box = (slice(px(10) - grow, px(16) + grow), slice(px(10) - grow, px(16) + grow))
+    assert np.all(out[px(10):px(16), px(10):px(18)] == 0.0)  # the patch and its 2 mm rim
+    assert np.all(out[px(10):px(16), px(10) - grow:px(16) + grow] == 0.0)  # 2 mm either side ...
+    assert np.all(out[px(10) - grow:px(16) + grow, px(10):px(16)] == 0.0)  # ... along both axes
+    assert np.all(out[px(10):px(16), px(16) + grow] == 1.0)  # and not a pixel further
+    assert np.all(out[px(10) - grow - 1, px(10):px(16)] == 1.0)
+    rest = np.ones(shape, bool)
+    rest[box] = False
+    rest[:, 0] = False
+    assert np.array_equal(out[rest], grid[rest])  # everything else exactly as it was
+    assert np.all(out[px(25):px(29), px(30):px(34)] == 0.3)
+    assert out[px(5), px(40)] == 0.8
+    assert np.isnan(out[:, 0]).all()
+
+
+@pytest.mark.parametrize("spacing_mm", [1.0, 0.5])
+def test_changed_object_area_threshold(spacing_mm: float) -> None:
+    # 20 mm² rejected is a changed object (grown, zeroed); one pixel less is not (kept as is).
+    shape = (int(round(30 / spacing_mm)),) * 2
+    idx = np.arange(shape[0] * shape[1])
+    side = (int(round(4 / spacing_mm)), int(round(5 / spacing_mm)))  # 4 x 5 mm = 20 mm²
+    grid = np.ones(shape)
+    grid[10:10 + side[0], 10:10 + side[1]] = 0.4
+    out = _reject_changed_objects(grid.ravel(), idx, shape, (spacing_mm, spacing_mm)).reshape(shape)
+    assert np.count_nonzero(out == 0.0) > side[0] * side[1]
+    assert np.all(out[10:10 + side[0], 10:10 + side[1]] == 0.0)
+    grid[10, 10] = 1.0  # one pixel less
+    out = _reject_changed_objects(grid.ravel(), idx, shape, (spacing_mm, spacing_mm)).reshape(shape)
+    assert np.array_equal(out, grid)
+
+
 def test_masks_exclude_what_differs(base_film: Film) -> None:
     # A bright frame (collimation) in a different place on the follow-up: masked out, it is ignored.
     pose = _pose(1.0, 1.0, (6.0, 0.0))
@@ -327,7 +377,12 @@ def test_real_hip_film_with_known_motion(real_dir) -> None:
 # the limb (2.75 mm and 0.98 mm at the lesions). Before excluded areas were grown by a margin,
 # 190 slid 2.40 mm (the penumbra of its truth collimation mask pulled). With the margin but the
 # biweight (then c = 4.685) on every pyramid level, 106 (one bone, every lesion grown) slid 1.12 mm.
+# With per-pixel biweights only, 142 (every lesion grown 2.2x) slid 0.83 mm: the parts of the grown
+# lesions' rims that matched after the slide kept their weight (now 0.21 mm, changed lesions are
+# dropped whole; at 0.2 mm 0.91 -> 0.38).
 @pytest.mark.parametrize(("seed", "spacing_mm", "n_bones", "followup", "limit_mm"), [
+    (142, 0.25, 0, dict(rotation_deg=3.53, translation_mm=(9.45, 0.33), magnification=1.0069, exposure=1.06,
+                        area_factor=2.2, n_new=1), 0.5),
     (118, 0.25, 0, dict(rotation_deg=2.30, translation_mm=(-8.76, 3.14), magnification=1.0074, exposure=0.81,
                         area_factor=2.2, n_new=1), 0.5),
     (167, 0.2, 0, dict(rotation_deg=-0.33, translation_mm=(0.25, -3.97), magnification=0.9835, exposure=0.79,
