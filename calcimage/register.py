@@ -32,7 +32,8 @@ change little and anchor the fit (a limb without bone has little else along its 
 Robustness: on the finest level only, the ECC is iteratively reweighted (Tukey biweight on the
 normalised residual), so a lesion that grew, shrank, appeared or resolved loses its say there —
 as a whole (``_reject_changed_objects``): the bits of a grown lesion's rim that match after a
-shift keep no weight, so they cannot pull a limb along its axis. The coarser levels are plain least squares: blurred, a grown lesion still overlaps its former
+shift keep no weight, so they cannot pull a limb along its axis. The coarser levels are plain
+least squares: blurred, a grown lesion still overlaps its former
 self and its centre anchors the fit along a limb, whereas the biweight — its spread set by
 the many flat pixels — dropped every changed lesion and left a tube of a limb free to slide
 along its axis (development pair 106: 2.4 mm at the lesions).
