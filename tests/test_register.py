@@ -10,7 +10,18 @@ import pytest
 from calcimage.compare import CompareParams, TransformKind
 from calcimage.errors import IncompatibleFilmsError, RegistrationError
 from calcimage.film import Film, SpacingSource
-from calcimage.register import _CHANGED_GROW_MM, _CHANGED_MIN_AREA_MM2, _reject_changed_objects, register
+from calcimage.register import (
+    _CHANGED_GROW_MM,
+    _CHANGED_MIN_AREA_MM2,
+    _MAX_AFFINE_DEPARTURE,
+    _MAX_STEP_PX,
+    _departure_from_similarity,
+    _ecc,
+    _level,
+    _max_motion_mm,
+    _reject_changed_objects,
+    register,
+)
 
 # Scene: a limb along the rows with two bones, a flared end, soft-tissue texture and a few
 # calcified blobs, defined in world mm so any film of it can be rendered exactly.
@@ -434,3 +445,103 @@ def test_long_narrow_field_with_collimation_missed_by_the_mask() -> None:
     assert float(np.hypot(est_r - true_rc[0], est_c - true_rc[1]).max()) * 0.3 < 0.5
     assert reg.quality > 0.9
     assert reg.scale == pytest.approx(1.02, rel=3e-3)
+
+
+def test_phantom_pair_in_reverse_order() -> None:
+    # Development pair 128 (0.1 mm, two bones, lesions grown 1.6x) with the films swapped: the
+    # follow-up as the reference. At 4 mm a start 45 mm off along the limb correlated better
+    # (0.96) than the right one (0.91) and was the only one refined: refused ("refinement at
+    # 1.0 mm failed", magnification 0.603). Every distinct start is now refined and ranked on
+    # the finest level: 0.09 mm, as forward (0.11 mm); the limit leaves twice that.
+    from calcimage.phantom import ChangeMode, FollowupParams, PhantomParams, make_followup, make_phantom
+
+    base = make_phantom(128, PhantomParams(rows=1500, cols=1200, spacing_mm=0.1, n_bones=2, fraction_over_bone=0.25))
+    follow = make_followup(base, 128 + 50_000, FollowupParams(
+        change=ChangeMode.EVOLVE, rotation_deg=3.434, translation_mm=(8.464, 9.353), magnification=1.0058,
+        exposure=1.10, area_factor=1.6, n_new=1))
+
+    def usable(truth) -> np.ndarray:
+        return ~(np.asarray(truth.masks["collimation"], bool) | np.asarray(truth.masks["marker"], bool))
+
+    reverse = register(follow.film, base.film, base_mask=usable(follow.truth), follow_mask=usable(base.truth))
+    forward = register(base.film, follow.film, base_mask=usable(base.truth), follow_mask=usable(follow.truth))
+    cen = np.array(follow.truth.centroids, dtype=np.float64).reshape(-1, 2)
+    t = np.asarray(follow.truth.transform, dtype=np.float64)
+    true_rc = t[:, :2] @ cen.T + t[:, 2:3]  # the follow-up's lesions on the baseline
+    back_r, back_c = reverse.map_points(true_rc[0], true_rc[1])
+    assert float(np.hypot(back_r - cen[:, 0], back_c - cen[:, 1]).max()) * 0.1 < 0.2
+    # The two directions agree: forward then reverse returns each lesion to itself.
+    fr, fc = forward.map_points(cen[:, 0], cen[:, 1])
+    rr, rc = reverse.map_points(fr, fc)
+    assert float(np.hypot(rr - cen[:, 0], rc - cen[:, 1]).max()) * 0.1 < 0.2
+    assert reverse.scale * forward.scale == pytest.approx(1.0, abs=2e-3)
+
+
+def test_ecc_step_is_bounded(base_film: Film) -> None:
+    # Far from the optimum the Gauss-Newton step of the ECC can jump anywhere (development
+    # pair 147 swapped: scale 1.0 -> 0.83 in one step, then no overlap). One iteration from a
+    # start 12 mm off moves no point of the grid by more than _MAX_STEP_PX pixels (the bound is
+    # on |dt| + half diagonal x |d(a, b)|; the grid corners sit half a pixel beyond the half
+    # diagonal, hence the 1 % slack), and the bound is what stops it: unbounded, it moves more.
+    follow = _film(BASE_SHAPE, 0.5, _pose(0.0, 1.0, (12.0, -9.0)))
+    t = _level(base_film.pixels, (0.5, 0.5), 4.0, None)
+    f = _level(follow.pixels, (0.5, 0.5), 4.0, None)
+    w, _ = _ecc(t, f, np.eye(3), TransformKind.SIMILARITY, 1, 0.25, robust=False)
+    limit = _MAX_STEP_PX * 4.0
+    assert _max_motion_mm(w, np.eye(3), t) <= 1.01 * limit
+    import calcimage.register as register_module
+
+    original = register_module._MAX_STEP_PX
+    register_module._MAX_STEP_PX = 1e9
+    try:
+        w_free, _ = _ecc(t, f, np.eye(3), TransformKind.SIMILARITY, 1, 0.25, robust=False)
+    finally:
+        register_module._MAX_STEP_PX = original
+    assert _max_motion_mm(w_free, np.eye(3), t) > 1.01 * limit
+
+
+def test_departure_from_similarity() -> None:
+    a = math.radians(10.0)
+    sim = np.array([[1.03 * math.cos(a), -1.03 * math.sin(a), 5.0], [1.03 * math.sin(a), 1.03 * math.cos(a), -2.0], [0, 0, 1]])
+    assert _departure_from_similarity(sim) == pytest.approx(0.0, abs=1e-12)
+    # rows x 1.1: nearest similarity scale 1.05, remainder diag(0.05, -0.05)
+    assert _departure_from_similarity(np.diag([1.1, 1.0, 1.0])) == pytest.approx(0.05 / 1.05, rel=1e-12)
+    # shear 0.1: nearest similarity (1, -0.05 rotation), remainder [[0, .05], [.05, 0]]
+    shear = np.array([[1.0, 0.1, 0.0], [0.0, 1.0, 0.0], [0, 0, 1]])
+    assert _departure_from_similarity(shear) == pytest.approx(0.05 / math.hypot(1.0, 0.05), rel=1e-12)
+
+
+def test_affine_small_stretch_kept(base_film: Film) -> None:
+    # A 1 % stretch of the rows: the affine removes most of the similarity's misfit and is kept.
+    pose = np.array([[1 / 1.01, 0.0, 4.0], [0.0, 1.0, -3.0]])
+    follow = _film(BASE_SHAPE, 0.5, pose)
+    reg = register(base_film, follow, params=CompareParams(transform=TransformKind.AFFINE))
+    assert reg.transform is TransformKind.AFFINE
+    assert "similarity kept" not in reg.method
+    assert _max_error_mm(reg.matrix, _true_px_matrix(pose, 0.5, 0.5), BASE_SHAPE, 0.5) < 0.1
+
+
+def test_affine_without_support_keeps_the_similarity(base_film: Film) -> None:
+    # The films differ by a similarity and by changed lesions only: the affine's extra freedom
+    # can only absorb the changes (development pairs: lesions moved up to 1.35 mm, and from the
+    # coarse levels 50 mm), so the similarity is kept, exactly, and recorded as such.
+    changed = [(r, c, rad * 1.6) for r, c, rad in _BLOBS[1:]] + [(60.0, 60.0, 3.0), (150.0, 100.0, 4.0)]
+    pose = _pose(2.5, 0.98, (-5.0, 3.0))
+    follow = _film(BASE_SHAPE, 0.5, pose, blobs=changed, gain=1.3)
+    affine = register(base_film, follow, params=CompareParams(transform=TransformKind.AFFINE))
+    similarity = register(base_film, follow)
+    assert affine.transform is TransformKind.SIMILARITY
+    assert affine.method.endswith("affine requested but not supported by the films: similarity kept")
+    assert np.array_equal(affine.matrix, similarity.matrix)
+    assert _max_error_mm(affine.matrix, _true_px_matrix(pose, 0.5, 0.5), BASE_SHAPE, 0.5) < 0.5
+
+
+def test_implausible_affine_refused(base_film: Film) -> None:
+    # Rows stretched 30 %: the affine fits it (departure 0.15 / 1.15 = 13 %), which is more
+    # than one limb on two films can show (_MAX_AFFINE_DEPARTURE, 10 %): refused in one line.
+    pose = np.array([[1 / 1.3, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    follow = _film(BASE_SHAPE, 0.5, pose)
+    with pytest.raises(RegistrationError, match=r"^films do not align: the affine fit has 13% shear or stretch "
+                                                r"\(limit 10%\), implausible for one limb; try transform = similarity$"):
+        register(base_film, follow, params=CompareParams(transform=TransformKind.AFFINE))
+    assert _MAX_AFFINE_DEPARTURE == 0.10
