@@ -8,18 +8,28 @@ scale is the physical magnification. On each grid the image is replaced by its s
 gradient magnitude: edges (skin line, bone cortex, soft-tissue planes) survive exposure
 changes, while the global exposure level and the heel-effect ramp do not matter.
 
-The transform (similarity by default, or affine) is fitted by the enhanced correlation
-coefficient (ECC, Evangelidis & Psarakis 2008) — a Gauss–Newton maximisation of the
-normalised correlation that is invariant to gain and offset — computed over the baseline's
-mask and the warped follow-up's mask. OpenCV's ``findTransformECC`` has no similarity model
+The similarity transform is fitted by the enhanced correlation coefficient (ECC, Evangelidis
+& Psarakis 2008) — a Gauss–Newton maximisation of the normalised correlation that is
+invariant to gain and offset — computed over the baseline's mask and the warped follow-up's
+mask. OpenCV's ``findTransformECC`` has no similarity model
 and takes no template mask, so the few lines of the ECC update are written here over
-OpenCV warps and gradients.
+OpenCV warps and gradients. Each Gauss-Newton step is shortened to move no point of the grid
+by more than ``_MAX_STEP_PX`` pixels: from a start a few mm off along a limb the full step
+could jump to scale 0.83 and lose the overlap (development pair 147 with the films swapped).
+
+``transform = "affine"``: the converged similarity is refined on the finest level with shear
+and anisotropic scale, and the affine is kept only when it fits clearly better
+(``_affine_from``); otherwise the similarity is returned and recorded as such. Along a limb a
+shear that slides each column along the axis leaves every skin line in place, so an affine
+fitted down the whole pyramid drifted (development pair 119: 50 mm off, quality 0.82).
 
 Large motion: the coarsest level is started from the identity and from the best few of a
 global search — rotations every 2° up to ±12°, each with the translation found by phase
-correlation (``cv2.phaseCorrelate``) — and the best-correlating fit is refined down the
-pyramid. (Feature matching with ORB and RANSAC was tried first: the smooth gradients of a limb
-film give too few repeatable corners for it.)
+correlation (``cv2.phaseCorrelate``). Every start that converges somewhere else on that level
+is refined down the pyramid, and the best on the finest level is kept: at 4 mm a fit 45 mm
+off along a limb can correlate better than the right one (development pair 128 with the
+films swapped). (Feature matching with ORB and RANSAC was tried first: the smooth gradients
+of a limb film give too few repeatable corners for it.)
 
 Masks: excluded areas (collimation, markers) are first grown by ``_EXCLUSION_MARGIN_MM``
 (a mask drawn exactly on a collimator blade leaves its penumbra in the kept pixels), then
