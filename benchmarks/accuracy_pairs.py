@@ -221,13 +221,11 @@ def matching_score(rows: Any, base_truth: Any, follow_truth: Any) -> tuple[int, 
     paired = {(b_id[r.baseline_id], f_id[r.followup_id]) for r in rows
               if r.baseline_id is not None and r.followup_id is not None}
     # Paired measurement: a lesion labelled on one film only but found at its place on the other
-    # (relation "unlabelled"), or counted unchanged there ("unconfirmed"), is claimed present
-    # on both.
-    both = ("unlabelled", "unconfirmed")
-    unl = [r for r in rows if r.relation.value in both]
+    # (relation "unlabelled") is claimed present on both.
+    unl = [r for r in rows if r.relation.value == "unlabelled"]
     found = {b_id[r.baseline_id] for r in unl if r.followup_id is None} | {f_id[r.followup_id] for r in unl if r.baseline_id is None}
-    resolved = {b_id[r.baseline_id] for r in rows if r.followup_id is None and r.relation.value not in both}
-    new = {f_id[r.followup_id] for r in rows if r.baseline_id is None and r.relation.value not in both}
+    resolved = {b_id[r.baseline_id] for r in rows if r.followup_id is None and r.relation.value != "unlabelled"}
+    new = {f_id[r.followup_id] for r in rows if r.baseline_id is None and r.relation.value != "unlabelled"}
     ids_b, ids_f = set(b_id.values()), set(f_id.values())
     correct = (sum((i, i) in paired or i in found for i in ids_b & ids_f) + len(resolved & (ids_b - ids_f))
                + len(new & (ids_f - ids_b)))

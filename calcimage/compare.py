@@ -84,9 +84,6 @@ class Relation(str, enum.Enum):
     #: measurement): its area there is its segmented area times the ratio of segmentation's
     #: edge rule measured on the two films.
     UNLABELLED = "unlabelled"
-    #: Labelled on one film only, and too faint on that film for paired measurement to judge
-    #: the other (``paired_unconfirmed_stable``): counted unchanged, at its own area on both.
-    UNCONFIRMED = "unconfirmed"
 
 
 class TransformKind(str, enum.Enum):
@@ -158,12 +155,6 @@ class CompareParams:
     paired_ring_mm
         Width of the ring beyond the margin the local background and noise come from (at
         least twice the footprint's size).
-    paired_unconfirmed_stable
-        A lesion labelled on one film only whose mean contrast on that film stays under
-        ``paired_min_sigma`` (segmentation labelled a speck of texture or a fragment of
-        anatomy, or a lesion at the limit of detection) cannot be looked for on the other film:
-        with true it counts as unchanged (relation ``unconfirmed``, its own area on both
-        films); with false it counts as new or resolved.
     """
 
     progression_pct: float = 25.0
@@ -187,7 +178,6 @@ class CompareParams:
     paired_margin_mm: float = 1.0
     paired_ring_mm: float = 3.0
     paired_grow_mm: float = 4.0
-    paired_unconfirmed_stable: bool = True
 
     def __post_init__(self) -> None:
         require_positive("progression_pct", self.progression_pct, allow_zero=True)
@@ -218,8 +208,6 @@ class CompareParams:
         require(isinstance(self.allow_different_views, bool), "allow_different_views",
                 self.allow_different_views, "true or false")
         require(isinstance(self.paired, bool), "paired", self.paired, "true or false")
-        require(isinstance(self.paired_unconfirmed_stable, bool), "paired_unconfirmed_stable",
-                self.paired_unconfirmed_stable, "true or false")
         require_positive("paired_min_sigma", self.paired_min_sigma)
         require_range("paired_min_fraction", self.paired_min_fraction, 0.0, 1.0)
         require_range("paired_anatomy_fraction", self.paired_anatomy_fraction, 0.0, 1.0)
@@ -489,32 +477,25 @@ def _row_lesions(r: LesionChange, base: Measurement, follow: Measurement) -> tup
 
 
 def _paired_totals(rows: tuple[LesionChange, ...], base: Measurement, follow: Measurement,
-                   region: str | None, scale2: float
-                   ) -> tuple[float, float, float, float, int, int, float, float, int, int]:
+                   region: str | None, scale2: float) -> tuple[float, float, float, float, int, int, float, float]:
     """Totals of a paired comparison from its rows (baseline area, follow-up raw area, their
     burdens, then the counts and areas of lesions found on a film where that film's
-    segmentation had no label: baseline, follow-up (raw); then the counts of unconfirmed
-    lesions labelled on the baseline and on the follow-up).
+    segmentation had no label: baseline, follow-up (raw)).
 
     The baseline total stays the baseline's segmented total (the change is relative to it,
     as its summary says): a follow-up lesion found unlabelled on the baseline adds only its
     change (follow-up − baseline) to the follow-up total. A baseline lesion found unlabelled
     on the follow-up adds its area found there to the follow-up total. A row belongs to the
     region of its baseline lesion (its follow-up lesion when there is none); burdens take
-    each side's density grade (the other side's when the lesion is unlabelled there). An
-    unconfirmed lesion counts at its own area on both films, so adds no change."""
+    each side's density grade (the other side's when the lesion is unlabelled there)."""
     ab = af = bb = bf = xb = xf = 0.0
-    xnb = xnf = unb = unf = 0
+    xnb = xnf = 0
     for r in rows:
         lb, lf = _row_lesions(r, base, follow)
         own = lb if lb is not None else lf
         if region is not None and own.region != region:
             continue
         a_b, a_f = r.area_baseline_mm2 or 0.0, r.area_followup_raw_mm2 or 0.0
-        if r.relation is Relation.UNCONFIRMED:
-            unb, unf = unb + (lb is not None), unf + (lb is None)
-            if lb is None:  # the baseline's total stays its own; no change to add
-                continue
         if r.relation is Relation.UNLABELLED and lb is None:
             # Found on the baseline, which did not label it: the baseline's total stays its
             # own (the reference of the change), the follow-up counts only the change.
@@ -530,7 +511,7 @@ def _paired_totals(rows: tuple[LesionChange, ...], base: Measurement, follow: Me
         if r.relation is Relation.UNLABELLED:
             xf += a_f
             xnf += 1
-    return ab, af, bb, bf, xnb, xnf, xb, xf, unb, unf
+    return ab, af, bb, bf, xnb, xnf, xb, xf
 
 
 def _change_figures(base: Measurement, follow: Measurement, scale2: float,
@@ -539,11 +520,11 @@ def _change_figures(base: Measurement, follow: Measurement, scale2: float,
     # lesions found unlabelled are counted apart.
     nb, nf = _count(base, region), _count(follow, region)
     if rows is not None:
-        ab, af_raw, bb, bf_raw, xnb, xnf, xab, xaf, unb, unf = _paired_totals(rows, base, follow, region, scale2)
+        ab, af_raw, bb, bf_raw, xnb, xnf, xab, xaf = _paired_totals(rows, base, follow, region, scale2)
     else:
         ab, af_raw = _area(base, region), _area(follow, region)
         bb, bf_raw = _burden(base, region), _burden(follow, region)
-        xnb = xnf = unb = unf = 0
+        xnb = xnf = 0
         xab = xaf = 0.0
     af = af_raw / scale2
     bf = bf_raw / scale2
@@ -568,9 +549,6 @@ def _change_figures(base: Measurement, follow: Measurement, scale2: float,
         "unlabelled_area_followup_mm2": xaf / scale2,
         "unlabelled_count_baseline": xnb,
         "unlabelled_count_followup": xnf,
-        # lesions labelled on one film only, too faint there to be judged: counted unchanged
-        "unconfirmed_count_baseline": unb,
-        "unconfirmed_count_followup": unf,
     }
 
 

@@ -21,7 +21,7 @@ import logging
 import math
 from dataclasses import dataclass
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import cv2
 import numpy as np
@@ -487,17 +487,10 @@ def _area_mm2(m: Measurement, area_px: int) -> float:
     return float(area_px * sp[0] * sp[1])
 
 
-class _Paired(NamedTuple):
-    signal_sigma: float  # mean contrast at the mapped footprint on the other film, in sigmas
-    area_mm2: float  # area on the other film (its own grid); 0: not found there
-    unconfirmed: bool = False  # too faint on its own film to be judged on the other
-
-
 def _paired_area(source: Measurement, lesion_id: int, target: Measurement, matrix: np.ndarray,
-                 params: CompareParams, boxes: list[Any]) -> _Paired:
-    """Lesion ``lesion_id`` of ``source`` looked for on ``target``: the signal there (in
-    sigmas), its area there in mm² on ``target``'s own grid (0 when no lesion is found), and
-    whether it is unconfirmed.
+                 params: CompareParams, boxes: list[Any]) -> tuple[float, float]:
+    """(signal in sigmas, area in mm² on ``target``'s own grid) of lesion ``lesion_id`` of
+    ``source`` looked for on ``target``; the area is 0 when no lesion is found there.
 
     Found means: the mean contrast over the mapped footprint is significant
     (``paired_min_sigma``) and at least ``paired_min_fraction`` of the same measurement on the
@@ -509,36 +502,29 @@ def _paired_area(source: Measurement, lesion_id: int, target: Measurement, matri
     the rule's area on ``target`` over the rule's area on the lesion's own film. So a lesion
     that segmentation found only in part keeps that part's share on both films, and what the
     rule adds beyond segmentation (blur, the edge level, the rest of a plaque) cancels. When
-    the rule grew beyond the margin on one film only, the other is measured grown too.
-
-    A lesion the rule cannot see on its own film (below ``paired_min_sigma`` there) has no
-    such ratio, and what the other film shows at its place says nothing about it: it is
-    unconfirmed (``paired_unconfirmed_stable``), or not paired."""
+    the rule grew beyond the margin on one film only, the other is measured grown too. A
+    lesion the rule cannot see on its own film (below ``paired_min_sigma`` there) has no
+    such ratio and is not paired."""
     fp_there = [footprint(source, (lesion_id,), matrix, boxes)]
     fp_here = [footprint(source, (lesion_id,), _IDENTITY, boxes)]
     there = measure_at(fp_there, target, params)
-    here = measure_at(fp_here, source, params, (lesion_id,))
-    if here.signal_sigma < params.paired_min_sigma:
-        # Unconfirmed only where both places could be measured (a ring with texture or noise
-        # on its own film, the place inside the other film); otherwise it stays unpaired.
-        return _Paired(there.signal_sigma, 0.0,
-                       params.paired_unconfirmed_stable and here.ring_sigma > 0 and there.footprint_px > 0)
     if there.signal_sigma < params.paired_min_sigma or there.area_px == 0:
-        return _Paired(there.signal_sigma, 0.0)
+        return there.signal_sigma, 0.0
+    here = measure_at(fp_here, source, params, (lesion_id,))
     # No brighter than the anatomy running through the ring (a cortex under the footprint):
     # the place must look much as it did on the lesion's own film.
     need = params.paired_min_fraction if there.mean_contrast > there.ring_high else params.paired_anatomy_fraction
-    if there.mean_contrast < need * here.mean_contrast:
-        return _Paired(there.signal_sigma, 0.0)
+    if there.mean_contrast < need * here.mean_contrast or here.signal_sigma < params.paired_min_sigma:
+        return there.signal_sigma, 0.0
     if here.grew != there.grew:  # one rule on both films: both grown beyond the margin
         if here.grew:
             there = measure_at(fp_there, target, params, force_grow=True)
         else:
             here = measure_at(fp_here, source, params, (lesion_id,), force_grow=True)
     if here.area_px == 0 or there.area_px == 0:
-        return _Paired(there.signal_sigma, 0.0)
+        return there.signal_sigma, 0.0
     seg_area = float(source.lesions[lesion_id - 1].area_mm2 or 0.0)
-    return _Paired(there.signal_sigma, seg_area * _area_mm2(target, there.area_px) / _area_mm2(source, here.area_px))
+    return there.signal_sigma, seg_area * _area_mm2(target, there.area_px) / _area_mm2(source, here.area_px)
 
 
 def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
@@ -609,44 +595,39 @@ def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
             for i in g.baseline_ids:
                 outside = bool(outside_follow[i - 1])
                 found = None if outside or not params.paired else _paired_area(base, i, follow, to_follow, params, boxes_b)
-                if found is not None and (found.area_mm2 > 0.0 or found.unconfirmed):
-                    # found there (its area measured), or unconfirmed (its own area there too)
-                    raw = found.area_mm2 if not found.unconfirmed else area_b[i] * scale2
+                if found is not None and found[1] > 0.0:
+                    sigma, raw = found
                     af = raw / scale2
                     rows.append(LesionChange(
                         baseline_id=i, followup_id=None, area_baseline_mm2=area_b[i], area_followup_mm2=af,
-                        area_followup_raw_mm2=raw, group=g_index,
-                        relation=Relation.UNCONFIRMED if found.unconfirmed else Relation.UNLABELLED,
+                        area_followup_raw_mm2=raw, group=g_index, relation=Relation.UNLABELLED,
                         group_area_baseline_mm2=area_b[i], group_area_followup_mm2=af,
                         change_pct=100.0 * (af - area_b[i]) / area_b[i] if area_b[i] > 0 else None,
-                        status=lesion_status(area_b[i], af, params), other_film_signal_sigma=found.signal_sigma))
+                        status=lesion_status(area_b[i], af, params), other_film_signal_sigma=sigma))
                     continue
                 rows.append(LesionChange(baseline_id=i, followup_id=None, area_baseline_mm2=area_b[i],
                                          area_followup_mm2=0.0, area_followup_raw_mm2=0.0,
                                          outside_other_field=outside,
-                                         other_film_signal_sigma=None if found is None else found.signal_sigma,
-                                         **common))
+                                         other_film_signal_sigma=None if found is None else found[0], **common))
             continue
         if g.relation is Relation.NEW:
             for j in g.followup_ids:
                 outside = bool(outside_base[j - 1])
                 found = None if outside or not params.paired else _paired_area(follow, j, base, reg.matrix, params, boxes_f)
                 af = area_f_raw[j] / scale2
-                if found is not None and (found.area_mm2 > 0.0 or found.unconfirmed):
-                    ab = found.area_mm2 if not found.unconfirmed else af
+                if found is not None and found[1] > 0.0:
+                    sigma, ab = found
                     rows.append(LesionChange(
                         baseline_id=None, followup_id=j, area_baseline_mm2=ab, area_followup_mm2=af,
-                        area_followup_raw_mm2=area_f_raw[j], group=g_index,
-                        relation=Relation.UNCONFIRMED if found.unconfirmed else Relation.UNLABELLED,
+                        area_followup_raw_mm2=area_f_raw[j], group=g_index, relation=Relation.UNLABELLED,
                         group_area_baseline_mm2=ab, group_area_followup_mm2=af,
-                        change_pct=100.0 * (af - ab) / ab if ab > 0 else None, status=lesion_status(ab, af, params),
-                        other_film_signal_sigma=found.signal_sigma))
+                        change_pct=100.0 * (af - ab) / ab, status=lesion_status(ab, af, params),
+                        other_film_signal_sigma=sigma))
                     continue
                 rows.append(LesionChange(baseline_id=None, followup_id=j, area_baseline_mm2=0.0,
                                          area_followup_mm2=af, area_followup_raw_mm2=area_f_raw[j],
                                          outside_other_field=outside,
-                                         other_film_signal_sigma=None if found is None else found.signal_sigma,
-                                         **common))
+                                         other_film_signal_sigma=None if found is None else found[0], **common))
             continue
         if len(g.baseline_ids) >= len(g.followup_ids):
             for i in g.baseline_ids:

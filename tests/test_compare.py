@@ -50,21 +50,16 @@ def _scene(row_mm: np.ndarray, col_mm: np.ndarray, blobs: list[tuple[float, floa
 def _measured_film(blobs: list[tuple[float, float, float]], *, spacing: float = 0.5, shape=(400, 320),
                    pose: np.ndarray | None = None, metadata: FilmMetadata = FilmMetadata(),
                    region_of=lambda r_mm: "proximal" if r_mm < 100 else "distal",
-                   unlabelled: tuple[int, ...] = (),
-                   label_only: tuple[tuple[float, float, float], ...] = (), noise: float = 0.0,
-                   seed: int = 0) -> Measurement:
+                   unlabelled: tuple[int, ...] = ()) -> Measurement:
     """Render blobs (row_mm, col_mm, radius_mm) and measure them exactly (labels = footprints);
-    blobs whose 0-based index is in ``unlabelled`` are rendered but not labelled (missed);
-    ``label_only`` discs are labelled where nothing was rendered (texture taken for a lesion);
-    ``noise``: standard deviation of seeded white noise added."""
+    blobs whose 0-based index is in ``unlabelled`` are rendered but not labelled (missed)."""
     rows, cols = shape
     rr, cc = np.meshgrid((np.arange(rows) + 0.5) * spacing, (np.arange(cols) + 0.5) * spacing, indexing="ij")
     wr, wc = (rr, cc) if pose is None else (pose[0, 0] * rr + pose[0, 1] * cc + pose[0, 2],
                                              pose[1, 0] * rr + pose[1, 1] * cc + pose[1, 2])
-    pixels = _scene(wr, wc, blobs) + noise * np.random.default_rng(seed).standard_normal(shape)
-    film = Film(pixels.astype(np.float32), (spacing, spacing), SpacingSource.USER, metadata)
+    film = Film(_scene(wr, wc, blobs).astype(np.float32), (spacing, spacing), SpacingSource.USER, metadata)
     labels = np.zeros(shape, np.int32)
-    labelled = [b for i, b in enumerate(blobs) if i not in unlabelled] + list(label_only)
+    labelled = [b for i, b in enumerate(blobs) if i not in unlabelled]
     for k, (r0, c0, rad) in enumerate(labelled, start=1):
         labels[(wr - r0) ** 2 + (wc - c0) ** 2 <= rad**2] = k
     lesions = []
@@ -256,38 +251,6 @@ def test_lesion_missed_on_follow_up_is_measured_paired(baseline: Measurement) ->
     unpaired = compare(baseline, follow, CompareParams(paired=False))
     assert {(r.baseline_id, r.followup_id): r.status for r in unpaired.lesions}[(2, None)] is Status.RESOLVED
     assert unpaired.change["total_area_pct"] == pytest.approx(-100 * 9 / (16 + 9 + 25 + 6.25), abs=3.0)
-
-
-SPECK = ((110.0, 105.0, 3.0),)  # soft tissue of the distal region, nothing rendered there
-
-
-@pytest.mark.parametrize("on", ["baseline", "follow-up"])
-def test_label_unconfirmed_on_its_own_film_adds_no_change(on: str) -> None:
-    # Retest; one film labelled a patch of plain texture (9π mm²) that the other did not.
-    # Paired measurement cannot see it on its own film, so it counts as unchanged (at its own
-    # area on both films) instead of resolved / new (±16 %).
-    pose = _pose(4.0, 1.03, (6.0, -8.0))
-    base = _measured_film(BLOBS, metadata=META_B, label_only=SPECK if on == "baseline" else (), noise=0.03, seed=1)
-    follow = _measured_film(BLOBS, metadata=META_F, pose=pose, label_only=SPECK if on == "follow-up" else (),
-                            noise=0.03, seed=2)
-    result = compare(base, follow)
-    (row,) = [r for r in result.lesions if r.baseline_id is None or r.followup_id is None]
-    assert (row.relation, row.status, row.change_pct) == (Relation.UNCONFIRMED, Status.STABLE, 0.0)
-    assert row.area_baseline_mm2 == pytest.approx(9 * math.pi, rel=0.05)
-    assert row.area_followup_mm2 == pytest.approx(row.area_baseline_mm2)
-    ch = result.change
-    assert abs(ch["total_area_pct"]) < 3.0
-    assert (ch["unconfirmed_count_baseline"], ch["unconfirmed_count_followup"]) == \
-        ((1, 0) if on == "baseline" else (0, 1))
-    assert (ch["unlabelled_count_baseline"], ch["unlabelled_count_followup"]) == (0, 0)
-    # the baseline's total stays its own segmented total either way
-    assert ch["total_area_baseline_mm2"] == pytest.approx(base.total_area_mm2)
-    distal = {r["name"]: r for r in result.regions}["distal"]
-    assert abs(distal["delta_area_pct"]) < 3.0
-    # without it, the patch is resolved (new): the change moves by its whole area
-    off = compare(base, follow, CompareParams(paired_unconfirmed_stable=False))
-    sign = -1.0 if on == "baseline" else 1.0
-    assert sign * off.change["total_area_pct"] > 10.0
 
 
 def test_lesion_missed_on_baseline_is_measured_paired() -> None:
