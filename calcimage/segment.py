@@ -570,10 +570,6 @@ def _slope(img: np.ndarray, ws: float) -> np.ndarray:
     return np.hypot(gr, gc)
 
 
-#: Percentile of the slope along a bone candidate's outline that must be steep (:func:`_sharp_edged`).
-_EDGE_PERCENTILE = 85.0
-
-
 def _sharp_edged(regions: np.ndarray, grad: np.ndarray, excess: np.ndarray, ws: float,
                  edge_mm: float, min_area_px: int = 0) -> np.ndarray:
     """Keep the components of ``regions`` whose outline is a sharp step (bone's cortex).
@@ -581,11 +577,8 @@ def _sharp_edged(regions: np.ndarray, grad: np.ndarray, excess: np.ndarray, ws: 
     ``grad`` is the film's slope per mm (:func:`_slope`).
 
     A rounded limb also rises over a coarse opening in its middle, but smoothly: there the
-    steepest slope near the outline (85th percentile within 2 mm) is far below the region's
+    steepest slope near the outline (90th percentile within 2 mm) is far below the region's
     median ``excess`` per ``edge_mm``, while a bone's cortex climbs it within a millimetre or two.
-    The percentile leaves out the steepest 15 % of the outline: lesions lying on a rounded
-    limb's outline are sharp-edged too, and with the 90th they made the middle of a boneless
-    limb pass for bone (development pairs 126, 142: ~5000 mm²).
     Components under ``min_area_px`` are dropped unexamined (a later opening removes them).
     """
     n, lab, stats, _ = cv2.connectedComponentsWithStats(regions.astype(np.uint8), connectivity=8)
@@ -607,7 +600,7 @@ def _sharp_edged(regions: np.ndarray, grad: np.ndarray, excess: np.ndarray, ws: 
         band = (cv2.dilate(comp, k) > 0) & ~(cv2.erode(comp, k) > 0)
         if not band.any():
             continue
-        steep = float(np.percentile(grad[win][band], _EDGE_PERCENTILE))
+        steep = float(np.percentile(grad[win][band], 90))
         height = float(np.median(excess[win][comp > 0]))
         keep[i] = steep * edge_mm >= height
     return keep[lab]

@@ -468,31 +468,3 @@ def test_solid_component_along_the_bone_axis_on_cortex_band_is_kept(spacing: flo
     for params, axis in ((SegmentParams(ridge_keep_min_mm2=0.0), math.pi / 2), (SegmentParams(), None)):
         labels, kinds, rejected = _seg._label_and_classify_box(mask, film, spacing, params, band, flat, thr_at, axis)
         assert rejected == 4 and not labels.any()
-
-
-@pytest.mark.parametrize("ws", [0.5, 1.0])
-def test_sharp_edged_ignores_a_few_sharp_places_on_a_smooth_outline(ws: float) -> None:
-    # A 40 mm square candidate whose outline band is smooth (slope 1 per mm against a median
-    # height of 20, edge 5 mm: 5 < 20) except for a share of it that is steep (slope 10:
-    # 50 >= 20), as where lesions lie on the outline of a rounded limb's middle.
-    n = int(round(60 / ws))
-    regions = np.zeros((n, n), bool)
-    lo, hi = int(round(10 / ws)), int(round(50 / ws))
-    regions[lo:hi, lo:hi] = True
-    excess = np.full((n, n), 20.0, np.float32)
-    k = _seg.disc(2 * 2.0 / ws + 1)
-    comp = regions.astype(np.uint8)
-    band = (cv2.dilate(comp, k) > 0) & ~(cv2.erode(comp, k) > 0)
-    rr, cc = np.nonzero(band)
-    order = np.argsort(cc * n + rr, kind="stable")  # band pixels column by column
-
-    def kept(sharp_share: float) -> bool:
-        grad = np.ones((n, n), np.float32)
-        m = int(round(sharp_share * rr.size))
-        grad[rr[order[:m]], cc[order[:m]]] = 10.0
-        return bool(_seg._sharp_edged(regions, grad, excess, ws, 5.0).any())
-
-    assert not kept(0.0)
-    assert not kept(0.12)  # under 15 % of the outline steep: still a smooth outline
-    assert kept(0.20)      # a fifth of it: sharp (a bone whose ends leave the film)
-    assert kept(1.0)
