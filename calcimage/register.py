@@ -761,7 +761,7 @@ def register(base_film: Film, follow_film: Film, *, base_mask: np.ndarray | None
         )
     if quality < params.min_quality:
         raise RegistrationError(
-            f"films do not align: quality {quality:.2f} < {params.min_quality:.2f}; different body part or view?"
+            f"films do not align: quality {quality:.3f} < {params.min_quality:g}; different body part or view?"
         )
     if overlap < params.min_overlap:
         raise RegistrationError(
