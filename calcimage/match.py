@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from collections.abc import Sequence
 from typing import Any
 
@@ -505,8 +505,8 @@ def _paired_area(source: Measurement, lesion_id: int, target: Measurement, matri
     the rule grew beyond the margin on one film only, the other is measured grown too. A
     lesion the rule cannot see on its own film (below ``paired_min_sigma`` there) has no
     such ratio and is not paired."""
-    fp_there = [footprint(source, (lesion_id,), matrix, boxes)]
-    fp_here = [footprint(source, (lesion_id,), _IDENTITY, boxes)]
+    own = footprint(source, (lesion_id,), _IDENTITY, boxes)
+    fp_here, fp_there = [own], [replace(own, matrix=np.asarray(matrix, dtype=np.float64))]  # one crop, two mappings
     there = measure_at(fp_there, target, params)
     if there.signal_sigma < params.paired_min_sigma or there.area_px == 0:
         return there.signal_sigma, 0.0
