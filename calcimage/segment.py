@@ -124,8 +124,8 @@ class SegmentParams:
     assumed_spacing_mm
         Scale used for films without spacing (sizes only; outputs still say "no spacing").
     ridge_max_width_mm, ridge_min_length_mm, ridge_min_elongation, cortex_band_mm, cortex_factor
-        Ridges dropped after labelling: longer than ``ridge_min_length_mm`` and thinner than
-        ``ridge_max_width_mm``; or mostly within ``cortex_band_mm`` of the bone outline and
+        Ridges dropped after labelling: longer than ``ridge_min_length_mm`` (major axis from
+        the moments; longer than a grown plaque) and thinner than ``ridge_max_width_mm``; or mostly within ``cortex_band_mm`` of the bone outline and
         ``ridge_min_elongation`` × longer than wide; with ``cortex_factor`` > 1, anything on
         that band needs that many times its local threshold. ``ridge_keep_factor`` > 0:
         an elongated component on the band reaching that many times its local threshold is
@@ -194,7 +194,7 @@ class SegmentParams:
     marker_min_area_mm2: float = 4.0
     assumed_spacing_mm: float = 0.2
     ridge_max_width_mm: float = 5.0
-    ridge_min_length_mm: float = 60.0
+    ridge_min_length_mm: float = 75.0
     ridge_min_elongation: float = 2.0
     cortex_band_mm: float = 3.0
     cortex_factor: float = 1.3
@@ -634,6 +634,31 @@ def bridge_along_axis(mask: np.ndarray, length_px: float) -> np.ndarray:
     padded = cv2.copyMakeBorder(mask.astype(np.uint8), pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
     closed = cv2.morphologyEx(padded, cv2.MORPH_CLOSE, kernel)
     return mask | closed[pad:-pad, pad:-pad].astype(bool)
+
+
+def between_pieces(gap: np.ndarray, bone: np.ndarray) -> np.ndarray:
+    """The components of ``gap`` that touch two or more separate pieces of ``bone``
+    (8-connectivity).
+
+    Closing a bone mask along its axis also fills the hollow beside a shaft between its two
+    flared ends; that hollow touches one piece of bone only and is soft tissue, where a grown
+    lesion may be as wide as a bone. A stretch of shaft that was not recognised lies between
+    two pieces.
+    """
+    out = np.zeros(gap.shape, bool)
+    if not gap.any():
+        return out
+    bone_lab, n_bone = ndi.label(bone, structure=np.ones((3, 3), bool))
+    if n_bone < 2:
+        return out
+    gap_lab, n_gap = ndi.label(gap, structure=np.ones((3, 3), bool))
+    for k, sl in enumerate(ndi.find_objects(gap_lab), start=1):
+        grown = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sl)
+        piece = cv2.dilate((gap_lab[grown] == k).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        touched = np.unique(bone_lab[grown][piece])
+        if np.count_nonzero(touched) >= 2:
+            out[grown] |= gap_lab[grown] == k
+    return out
 
 
 def extend_along_axis(mask: np.ndarray, candidates: np.ndarray, length_px: float,
@@ -1334,8 +1359,8 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         # A stretch of shaft longer than the bridge, between two recognised pieces of bone,
         # is left in the flattened film as one wide component: a component with a part as
         # wide as bone (survives the ``bone_min_width_mm`` opening) lying in a gap of up to
-        # twice the bridge along the bone axis is that stretch, not calcinosis.
-        gap_c = bridge_along_axis(bone_c, 2 * params.bone_bridge_mm / ws) & ~bone_c
+        # twice the bridge along the bone axis, between two pieces, is that stretch.
+        gap_c = between_pieces(bridge_along_axis(bone_c, 2 * params.bone_bridge_mm / ws) & ~bone_c, bone_c)
         if gap_c.any():
             g_c = _resize(grown.astype(np.float32), wshape, cv2.INTER_AREA) >= 0.5
             # Cracks along the trabecular texture must not split it below the width.
@@ -1584,7 +1609,7 @@ def _label_and_classify_box(mask: np.ndarray, film: Film, spacing: float, params
             continue
         major, minor, orientation = axes_mm(rp.coords, sp)
         area_mm2 = rp.area * pixel_area
-        # Cortical edges: far longer than any plaque, and thin.
+        # Cortical edges: far longer than any plaque (also one grown on a follow-up), and thin.
         if major >= params.ridge_min_length_mm and area_mm2 / major <= params.ridge_max_width_mm:
             rejected += 1
             continue

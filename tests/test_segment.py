@@ -14,7 +14,7 @@ from calcimage.film import Film, SpacingSource
 from calcimage.params import params_from_mapping, params_to_dict
 from calcimage.segment import (
     LesionKind, SegmentParams, ThresholdMethod, axes_mm, classify, find_air, masked_open,
-    robust_sigma, segment, disc, bridge_along_axis,
+    robust_sigma, segment, disc, bridge_along_axis, between_pieces,
 )
 
 FIELD_MM = 60.0
@@ -319,6 +319,41 @@ def test_bridge_along_axis_joins_collinear_pieces_only(transpose: bool) -> None:
     assert np.array_equal(out, expected)
     # Too short a line leaves the gap open.
     assert np.array_equal(bridge_along_axis(mask, 15), mask)
+
+
+def test_between_pieces_keeps_gaps_between_two_pieces_only() -> None:
+    # A bone with flared ends (rows 5-14 and 85-94 wider) and, beside it, a hollow that a
+    # closing along the bone fills; a second bone in two pieces with a gap (rows 40-59).
+    bone = np.zeros((100, 70), bool)
+    bone[5:95, 10:20] = True
+    bone[5:15, 10:30] = bone[85:95, 10:30] = True  # the flares
+    bone[5:40, 45:55] = bone[60:95, 45:55] = True   # the second bone, in two pieces
+    closed = bridge_along_axis(bone, 91)
+    gap = closed & ~bone
+    hollow = np.zeros_like(bone)
+    hollow[15:85, 20:30] = True
+    shaft = np.zeros_like(bone)
+    shaft[40:60, 45:55] = True
+    assert np.array_equal(gap, hollow | shaft)  # the closing fills both
+    assert np.array_equal(between_pieces(gap, bone), shaft)
+    # One piece only: nothing lies between pieces.
+    one = bone & (np.arange(70) < 35)[None, :]
+    assert not between_pieces(bridge_along_axis(one, 91) & ~one, one).any()
+
+
+@pytest.mark.parametrize("spacing", [0.1, 0.2])
+def test_grown_plaque_is_not_a_long_ridge(spacing: float) -> None:
+    # A 60 mm x 2 mm plaque (a 40 mm plaque grown 1.5 x; a bar's moment major axis is
+    # 1.15 x its length: 69 mm) stays; an 80 mm x 1 mm line (92 mm) goes.
+    mm = lambda v: int(round(v / spacing))  # noqa: E731
+    n = mm(90)
+    mask = np.zeros((n, n), bool)
+    mask[mm(5):mm(65), mm(20):mm(22)] = True
+    mask[mm(5):mm(85), mm(60):mm(61)] = True
+    film = _film(np.zeros((n, n)), spacing)
+    labels, kinds, rejected = _seg._label_and_classify_box(mask, film, spacing, SegmentParams())
+    assert rejected == 1 and len(kinds) == 1
+    assert np.array_equal(labels > 0, mask & (np.arange(n) < mm(40))[None, :])
 
 
 def test_open_components_equals_whole_opening() -> None:
