@@ -125,11 +125,15 @@ class SegmentParams:
         Scale used for films without spacing (sizes only; outputs still say "no spacing").
     ridge_max_width_mm, ridge_min_length_mm, ridge_min_elongation, cortex_band_mm, cortex_factor
         Ridges dropped after labelling: longer than ``ridge_min_length_mm`` (major axis from
-        the moments; longer than a grown plaque) and thinner than ``ridge_max_width_mm``; or mostly within ``cortex_band_mm`` of the bone outline and
+        the moments) and thinner than ``ridge_max_width_mm`` (see ``ridge_solid_*``); or mostly within ``cortex_band_mm`` of the bone outline and
         ``ridge_min_elongation`` × longer than wide; with ``cortex_factor`` > 1, anything on
         that band needs that many times its local threshold. ``ridge_keep_factor`` > 0:
         an elongated component on the band reaching that many times its local threshold is
         kept (a plaque along the cortex; a residual cortical line is fainter).
+    ridge_solid_length_mm, ridge_solid_contrast
+        A long thin component shorter than ``ridge_solid_length_mm`` whose median contrast is
+        at least ``ridge_solid_contrast`` × its local threshold is not a ridge: a plaque grown
+        on a follow-up (the edge of an unrecognised bone end is mostly faint skirt).
     ridge_keep_min_mm2, ridge_keep_max_angle_deg
         An elongated component on the cortex band is also kept when it is at least
         ``ridge_keep_min_mm2``, its median contrast reaches its local threshold and it runs
@@ -194,7 +198,9 @@ class SegmentParams:
     marker_min_area_mm2: float = 4.0
     assumed_spacing_mm: float = 0.2
     ridge_max_width_mm: float = 5.0
-    ridge_min_length_mm: float = 75.0
+    ridge_min_length_mm: float = 60.0
+    ridge_solid_length_mm: float = 75.0
+    ridge_solid_contrast: float = 0.75
     ridge_min_elongation: float = 2.0
     cortex_band_mm: float = 3.0
     cortex_factor: float = 1.3
@@ -250,7 +256,7 @@ class SegmentParams:
         for name in ("k_sigma", "background_mm", "work_spacing_mm", "noise_mm", "bone_scale_mm",
                      "bone_factor",
                      "assumed_spacing_mm", "ridge_max_width_mm",
-                     "ridge_min_length_mm", "ridge_min_elongation", "collimation_max_depth_mm", "body_min_area_mm2", "plaque_min_elongation", "plaque_min_length_mm",
+                     "ridge_min_length_mm", "ridge_solid_length_mm", "ridge_min_elongation", "ridge_solid_contrast", "collimation_max_depth_mm", "body_min_area_mm2", "plaque_min_elongation", "plaque_min_length_mm",
                      "plaque_min_area_mm2", "bone_min_relative"):
             require_positive(name, getattr(self, name))
         require_range("low_ratio", self.low_ratio, 0.05, 1.0)
@@ -1609,8 +1615,13 @@ def _label_and_classify_box(mask: np.ndarray, film: Film, spacing: float, params
             continue
         major, minor, orientation = axes_mm(rp.coords, sp)
         area_mm2 = rp.area * pixel_area
-        # Cortical edges: far longer than any plaque (also one grown on a follow-up), and thin.
-        if major >= params.ridge_min_length_mm and area_mm2 / major <= params.ridge_max_width_mm:
+        # Cortical edges: longer than a plaque, and thin. A plaque grown on a follow-up can be
+        # as long; it is kept up to ``ridge_solid_length_mm`` when its median contrast reaches
+        # ``ridge_solid_contrast`` local thresholds (the edge of an unrecognised bone end is
+        # mostly skirt at the hysteresis level).
+        if (major >= params.ridge_min_length_mm and area_mm2 / major <= params.ridge_max_width_mm
+                and not (major < params.ridge_solid_length_mm
+                         and _reaches(rp.coords, flat, thr_at, params.ridge_solid_contrast, percentile=50.0))):
             rejected += 1
             continue
         if bone_band is not None:

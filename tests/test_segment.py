@@ -343,17 +343,33 @@ def test_between_pieces_keeps_gaps_between_two_pieces_only() -> None:
 
 @pytest.mark.parametrize("spacing", [0.1, 0.2])
 def test_grown_plaque_is_not_a_long_ridge(spacing: float) -> None:
-    # A 60 mm x 2 mm plaque (a 40 mm plaque grown 1.5 x; a bar's moment major axis is
-    # 1.15 x its length: 69 mm) stays; an 80 mm x 1 mm line (92 mm) goes.
+    # Moment major axes (1.15 x a bar's length): a 60 x 2 mm plaque at 0.8 local thresholds
+    # (69 mm: a 40 mm plaque grown 1.5 x) stays; the same bar fainter, and a 70 x 1 mm line
+    # at the threshold (81 mm, beyond ridge_solid_length_mm), are ridges.
     mm = lambda v: int(round(v / spacing))  # noqa: E731
     n = mm(90)
     mask = np.zeros((n, n), bool)
-    mask[mm(5):mm(65), mm(20):mm(22)] = True
-    mask[mm(5):mm(85), mm(60):mm(61)] = True
+    flat = np.zeros((n, n), np.float32)
+    plaque = (slice(mm(5), mm(65)), slice(mm(10), mm(12)))
+    faint = (slice(mm(5), mm(65)), slice(mm(40), mm(42)))
+    line = (slice(mm(5), mm(75)), slice(mm(70), mm(71)))
+    for sl, value in ((plaque, 8.0), (faint, 7.0), (line, 10.0)):
+        mask[sl] = True
+        flat[sl] = value
+
+    def thr_at(rr: np.ndarray, cc: np.ndarray) -> np.ndarray:
+        return np.full(rr.shape, 10.0)
+
     film = _film(np.zeros((n, n)), spacing)
-    labels, kinds, rejected = _seg._label_and_classify_box(mask, film, spacing, SegmentParams())
-    assert rejected == 1 and len(kinds) == 1
-    assert np.array_equal(labels > 0, mask & (np.arange(n) < mm(40))[None, :])
+    labels, kinds, rejected = _seg._label_and_classify_box(mask, film, spacing, SegmentParams(), None, flat, thr_at)
+    assert rejected == 2 and len(kinds) == 1
+    kept = np.zeros_like(mask)
+    kept[plaque] = True
+    assert np.array_equal(labels > 0, kept)
+    # Without the exemption all three are ridges.
+    _, kinds, rejected = _seg._label_and_classify_box(
+        mask, film, spacing, SegmentParams(ridge_solid_length_mm=1.0), None, flat, thr_at)
+    assert rejected == 3 and not kinds
 
 
 def test_open_components_equals_whole_opening() -> None:
