@@ -20,7 +20,7 @@ import enum
 import logging
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -155,6 +155,14 @@ class CompareParams:
     paired_ring_mm
         Width of the ring beyond the margin the local background and noise come from (at
         least twice the footprint's size).
+    share_bone
+        Segment both films with one bone mask: a film to which the other film's registered
+        bone adds at least ``share_bone_min_mm2`` (in its body) is segmented again with that
+        bone added (bone recognised on one film only changes thresholds and exclusions there,
+        and lesions would appear or vanish with it).
+    share_bone_min_mm2
+        See ``share_bone``; 500 mm² is a piece of shaft 10 mm wide and 50 mm long (the masks'
+        outlines always differ a little).
     """
 
     progression_pct: float = 25.0
@@ -178,6 +186,8 @@ class CompareParams:
     paired_margin_mm: float = 1.0
     paired_ring_mm: float = 3.0
     paired_grow_mm: float = 4.0
+    share_bone: bool = True
+    share_bone_min_mm2: float = 500.0
 
     def __post_init__(self) -> None:
         require_positive("progression_pct", self.progression_pct, allow_zero=True)
@@ -214,6 +224,8 @@ class CompareParams:
         require_positive("paired_margin_mm", self.paired_margin_mm, allow_zero=True)
         require_positive("paired_ring_mm", self.paired_ring_mm)
         require_positive("paired_grow_mm", self.paired_grow_mm, allow_zero=True)
+        require(isinstance(self.share_bone, bool), "share_bone", self.share_bone, "true or false")
+        require_positive("share_bone_min_mm2", self.share_bone_min_mm2, allow_zero=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -364,6 +376,9 @@ class Comparison:
     interval_days: int | None
     params: CompareParams = field(default_factory=CompareParams)
     interval_months: float | None = None
+    #: The films segmented again with the other film's bone added (``"baseline"``,
+    #: ``"followup"``; see ``CompareParams.share_bone``); ``baseline``/``followup`` are those.
+    bone_shared: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """comparison.json without the ``baseline`` and ``followup`` summaries.
@@ -380,6 +395,7 @@ class Comparison:
             "regions": [
                 {k: (_num(v) if isinstance(v, float) else v) for k, v in r.items()} for r in self.regions
             ],
+            "bone_shared": list(self.bone_shared),
             "params": params_to_dict(self.params),
         }
 
@@ -627,6 +643,58 @@ def registration_mask(m: Measurement) -> np.ndarray | None:
     return ~drop
 
 
+def _resegmentable(m: Measurement) -> bool:
+    """Whether ``m`` came from :func:`calcimage.measure` of a :func:`calcimage.segment` result
+    with its bone mask (a hand-made labelling has no working scale and is kept as it is)."""
+    seg = m.segmentation
+    return (m.region_set is not None and seg is not None and seg.scale_spacing_mm > 0
+            and dict(seg.excluded).get("bone") is not None)
+
+
+def share_bone(base: Measurement, follow: Measurement, reg: Registration,
+               params: CompareParams = CompareParams()) -> tuple[Measurement, Measurement, tuple[str, ...]]:
+    """Give both films of a pair the union of their bone masks.
+
+    Each film's bone mask is mapped onto the other through ``reg``. A film on which the
+    other's bone adds at least ``params.share_bone_min_mm2`` (in its body) is segmented again
+    with it (``bone_hint``) and measured again with its own regions and parameters.
+
+    Returns
+    -------
+    tuple
+        The baseline and follow-up measurements to compare, and which were segmented again
+        (``"baseline"``, ``"followup"``).
+    """
+    from calcimage.match import warp_labels  # match imports this module
+    from calcimage.measure import remeasure
+    from calcimage.segment import segment
+
+    if not (_resegmentable(base) and _resegmentable(follow)):
+        return base, follow, ()
+    to_follow = replace(reg, matrix=np.linalg.inv(np.vstack([reg.matrix, [0.0, 0.0, 1.0]]))[:2])
+    out = {"baseline": base, "followup": follow}
+    shared = []
+    for name, own, other, mapping in (("baseline", base, follow, reg), ("followup", follow, base, to_follow)):
+        other_bone = np.asarray(dict(other.segmentation.excluded)["bone"], dtype=bool)
+        if not other_bone.any():
+            continue
+        mapped = warp_labels(other_bone.astype(np.int32), mapping, own.film.shape) > 0
+        excluded = dict(own.segmentation.excluded)
+        added = mapped & ~np.asarray(excluded["bone"], dtype=bool)
+        for gone in ("outside_body", "collimation", "marker"):
+            if excluded.get(gone) is not None:
+                added &= ~np.asarray(excluded[gone], dtype=bool)
+        sp = own.film.spacing_mm or (own.segmentation.scale_spacing_mm,) * 2
+        added_mm2 = float(np.count_nonzero(added)) * sp[0] * sp[1]
+        if added_mm2 < max(params.share_bone_min_mm2, 1e-9):
+            continue
+        logger.info("compare: the %s gains %.0f mm2 of the other film's bone: segmented again", name, added_mm2)
+        seg = segment(own.film, own.segmentation.params, bone_hint=mapped)
+        out[name] = remeasure(own, seg)
+        shared.append(name)
+    return out["baseline"], out["followup"], tuple(shared)
+
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -665,6 +733,9 @@ def compare(base: Measurement, follow: Measurement, params: CompareParams = Comp
         follow_mask=registration_mask(follow),
         params=params,
     )
+    shared: tuple[str, ...] = ()
+    if params.share_bone:
+        base, follow, shared = share_bone(base, follow, reg, params)
     scale2 = float(reg.scale) ** 2
     rows = match_lesions(base, follow, reg, params)
     paired_rows = rows if params.paired else None
@@ -696,4 +767,5 @@ def compare(base: Measurement, follow: Measurement, params: CompareParams = Comp
         interval_days=days,
         params=params,
         interval_months=None if days is None else days / DAYS_PER_MONTH,
+        bone_shared=shared,
     )

@@ -143,6 +143,9 @@ class Measurement:
     params: dict[str, Any] = field(default_factory=dict)
     units: str = "mm"
     note: str = ""
+    #: The regions and parameters measured with (:func:`remeasure` uses them again).
+    region_set: Regions | None = field(default=None, repr=False)
+    measure_params: MeasureParams | None = field(default=None, repr=False)
 
     @property
     def lesion_count(self) -> int:
@@ -302,5 +305,11 @@ def measure(film: Film, seg: Segmentation, regions: "Regions | str | Path | None
     return Measurement(
         film=film, segmentation=seg, labels=labels, lesions=tuple(lesions),
         regions=tuple(totals), params=used, units="mm" if sp is not None else "px",
-        note="" if sp is not None else NO_SPACING_NOTE,
+        note="" if sp is not None else NO_SPACING_NOTE, region_set=reg, measure_params=params,
     )
+
+
+def remeasure(m: Measurement, seg: Segmentation) -> Measurement:
+    """Measure ``m``'s film again with another segmentation of it, with the regions and
+    parameters ``m`` was measured with."""
+    return measure(m.film, seg, m.region_set, m.measure_params or MeasureParams())

@@ -1082,7 +1082,8 @@ def axes_mm(coords: np.ndarray, spacing: tuple[float, float]) -> tuple[float, fl
 # --------------------------------------------------------------------------------------
 
 
-def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation:
+def segment(film: Film, params: SegmentParams = SegmentParams(), *,
+            bone_hint: np.ndarray | None = None) -> Segmentation:
     """Find calcified lesions on a film.
 
     Parameters
@@ -1092,6 +1093,9 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
     params
         Segmentation parameters; every size is in mm. Films without spacing are processed
         with ``params.assumed_spacing_mm`` as scale (and say so in the log).
+    bone_hint
+        Optional bool mask on the film's grid of bone known from elsewhere (another film of
+        the same limb, registered): added to the bone found here, within the tissue.
 
     Returns
     -------
@@ -1099,6 +1103,8 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         Labels (raster order), lesion kinds, thresholds used, flattened film, background,
         and the masks of what was excluded.
     """
+    if bone_hint is not None and np.shape(bone_hint) != film.shape:
+        raise ValueError(f"bone_hint is {np.shape(bone_hint)} but the film is {film.shape}")
     px = film.pixels
     rows, cols = film.shape
     spacing = film.mean_spacing_mm
@@ -1202,6 +1208,8 @@ def segment(film: Film, params: SegmentParams = SegmentParams()) -> Segmentation
         bone_c = extend_along_axis(
             bone_c, (rel_c > params.bone_extend_level * params.bone_min_relative) & tis_c,
             params.bone_extend_mm / ws, half_w)
+    if bone_hint is not None:
+        bone_c = bone_c | (_mask_resize(np.asarray(bone_hint, bool), wshape) & tis_c)
     # Within ``bone_margin_mm`` of bone: where the line openings and the cortex-line cut act.
     near_bone_c = cv2.dilate(bone_c.astype(np.uint8),
                              disc(2 * params.bone_margin_mm / ws + 1)).astype(bool)

@@ -335,9 +335,10 @@ def measure_file(path: Path, settings: RunSettings) -> Any:
     return measure(film, seg, regions=settings.regions, params=settings.config.measure)
 
 
-#: Excluded-area masks a comparison uses (registration mask, the outside-the-field test).
-_COMPARE_MASKS: tuple[str, ...] = ("collimation", "marker")
-_COMPARE_DATA_VERSION = 1
+#: Excluded-area masks a comparison uses (registration mask, the outside-the-field test, the
+#: bone both films of a pair share).
+_COMPARE_MASKS: tuple[str, ...] = ("collimation", "marker", "bone")
+_COMPARE_DATA_VERSION = 2
 
 
 def _compare_data_path(out_dir: Path, sha256: str, settings: RunSettings) -> Path:
@@ -361,8 +362,8 @@ def save_compare_data(path: Path, m: Any) -> None:
     """Write what a comparison needs of measurement ``m`` besides its film and labels.png.
 
     One compressed ``.npz`` (no pickles): the lesion table, region totals, parameters and
-    segmentation scalars as JSON (floats round-trip exactly) and the collimation and marker
-    masks. :func:`rebuilt_measurement` reads it back.
+    segmentation scalars as JSON (floats round-trip exactly) and the collimation, marker and
+    bone masks. :func:`rebuilt_measurement` reads it back.
     """
     import numpy as np
 
@@ -404,8 +405,8 @@ def rebuilt_measurement(path: str | os.PathLike[str], film: FilmResult, out: str
 
     Loads the film again and takes the labels from its ``labels.png`` and the rest from the
     data :func:`save_compare_data` left. The rebuilt segmentation holds only what comparing
-    uses (parameters, scalars, labels, the collimation and marker masks); its ``flattened``
-    is a NaN placeholder and its ``background`` None.
+    uses (parameters, scalars, labels, the collimation, marker and bone masks, the regions);
+    its ``flattened`` is a NaN placeholder and its ``background`` None.
 
     Returns
     -------
@@ -463,15 +464,18 @@ def rebuilt_measurement(path: str | os.PathLike[str], film: FilmResult, out: str
     except TypeError as exc:  # saved by a calcimage whose Segmentation had other fields
         logger.info("%s: saved measurement does not fit (%s)", film.input_name, exc)
         return None
+    from calcimage.regions import load_regions
+
     return Measurement(
         film=loaded, segmentation=seg, labels=labels, lesions=lesions, regions=regions,
         params=meta["params"], units=meta["units"], note=meta["note"],
+        region_set=load_regions(settings.regions, loaded), measure_params=settings.config.measure,
     )
 
 
 def lean_measurement(m: Any) -> Any:
     """``m`` without its segmentation's full-size working arrays (flattened film, background,
-    threshold map, outside-body and bone masks), which comparing and writing do not use.
+    threshold map, outside-body mask), which comparing and writing do not use.
 
     Keeps about a third of a measurement's memory, so two films can be held for a comparison
     (``calcimage compare`` measures the follow-up while holding the baseline).

@@ -11,7 +11,10 @@ import calcimage
 def test_stage_functions_and_signatures() -> None:
     assert list(inspect.signature(calcimage.load).parameters) == ["path", "spacing_mm"]
     assert inspect.signature(calcimage.load).parameters["spacing_mm"].kind is inspect.Parameter.KEYWORD_ONLY
-    assert list(inspect.signature(calcimage.segment).parameters) == ["film", "params"]
+    seg_params = inspect.signature(calcimage.segment).parameters
+    assert list(seg_params) == ["film", "params", "bone_hint"]
+    # the design's segment(film, params); bone_hint (a pair's shared bone) is keyword-only
+    assert seg_params["bone_hint"].kind is inspect.Parameter.KEYWORD_ONLY and seg_params["bone_hint"].default is None
     assert list(inspect.signature(calcimage.measure).parameters)[:3] == ["film", "seg", "regions"]
     assert list(inspect.signature(calcimage.compare).parameters) == ["base", "follow", "params"]
     assert isinstance(calcimage.segment.__defaults__[0], calcimage.SegmentParams)

@@ -338,3 +338,50 @@ def test_follow_up_dated_before_baseline_warns(baseline: Measurement) -> None:
     with pytest.warns(CalcimageWarning, match="before the baseline's 2026-01-10"):
         result = compare(baseline, early)
     assert result.interval_days == -40
+
+
+# ------------------------------------------------------------------------------ shared bone
+
+
+@pytest.fixture(scope="module")
+def bone_pair() -> tuple[Measurement, Measurement]:
+    from calcimage.measure import measure
+    from calcimage.phantom import FollowupParams, PhantomParams, make_followup, make_phantom
+    from calcimage.segment import SegmentParams, segment
+
+    base = make_phantom(3, PhantomParams(rows=700, cols=560, spacing_mm=0.2, n_bones=1))
+    follow = make_followup(base, 4, FollowupParams(rotation_deg=2.0, translation_mm=(3.0, -2.0), change="retest"))
+    mb = measure(base.film, segment(base.film))
+    # The follow-up's segmentation recognises no bone (an unreachable relative level).
+    mf = measure(follow.film, segment(follow.film, SegmentParams(bone_min_relative=50.0)))
+    return mb, mf
+
+
+def test_share_bone_segments_the_film_missing_bone_again(bone_pair) -> None:
+    from calcimage.match import warp_labels
+
+    mb, mf = bone_pair
+    bone_b = mb.segmentation.excluded["bone"]
+    assert bone_b.sum() * 0.04 > 3000.0 and not mf.segmentation.excluded["bone"].any()
+    result = compare(mb, mf)
+    assert result.bone_shared == ("followup",) and result.to_dict()["bone_shared"] == ["followup"]
+    assert result.baseline is mb and result.followup is not mf
+    again = result.followup
+    assert again.segmentation.params == mf.segmentation.params and again.film is mf.film
+    # The follow-up now holds the baseline's bone (mapped onto it), within its body.
+    inv = np.linalg.inv(np.vstack([result.registration.matrix, [0.0, 0.0, 1.0]]))[:2]
+    mapped = warp_labels(bone_b.astype(np.int32), dataclasses.replace(result.registration, matrix=inv),
+                         mf.film.shape) > 0
+    body = ~mf.segmentation.excluded["outside_body"]
+    bone_f = again.segmentation.excluded["bone"]
+    assert np.count_nonzero(bone_f & mapped & body) >= 0.97 * np.count_nonzero(mapped & body)
+    # Off, or below the area that triggers it: the follow-up is compared as measured.
+    for params in (CompareParams(share_bone=False), CompareParams(share_bone_min_mm2=1e6)):
+        plain = compare(mb, mf, params)
+        assert plain.bone_shared == () and plain.followup is mf
+
+
+def test_share_bone_leaves_hand_made_labellings(baseline: Measurement) -> None:
+    follow = _measured_film(BLOBS, metadata=META_F, pose=_pose(1.0, 1.0, (2.0, 1.0)))
+    result = compare(baseline, follow)
+    assert result.bone_shared == () and result.baseline is baseline and result.followup is follow

@@ -10,7 +10,7 @@ import pytest
 from calcimage.errors import ParameterError
 from calcimage.film import Film, SpacingSource
 from calcimage.measure import (
-    LESION_COLUMNS, NO_SPACING_NOTE, MeasureParams, density_grade, measure,
+    LESION_COLUMNS, NO_SPACING_NOTE, MeasureParams, density_grade, measure, remeasure,
 )
 from calcimage.params import params_from_mapping
 from calcimage.segment import LesionKind, SegmentParams, Segmentation
@@ -96,3 +96,24 @@ def test_density_grade_and_params() -> None:
         MeasureParams(grade_thresholds=(0.2, 0.1, 0.3))
     q = params_from_mapping(MeasureParams, {"grade_thresholds": [0.1, 0.2, 0.3]}, section="measure")
     assert q.grade_thresholds == (0.1, 0.2, 0.3)
+
+
+def test_remeasure_keeps_regions_and_params(tmp_path) -> None:
+    film, seg, disc, bar = _case(0.2)
+    path = tmp_path / "ex.json"
+    path.write_text('{"regions": [{"polygon": [[0,0],[0,119],[70,119],[70,0]], "exclude": true}]}')
+    params = MeasureParams(grade_thresholds=(0.01, 0.02, 0.03))
+    m = measure(film, seg, path, params)
+    assert m.measure_params == params and m.region_set is not None
+    # Another segmentation of the film: only the disc, now labelled 1 again.
+    other = Segmentation(labels=np.where(disc, 1, 0).astype(np.int32), kinds=(LesionKind.NODULE,),
+                         threshold=10.0, threshold_low=5.0, flattened=seg.flattened,
+                         background=seg.background, air_level=100.0, params=SegmentParams(),
+                         scale_spacing_mm=0.2)
+    again = remeasure(m, other)
+    # The exclusion (rows 0-70) still removes the disc; the grades keep their thresholds.
+    assert again.lesion_count == 0 and again.region_set is m.region_set
+    assert again.measure_params == params and again.params["regions"] == m.params["regions"]
+    both = remeasure(m, seg)
+    assert [l.area_px for l in both.lesions] == [l.area_px for l in m.lesions] == [int(bar.sum())]
+    assert both.lesions[0].density_grade == 4  # 100 / 1000 = 0.1 reaches all three thresholds

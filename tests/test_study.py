@@ -181,7 +181,9 @@ def test_rebuilt_measurement_equals_a_fresh_one(measured_pair) -> None:
         assert np.array_equal(rebuilt.labels, fresh.labels)
         assert np.array_equal(rebuilt.film.pixels, fresh.film.pixels)
         assert rebuilt.segmentation.params == fresh.segmentation.params
-        for name in ("collimation", "marker"):
+        assert rebuilt.region_set is not None and rebuilt.region_set.names == fresh.region_set.names
+        assert rebuilt.measure_params == fresh.measure_params
+        for name in ("collimation", "marker", "bone"):
             mask = fresh.segmentation.excluded.get(name)
             assert (mask is None) == (name not in rebuilt.segmentation.excluded)
             if mask is not None:
@@ -253,7 +255,7 @@ def test_lean_measurement_drops_working_arrays_and_compares_the_same(measured_pa
         seg = l.segmentation
         assert seg.background is None and seg.threshold_map is None
         assert seg.flattened.shape == f.segmentation.flattened.shape and seg.flattened.strides == (0, 0)
-        assert set(seg.excluded) == set(f.segmentation.excluded) & {"collimation", "marker"}
+        assert set(seg.excluded) == set(f.segmentation.excluded) & {"collimation", "marker", "bone"}
         assert l.lesions == f.lesions and l.labels is f.labels and l.film is f.film
         assert f.segmentation.background is not None  # the original is untouched
     a, b = compare(*full), compare(*lean)
