@@ -647,8 +647,22 @@ def _resegmentable(m: Measurement) -> bool:
     """Whether ``m`` came from :func:`calcimage.measure` of a :func:`calcimage.segment` result
     with its bone mask (a hand-made labelling has no working scale and is kept as it is)."""
     seg = m.segmentation
-    return (m.region_set is not None and seg is not None and seg.scale_spacing_mm > 0
+    return (m.measure_params is not None and seg is not None and seg.scale_spacing_mm > 0
             and dict(seg.excluded).get("bone") is not None)
+
+
+def _warp_mask(mask: np.ndarray, reg: Registration, shape: tuple[int, int]) -> np.ndarray:
+    """A bool mask of one film resampled (nearest) onto the grid ``shape`` of the film that
+    ``reg.matrix`` maps its ``(row, col, 1)`` to; False outside it."""
+    import cv2
+
+    m_rc = np.vstack([np.asarray(reg.matrix, dtype=np.float64), [0.0, 0.0, 1.0]])
+    swap = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # (row, col) <-> (x, y)
+    inv_xy = swap @ np.linalg.inv(m_rc) @ swap
+    out = cv2.warpAffine(np.asarray(mask, dtype=np.uint8), inv_xy[:2], (shape[1], shape[0]),
+                         flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out.view(bool)
 
 
 def share_bone(base: Measurement, follow: Measurement, reg: Registration,
@@ -665,8 +679,7 @@ def share_bone(base: Measurement, follow: Measurement, reg: Registration,
         The baseline and follow-up measurements to compare, and which were segmented again
         (``"baseline"``, ``"followup"``).
     """
-    from calcimage.match import warp_labels  # match imports this module
-    from calcimage.measure import remeasure
+    from calcimage.measure import lean_measurement, remeasure
     from calcimage.segment import segment
 
     if not (_resegmentable(base) and _resegmentable(follow)):
@@ -678,7 +691,7 @@ def share_bone(base: Measurement, follow: Measurement, reg: Registration,
         other_bone = np.asarray(dict(other.segmentation.excluded)["bone"], dtype=bool)
         if not other_bone.any():
             continue
-        mapped = warp_labels(other_bone.astype(np.int32), mapping, own.film.shape) > 0
+        mapped = _warp_mask(other_bone, mapping, own.film.shape)
         excluded = dict(own.segmentation.excluded)
         added = mapped & ~np.asarray(excluded["bone"], dtype=bool)
         for gone in ("outside_body", "collimation", "marker"):
@@ -686,11 +699,15 @@ def share_bone(base: Measurement, follow: Measurement, reg: Registration,
                 added &= ~np.asarray(excluded[gone], dtype=bool)
         sp = own.film.spacing_mm or (own.segmentation.scale_spacing_mm,) * 2
         added_mm2 = float(np.count_nonzero(added)) * sp[0] * sp[1]
+        del added
         if added_mm2 < max(params.share_bone_min_mm2, 1e-9):
             continue
         logger.info("compare: the %s gains %.0f mm2 of the other film's bone: segmented again", name, added_mm2)
         seg = segment(own.film, own.segmentation.params, bone_hint=mapped)
-        out[name] = remeasure(own, seg)
+        # Comparing uses none of the working arrays: dropped at once (the other film may
+        # be segmented next, and two full measurements would double the peak memory).
+        out[name] = lean_measurement(remeasure(own, seg))
+        del seg
         shared.append(name)
     return out["baseline"], out["followup"], tuple(shared)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,8 @@ from calcimage.params import params_to_dict, require, require_range
 from calcimage.regions import OTHER, Regions, assign_lesions, load_regions
 from calcimage.segment import LesionKind, Segmentation, axes_mm
 
-__all__ = ["Lesion", "RegionTotal", "MeasureParams", "Measurement", "measure", "LESION_COLUMNS"]
+__all__ = ["Lesion", "RegionTotal", "MeasureParams", "Measurement", "measure", "remeasure",
+           "lean_measurement", "LESION_COLUMNS", "COMPARE_MASKS"]
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +144,9 @@ class Measurement:
     params: dict[str, Any] = field(default_factory=dict)
     units: str = "mm"
     note: str = ""
-    #: The regions and parameters measured with (:func:`remeasure` uses them again).
-    region_set: Regions | None = field(default=None, repr=False)
+    #: The regions argument and parameters measured with (:func:`remeasure` uses them again;
+    #: the spec, not the loaded regions, whose full-size masks would double a lean measurement).
+    regions_spec: Regions | str | Path | None = field(default=None, repr=False)
     measure_params: MeasureParams | None = field(default=None, repr=False)
 
     @property
@@ -305,11 +307,41 @@ def measure(film: Film, seg: Segmentation, regions: "Regions | str | Path | None
     return Measurement(
         film=film, segmentation=seg, labels=labels, lesions=tuple(lesions),
         regions=tuple(totals), params=used, units="mm" if sp is not None else "px",
-        note="" if sp is not None else NO_SPACING_NOTE, region_set=reg, measure_params=params,
+        note="" if sp is not None else NO_SPACING_NOTE, regions_spec=regions, measure_params=params,
     )
+
+
+#: Excluded-area masks a comparison uses (registration mask, the outside-the-field test, the
+#: bone both films of a pair share); :func:`lean_measurement` keeps these.
+COMPARE_MASKS: tuple[str, ...] = ("collimation", "marker", "bone")
+
+
+def lean_measurement(m: Measurement) -> Measurement:
+    """``m`` without its segmentation's full-size working arrays (flattened film, background,
+    threshold map, outside-body mask), which comparing and writing do not use, and with its
+    labels as uint16 when the lesion ids fit.
+
+    Keeps about a third of a measurement's memory, so two films can be held for a comparison
+    (``calcimage compare`` measures the follow-up while holding the baseline).
+    """
+    seg = m.segmentation
+    if seg is None:
+        return m
+    labels = m.labels
+    if labels.dtype.itemsize > 2 and len(m.lesions) <= np.iinfo(np.uint16).max:
+        labels = labels.astype(np.uint16)  # half the size; lesion ids fit (as in labels.png)
+    lean = replace(
+        seg,
+        labels=labels if seg.labels is m.labels else seg.labels,
+        flattened=np.broadcast_to(np.float32(np.nan), np.shape(seg.flattened)),  # not kept
+        background=None,
+        threshold_map=None,
+        excluded={k: v for k, v in seg.excluded.items() if k in COMPARE_MASKS},
+    )
+    return replace(m, segmentation=lean, labels=labels)
 
 
 def remeasure(m: Measurement, seg: Segmentation) -> Measurement:
     """Measure ``m``'s film again with another segmentation of it, with the regions and
     parameters ``m`` was measured with."""
-    return measure(m.film, seg, m.region_set, m.measure_params or MeasureParams())
+    return measure(m.film, seg, m.regions_spec, m.measure_params or MeasureParams())

@@ -81,6 +81,8 @@ class Regions:
     @property
     def covers_film(self) -> bool:
         """True when every non-excluded pixel belongs to a named region."""
+        if self.mask.size and self.mask.strides == (0,) * self.mask.ndim:  # one value (whole_film)
+            return bool(self.mask.flat[0] > 0) or bool(np.all(self.excluded))
         return bool(np.all((self.mask > 0) | self.excluded))
 
     def describe(self) -> dict[str, Any]:
@@ -93,9 +95,10 @@ class Regions:
 
 
 def whole_film(film: Film) -> Regions:
-    """One region named ``film`` covering the whole film."""
-    mask = np.ones(film.shape, np.int32)
-    return Regions(mask, ("film",), np.zeros(film.shape, bool), "film")
+    """One region named ``film`` covering the whole film (read-only masks that take no memory:
+    every measurement of a film without regions builds one)."""
+    mask = np.broadcast_to(np.int32(1), film.shape)
+    return Regions(mask, ("film",), np.broadcast_to(np.False_, film.shape), "film")
 
 
 def grid_regions(film: Film, n_rows: int, n_cols: int) -> Regions:
@@ -272,13 +275,12 @@ def assign_lesions(labels: np.ndarray, regions: Regions) -> list[str]:
     if n == 0:
         return []
     n_reg = len(regions.names)
-    lab = labels.ravel()
-    sel = lab > 0
+    sel = labels > 0
     # Region index 0 = other; stored after the named ones for tie-breaking.
-    reg = regions.mask.ravel()[sel].astype(np.int64)
+    reg = regions.mask[sel].astype(np.int64)
     reg = np.where(reg == 0, n_reg + 1, reg)
     width = n_reg + 2
-    counts = np.bincount(lab[sel].astype(np.int64) * width + reg, minlength=(n + 1) * width)
+    counts = np.bincount(labels[sel].astype(np.int64) * width + reg, minlength=(n + 1) * width)
     counts = counts.reshape(n + 1, width)
     best = counts[1:, 1:].argmax(axis=1) + 1
     return [regions.names[b - 1] if b <= n_reg else OTHER for b in best]

@@ -1246,19 +1246,17 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
         sm = cv2.GaussianBlur(px, (0, 0), params.smooth_mm / spacing)
     background = upsample(bg_c, (rows, cols))
     flat = (sm - background).astype(np.float32, copy=False)
-    del sm  # the blurred copy (px stays with the film)
-    body_full = _mask_resize(body_c, (rows, cols))
-    body = body_full & ~marker & ~collimation
+    # The blurred copy (px stays with the film) and the full-size background (rebuilt the same
+    # way at the end, for the result) are not kept through the steps below: peak memory.
+    del sm, background
+    # Outside the body and not excluded otherwise (a result mask); ``body`` is what is examined.
+    outside = ~_mask_resize(body_c, (rows, cols)) & ~collimation & ~marker
+    body = ~outside & ~marker & ~collimation
     # The background is least certain within a few pixels of the film edge (the opening and
     # the upsampling both extrapolate there): leave a thin frame out.
     edge_px = int(math.ceil(params.film_edge_mm / spacing))
     if edge_px > 0:
-        frame = np.zeros((rows, cols), bool)
-        frame[:edge_px] = frame[-edge_px:] = True
-        frame[:, :edge_px] = frame[:, -edge_px:] = True
-        body &= ~frame
-    bone = _mask_resize(bone_c, (rows, cols)) & body
-    air_full = _mask_resize(air_c, (rows, cols))
+        _set_frame(body, edge_px, False)
 
     # Bias of the opening (it sits under the noise and under convex tissue): remove the local
     # mean level of the clipped flattened film, estimated on the working grid.
@@ -1273,10 +1271,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
     tissue_c = tis_c
     tissue = _mask_resize(tissue_c, (rows, cols)) & body
     bias_c = _masked_blur(flat_c, tissue_c, ksig, outside=0.0)
-    bias = upsample(bias_c, (rows, cols))
-    flat -= bias
-    background += bias  # in place: same float32 sums, one full-size array less
-    del bias
+    flat -= upsample(bias_c, (rows, cols))
 
     # 5. local noise sigma: block-wise MAD of the flattened film (robust to lesions and
     # ridges), median-filtered over ``noise_mm`` and brought to the working grid.
@@ -1291,6 +1286,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
     sig_c, sigma_g = local_sigma(flat, sig_src, spacing, params.noise_mm, wshape,
                                  fine_mm=params.noise_fine_mm,
                                  max_factor=params.noise_max_factor)
+    del sig_src, tissue
     noise_sigma = float(np.median(sig_c[tissue_c])) if tissue_c.any() else sigma_g
 
     # 6. threshold + hysteresis ---------------------------------------------------------
@@ -1332,13 +1328,15 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
         lines = _line_like_near(flat, params.line_sigma_mm / spacing, params.line_ratio, near_bone)
         if params.line_min_length_mm > 0:
             # Only long lines are cortex: a plaque is line-like too, but short.
-            n_l, lab_l, st_l, _ = cv2.connectedComponentsWithStats(lines.astype(np.uint8),
-                                                                   connectivity=8)
-            diag = np.hypot(st_l[:, cv2.CC_STAT_WIDTH], st_l[:, cv2.CC_STAT_HEIGHT]) * spacing
-            long_l = diag >= params.line_min_length_mm
-            long_l[0] = False
-            lines = long_l[lab_l]
-            del lab_l
+            lbox = _box(lines)
+            if lbox is not None:
+                n_l, lab_l, st_l, _ = cv2.connectedComponentsWithStats(lines[lbox].astype(np.uint8),
+                                                                       connectivity=8)
+                diag = np.hypot(st_l[:, cv2.CC_STAT_WIDTH], st_l[:, cv2.CC_STAT_HEIGHT]) * spacing
+                long_l = diag >= params.line_min_length_mm
+                long_l[0] = False
+                lines[lbox] = long_l[lab_l]
+                del lab_l
         if params.line_baseline_mm > 0 and lines.any():
             thr_w = thr_c if thr_c is not None else np.full(wshape, threshold, np.float32)
             lines &= ~cortex_bumps(flat, lines, near_bone_c & tis_c, thr_w,
@@ -1350,12 +1348,12 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
     if params.drop_edge_touching and grown.any():
         # Components reaching the film frame or a collimator edge are where the background is
         # extrapolated (bone ends cut by the collimator): they are left out.
-        edge = ~body_full | collimation | marker
+        edge = outside | collimation | marker
         if edge_px > 0:
-            edge = edge | frame
+            _set_frame(edge, edge_px, True)
         touch = cv2.dilate(edge.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         del edge
-        touch &= ~air_full
+        touch &= ~_mask_resize(air_c, (rows, cols))
         touching = _hysteresis(grown, touch & grown)
         grown = grown & ~touching
         if params.edge_open_mm > 0 and touching.any():
@@ -1366,7 +1364,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
             grown |= opened & ~_hysteresis(opened, touch & opened)
             del opened
         del touch, touching
-    del high, sig_src, tissue
+    del high
     if params.gate_fraction > 0:
         grown = _mass_gate(grown, flat, resid_c, body_c, params.gate_fraction)
     if params.bone_bridge_mm > 0 and params.bone_min_width_mm > 0 and bone_c.any() and grown.any():
@@ -1389,23 +1387,36 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
     labels, kinds, rejected = _label_and_classify(
         grown, film, spacing, params, _mask_resize(bone_band, (rows, cols)), flat, thr_c,
         _axis_angle(bone_c) if bone_c.any() else None)
-    outside = ~body_full & ~collimation & ~marker
+    del grown
+    bone = _mask_resize(bone_c, (rows, cols)) & body
+    del body
     excluded = {
         "outside_body": outside,
         "collimation": collimation,
         "marker": marker,
         "bone": bone,
     }
+    # One full-size upsampling of the summed working-grid surfaces (upsampling is linear: the
+    # background the film was flattened against, to float rounding); kept as it comes (a view).
+    background = upsample(bg_c + bias_c, (rows, cols))
     logger.debug("segment %s: %d lesions, threshold %.4g (low %.4g), sigma %.4g",
                  film.name, len(kinds), threshold, threshold_low, noise_sigma)
     return Segmentation(
         labels=labels, kinds=kinds, threshold=float(threshold),
         threshold_low=float(threshold_low), flattened=flat, excluded=excluded, params=params,
-        background=np.ascontiguousarray(background, dtype=np.float32), air_level=float(air_level),
+        background=background, air_level=float(air_level),
         noise_sigma=noise_sigma, threshold_k=threshold_k, scale_spacing_mm=float(spacing),
         rejected_ridges=rejected,
         threshold_map=thr_c,
     )
+
+
+def _set_frame(mask: np.ndarray, width: int, value: bool) -> None:
+    """Set a frame ``width`` pixels wide along the edges of ``mask`` to ``value`` (in place)."""
+    mask[:width] = value
+    mask[-width:] = value
+    mask[:, :width] = value
+    mask[:, -width:] = value
 
 
 def _open_components(mask: np.ndarray, kernel: np.ndarray) -> np.ndarray:

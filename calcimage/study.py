@@ -335,9 +335,7 @@ def measure_file(path: Path, settings: RunSettings) -> Any:
     return measure(film, seg, regions=settings.regions, params=settings.config.measure)
 
 
-#: Excluded-area masks a comparison uses (registration mask, the outside-the-field test, the
-#: bone both films of a pair share).
-_COMPARE_MASKS: tuple[str, ...] = ("collimation", "marker", "bone")
+#: Version of the saved comparison data (2: the bone mask is saved too).
 _COMPARE_DATA_VERSION = 2
 
 
@@ -367,6 +365,7 @@ def save_compare_data(path: Path, m: Any) -> None:
     """
     import numpy as np
 
+    from calcimage.measure import COMPARE_MASKS
     from calcimage.params import params_to_dict
 
     seg = m.segmentation
@@ -391,7 +390,7 @@ def save_compare_data(path: Path, m: Any) -> None:
     }
     arrays = {
         f"excluded_{name}": np.asarray(seg.excluded[name], dtype=bool)
-        for name in _COMPARE_MASKS
+        for name in COMPARE_MASKS
         if seg.excluded.get(name) is not None
     }
     buf = io.BytesIO()
@@ -418,7 +417,7 @@ def rebuilt_measurement(path: str | os.PathLike[str], film: FilmResult, out: str
     import numpy as np
 
     import calcimage
-    from calcimage.measure import Lesion, Measurement, RegionTotal
+    from calcimage.measure import COMPARE_MASKS, Lesion, Measurement, RegionTotal
     from calcimage.params import params_to_dict
     from calcimage.segment import LesionKind, Segmentation
 
@@ -428,7 +427,7 @@ def rebuilt_measurement(path: str | os.PathLike[str], film: FilmResult, out: str
     try:
         with np.load(_compare_data_path(out_dir, film.sha256, settings), allow_pickle=False) as npz:
             meta = json.loads(str(npz["meta"]))
-            masks = {name: npz[f"excluded_{name}"] for name in _COMPARE_MASKS if f"excluded_{name}" in npz.files}
+            masks = {name: npz[f"excluded_{name}"] for name in COMPARE_MASKS if f"excluded_{name}" in npz.files}
         labels = cv2.imdecode(np.fromfile(out_dir / film.folder / "labels.png", dtype=np.uint8), cv2.IMREAD_UNCHANGED)
         lesions = tuple(Lesion(**(d | {"kind": LesionKind(d["kind"])})) for d in meta["lesions"])
         regions = tuple(RegionTotal(**d) for d in meta["regions"])
@@ -451,7 +450,8 @@ def rebuilt_measurement(path: str | os.PathLike[str], film: FilmResult, out: str
     if loaded.sha256 != film.sha256 or loaded.shape != shape:
         logger.info("%s: the file changed since it was measured", film.input_name)
         return None
-    labels = labels.astype(np.int32)
+    # As a lean measurement holds them (labels.png is 16-bit): uint16, half of int32's memory.
+    labels = labels.astype(np.uint16)
     try:
         seg = Segmentation(
             labels=labels,
@@ -464,35 +464,18 @@ def rebuilt_measurement(path: str | os.PathLike[str], film: FilmResult, out: str
     except TypeError as exc:  # saved by a calcimage whose Segmentation had other fields
         logger.info("%s: saved measurement does not fit (%s)", film.input_name, exc)
         return None
-    from calcimage.regions import load_regions
-
     return Measurement(
         film=loaded, segmentation=seg, labels=labels, lesions=lesions, regions=regions,
         params=meta["params"], units=meta["units"], note=meta["note"],
-        region_set=load_regions(settings.regions, loaded), measure_params=settings.config.measure,
+        regions_spec=settings.regions, measure_params=settings.config.measure,
     )
 
 
 def lean_measurement(m: Any) -> Any:
-    """``m`` without its segmentation's full-size working arrays (flattened film, background,
-    threshold map, outside-body mask), which comparing and writing do not use.
+    """:func:`calcimage.measure.lean_measurement` (imported when first used)."""
+    from calcimage.measure import lean_measurement as lean
 
-    Keeps about a third of a measurement's memory, so two films can be held for a comparison
-    (``calcimage compare`` measures the follow-up while holding the baseline).
-    """
-    import numpy as np
-
-    seg = m.segmentation
-    if seg is None:
-        return m
-    lean = dataclasses.replace(
-        seg,
-        flattened=np.broadcast_to(np.float32(np.nan), np.shape(seg.flattened)),  # not kept
-        background=None,
-        threshold_map=None,
-        excluded={k: v for k, v in seg.excluded.items() if k in _COMPARE_MASKS},
-    )
-    return dataclasses.replace(m, segmentation=lean)
+    return lean(m)
 
 
 def _measurement_for(path: str, film: FilmResult, out: str, settings: RunSettings) -> Any:

@@ -104,7 +104,7 @@ def test_remeasure_keeps_regions_and_params(tmp_path) -> None:
     path.write_text('{"regions": [{"polygon": [[0,0],[0,119],[70,119],[70,0]], "exclude": true}]}')
     params = MeasureParams(grade_thresholds=(0.01, 0.02, 0.03))
     m = measure(film, seg, path, params)
-    assert m.measure_params == params and m.region_set is not None
+    assert m.measure_params == params and m.regions_spec == path
     # Another segmentation of the film: only the disc, now labelled 1 again.
     other = Segmentation(labels=np.where(disc, 1, 0).astype(np.int32), kinds=(LesionKind.NODULE,),
                          threshold=10.0, threshold_low=5.0, flattened=seg.flattened,
@@ -112,7 +112,7 @@ def test_remeasure_keeps_regions_and_params(tmp_path) -> None:
                          scale_spacing_mm=0.2)
     again = remeasure(m, other)
     # The exclusion (rows 0-70) still removes the disc; the grades keep their thresholds.
-    assert again.lesion_count == 0 and again.region_set is m.region_set
+    assert again.lesion_count == 0 and again.regions_spec == path
     assert again.measure_params == params and again.params["regions"] == m.params["regions"]
     both = remeasure(m, seg)
     assert [l.area_px for l in both.lesions] == [l.area_px for l in m.lesions] == [int(bar.sum())]

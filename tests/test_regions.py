@@ -25,6 +25,18 @@ def test_whole_film_default() -> None:
         assert reg.names == ("film",) and reg.mask.min() == 1 and not reg.excluded.any()
 
 
+def test_whole_film_takes_no_memory_and_assigns_everything() -> None:
+    reg = whole_film(_film((300, 400)))
+    # one value broadcast over the film: no full-size arrays for the common case
+    assert reg.mask.strides == (0, 0) and reg.excluded.strides == (0, 0)
+    assert reg.mask.shape == reg.excluded.shape == (300, 400)
+    assert reg.covers_film and reg.describe() == {"source": "film", "names": ["film"], "excluded_px": 0}
+    labels = np.zeros((300, 400), np.int32)
+    labels[10:20, 10:20] = 1
+    labels[200:220, 300:330] = 2
+    assert assign_lesions(labels, reg) == ["film", "film"]
+
+
 @pytest.mark.parametrize("spec", ["grid 2x3", "grid:2x3", "GRID 2X3"])
 def test_grid(spec: str) -> None:
     reg = load_regions(spec.lower() if spec.startswith("GRID") else spec, _film())
