@@ -665,13 +665,53 @@ def _warp_mask(mask: np.ndarray, reg: Registration, shape: tuple[int, int]) -> n
     return out.view(bool)
 
 
+def _restore_shared_lesions(seg: Any, own: Measurement, other_lesions: np.ndarray) -> Any:
+    """``seg`` (``own``'s film segmented again with added bone) with the lesions of ``own``
+    back that the new segmentation lost and the other film shows at that place.
+
+    The added bone may remove a false lesion that only its absence let through (the other
+    film, which has the bone, shows nothing there); it must not remove a lesion both films
+    show (its mapped outline can run through one and put it on the cortex band).
+    """
+    from scipy import ndimage as ndi
+
+    old = np.asarray(own.labels)
+    new = np.asarray(seg.labels)
+    n_old = int(old.max(initial=0))
+    if n_old == 0:
+        return seg
+    idx = np.arange(1, n_old + 1)
+    size = ndi.sum_labels(np.ones(old.shape, np.float32), old, idx)
+    kept = ndi.sum_labels((new > 0).astype(np.float32), old, idx)
+    seen = ndi.sum_labels(other_lesions.astype(np.float32), old, idx)
+    back = [k for k, a, b, c in zip(idx, size, kept, seen) if b < 0.5 * a and c >= 0.2 * a]
+    if not back:
+        return seg
+    labels = new.astype(np.int32, copy=True)
+    kinds = list(seg.kinds)
+    for k in back:
+        sel = (old == k) & (labels == 0)
+        kinds.append(own.segmentation.kinds[k - 1])
+        labels[sel] = len(kinds)
+    # lesion k = label k, numbered in raster order as segmentation numbers them
+    first = ndi.minimum(np.arange(labels.size).reshape(labels.shape), labels, np.arange(1, len(kinds) + 1))
+    order = np.argsort(first, kind="stable")
+    remap = np.zeros(len(kinds) + 1, np.int32)
+    remap[order + 1] = np.arange(1, len(kinds) + 1)
+    logger.info("compare: %d lesion(s) both films show kept after segmenting again", len(back))
+    return replace(seg, labels=remap[labels], kinds=tuple(kinds[i] for i in order))
+
+
 def share_bone(base: Measurement, follow: Measurement, reg: Registration,
                params: CompareParams = CompareParams()) -> tuple[Measurement, Measurement, tuple[str, ...]]:
     """Give both films of a pair the union of their bone masks.
 
     Each film's bone mask is mapped onto the other through ``reg``. A film on which the
     other's bone adds at least ``params.share_bone_min_mm2`` (in its body) is segmented again
-    with it (``bone_hint``) and measured again with its own regions and parameters.
+    with it (``bone_hint``) and measured again with its own regions and parameters. A lesion
+    that film had before and lost with the added bone is kept when the other film shows a
+    lesion there (at least a fifth of it under the other film's mapped lesions): the added
+    bone removes what only its absence let through, not what both films show.
 
     Returns
     -------
@@ -704,6 +744,7 @@ def share_bone(base: Measurement, follow: Measurement, reg: Registration,
             continue
         logger.info("compare: the %s gains %.0f mm2 of the other film's bone: segmented again", name, added_mm2)
         seg = segment(own.film, own.segmentation.params, bone_hint=mapped)
+        seg = _restore_shared_lesions(seg, own, _warp_mask(np.asarray(other.labels) > 0, mapping, own.film.shape))
         # Comparing uses none of the working arrays: dropped at once (the other film may
         # be segmented next, and two full measurements would double the peak memory).
         out[name] = lean_measurement(remeasure(own, seg))

@@ -385,3 +385,37 @@ def test_share_bone_leaves_hand_made_labellings(baseline: Measurement) -> None:
     follow = _measured_film(BLOBS, metadata=META_F, pose=_pose(1.0, 1.0, (2.0, 1.0)))
     result = compare(baseline, follow)
     assert result.bone_shared == () and result.baseline is baseline and result.followup is follow
+
+
+def test_restore_shared_lesions_brings_back_what_both_films_show() -> None:
+    from calcimage.compare import _restore_shared_lesions
+
+    shape = (40, 50)
+    old = np.zeros(shape, np.int32)
+    old[5:10, 30:40] = 1   # lost again, shown by the other film: back
+    old[20:25, 5:10] = 2   # lost again, nothing on the other film: stays lost
+    old[30:35, 20:30] = 3  # kept by the new segmentation (as its label 1)
+    own = Measurement(film=Film(np.zeros(shape, np.float32), (0.5, 0.5), SpacingSource.USER),
+                      segmentation=Segmentation(labels=old, kinds=(LesionKind.PLAQUE, LesionKind.NODULE,
+                                                                   LesionKind.NODULE),
+                                                threshold=1.0, threshold_low=0.5, flattened=np.zeros(shape, np.float32)),
+                      labels=old, lesions=(), regions=())
+    new_labels = np.zeros(shape, np.int32)
+    new_labels[30:35, 20:30] = 1
+    new_labels[15:18, 40:45] = 2  # a lesion only the new segmentation has
+    seg = Segmentation(labels=new_labels, kinds=(LesionKind.NODULE, LesionKind.NODULE), threshold=1.0,
+                       threshold_low=0.5, flattened=np.zeros(shape, np.float32))
+    other = np.zeros(shape, bool)
+    other[6:9, 28:36] = True  # the other film's mapped lesion covers lesion 1 (24 of 50 px)
+    other[0:2, 0:2] = True
+    out = _restore_shared_lesions(seg, own, other)
+    expected = np.zeros(shape, np.int32)
+    expected[5:10, 30:40] = 1  # raster order: the restored lesion comes first
+    expected[15:18, 40:45] = 2
+    expected[30:35, 20:30] = 3
+    assert np.array_equal(out.labels, expected)
+    assert out.kinds == (LesionKind.PLAQUE, LesionKind.NODULE, LesionKind.NODULE)
+    # Less than a fifth under the other film's lesions: not brought back.
+    few = np.zeros(shape, bool)
+    few[5:6, 30:39] = True  # 9 of 50 px
+    assert _restore_shared_lesions(seg, own, few) is seg
