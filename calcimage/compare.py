@@ -673,31 +673,32 @@ def _restore_shared_lesions(seg: Any, own: Measurement, other_lesions: np.ndarra
     film, which has the bone, shows nothing there); it must not remove a lesion both films
     show (its mapped outline can run through one and put it on the cortex band).
     """
-    from scipy import ndimage as ndi
-
     old = np.asarray(own.labels)
     new = np.asarray(seg.labels)
     n_old = int(old.max(initial=0))
     if n_old == 0:
         return seg
-    idx = np.arange(1, n_old + 1)
-    size = ndi.sum_labels(np.ones(old.shape, np.float32), old, idx)
-    kept = ndi.sum_labels((new > 0).astype(np.float32), old, idx)
-    seen = ndi.sum_labels(other_lesions.astype(np.float32), old, idx)
-    back = [k for k, a, b, c in zip(idx, size, kept, seen) if b < 0.5 * a and c >= 0.2 * a]
+    # Counts over the old lesions' pixels only (no full-size temporaries: peak memory).
+    at = np.flatnonzero(old)
+    k_at = old.ravel()[at]
+    size = np.bincount(k_at, minlength=n_old + 1)
+    kept = np.bincount(k_at[new.ravel()[at] > 0], minlength=n_old + 1)
+    seen = np.bincount(k_at[np.asarray(other_lesions).ravel()[at]], minlength=n_old + 1)
+    back = [k for k in range(1, n_old + 1) if kept[k] < 0.5 * size[k] and seen[k] >= 0.2 * size[k]]
     if not back:
         return seg
     labels = new.astype(np.int32, copy=True)
     kinds = list(seg.kinds)
     for k in back:
-        sel = (old == k) & (labels == 0)
+        sel = at[(k_at == k) & (labels.ravel()[at] == 0)]
         kinds.append(own.segmentation.kinds[k - 1])
-        labels[sel] = len(kinds)
+        labels.ravel()[sel] = len(kinds)
     # lesion k = label k, numbered in raster order as segmentation numbers them
-    first = ndi.minimum(np.arange(labels.size).reshape(labels.shape), labels, np.arange(1, len(kinds) + 1))
-    order = np.argsort(first, kind="stable")
+    where = np.flatnonzero(labels)  # ascending: a label's first entry is its first pixel
+    ids, first = np.unique(labels.ravel()[where], return_index=True)
+    order = ids[np.argsort(first, kind="stable")] - 1  # old label ids (0-based), raster order
     remap = np.zeros(len(kinds) + 1, np.int32)
-    remap[order + 1] = np.arange(1, len(kinds) + 1)
+    remap[order + 1] = np.arange(1, len(order) + 1)
     logger.info("compare: %d lesion(s) both films show kept after segmenting again", len(back))
     return replace(seg, labels=remap[labels], kinds=tuple(kinds[i] for i in order))
 
