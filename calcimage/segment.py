@@ -125,7 +125,8 @@ class SegmentParams:
         Scale used for films without spacing (sizes only; outputs still say "no spacing").
     ridge_max_width_mm, ridge_min_length_mm, ridge_min_elongation, cortex_band_mm, cortex_factor
         Ridges dropped after labelling: longer than ``ridge_min_length_mm`` (major axis from
-        the moments) and thinner than ``ridge_max_width_mm`` (see ``ridge_solid_*``); or mostly within ``cortex_band_mm`` of the bone outline and
+        the moments) and thinner than ``ridge_max_width_mm`` (see ``ridge_solid_*``); or
+        mostly within ``cortex_band_mm`` of the bone outline and
         ``ridge_min_elongation`` × longer than wide; with ``cortex_factor`` > 1, anything on
         that band needs that many times its local threshold. ``ridge_keep_factor`` > 0:
         an elongated component on the band reaching that many times its local threshold is
@@ -1246,8 +1247,8 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
         sm = cv2.GaussianBlur(px, (0, 0), params.smooth_mm / spacing)
     background = upsample(bg_c, (rows, cols))
     flat = (sm - background).astype(np.float32, copy=False)
-    # The blurred copy (px stays with the film) and the full-size background (rebuilt the same
-    # way at the end, for the result) are not kept through the steps below: peak memory.
+    # The blurred copy (px stays with the film) and the full-size background (rebuilt at the
+    # end, for the result) are not kept through the steps below: peak memory.
     del sm, background
     # Outside the body and not excluded otherwise (a result mask); ``body`` is what is examined.
     outside = ~_mask_resize(body_c, (rows, cols)) & ~collimation & ~marker
