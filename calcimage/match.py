@@ -591,42 +591,33 @@ def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
         pct = 100.0 * (total_f - total_b) / total_b if total_b > 0 else None
         common = dict(group=g_index, relation=g.relation, group_area_baseline_mm2=total_b,
                       group_area_followup_mm2=total_f, change_pct=pct, status=status)
-        if g.relation is Relation.RESOLVED:
-            for i in g.baseline_ids:
-                outside = bool(outside_follow[i - 1])
-                found = None if outside or not params.paired else _paired_area(base, i, follow, to_follow, params, boxes_b)
+        if g.relation in (Relation.RESOLVED, Relation.NEW):
+            # Labelled on one film only (the baseline when resolved): looked for at its place on
+            # the other (paired measurement); found there, it is measured on both films.
+            on_base = g.relation is Relation.RESOLVED
+            for k in (g.baseline_ids if on_base else g.followup_ids):
+                outside = bool((outside_follow if on_base else outside_base)[k - 1])
+                found = None
+                if not outside and params.paired:
+                    found = (_paired_area(base, k, follow, to_follow, params, boxes_b) if on_base
+                             else _paired_area(follow, k, base, reg.matrix, params, boxes_f))
+                ab, af_raw = (area_b[k], 0.0) if on_base else (0.0, area_f_raw[k])
+                ids = {"baseline_id": k, "followup_id": None} if on_base else {"baseline_id": None, "followup_id": k}
                 if found is not None and found[1] > 0.0:
-                    sigma, raw = found
-                    af = raw / scale2
+                    sigma, there = found
+                    if on_base:
+                        af_raw = there
+                    else:
+                        ab = there
+                    af = af_raw / scale2
                     rows.append(LesionChange(
-                        baseline_id=i, followup_id=None, area_baseline_mm2=area_b[i], area_followup_mm2=af,
-                        area_followup_raw_mm2=raw, group=g_index, relation=Relation.UNLABELLED,
-                        group_area_baseline_mm2=area_b[i], group_area_followup_mm2=af,
-                        change_pct=100.0 * (af - area_b[i]) / area_b[i] if area_b[i] > 0 else None,
-                        status=lesion_status(area_b[i], af, params), other_film_signal_sigma=sigma))
+                        **ids, area_baseline_mm2=ab, area_followup_mm2=af, area_followup_raw_mm2=af_raw,
+                        group=g_index, relation=Relation.UNLABELLED, group_area_baseline_mm2=ab,
+                        group_area_followup_mm2=af, change_pct=100.0 * (af - ab) / ab if ab > 0 else None,
+                        status=lesion_status(ab, af, params), other_film_signal_sigma=sigma))
                     continue
-                rows.append(LesionChange(baseline_id=i, followup_id=None, area_baseline_mm2=area_b[i],
-                                         area_followup_mm2=0.0, area_followup_raw_mm2=0.0,
-                                         outside_other_field=outside,
-                                         other_film_signal_sigma=None if found is None else found[0], **common))
-            continue
-        if g.relation is Relation.NEW:
-            for j in g.followup_ids:
-                outside = bool(outside_base[j - 1])
-                found = None if outside or not params.paired else _paired_area(follow, j, base, reg.matrix, params, boxes_f)
-                af = area_f_raw[j] / scale2
-                if found is not None and found[1] > 0.0:
-                    sigma, ab = found
-                    rows.append(LesionChange(
-                        baseline_id=None, followup_id=j, area_baseline_mm2=ab, area_followup_mm2=af,
-                        area_followup_raw_mm2=area_f_raw[j], group=g_index, relation=Relation.UNLABELLED,
-                        group_area_baseline_mm2=ab, group_area_followup_mm2=af,
-                        change_pct=100.0 * (af - ab) / ab, status=lesion_status(ab, af, params),
-                        other_film_signal_sigma=sigma))
-                    continue
-                rows.append(LesionChange(baseline_id=None, followup_id=j, area_baseline_mm2=0.0,
-                                         area_followup_mm2=af, area_followup_raw_mm2=area_f_raw[j],
-                                         outside_other_field=outside,
+                rows.append(LesionChange(**ids, area_baseline_mm2=ab, area_followup_mm2=af_raw / scale2,
+                                         area_followup_raw_mm2=af_raw, outside_other_field=outside,
                                          other_film_signal_sigma=None if found is None else found[0], **common))
             continue
         if len(g.baseline_ids) >= len(g.followup_ids):
