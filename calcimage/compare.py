@@ -155,6 +155,12 @@ class CompareParams:
     paired_ring_mm
         Width of the ring beyond the margin the local background and noise come from (at
         least twice the footprint's size).
+    paired_matched_ratio
+        A matched lesion (or merge/split group) over bone whose two segmented areas differ by
+        more than this factor is measured by paired measurement's rule on both films (over the
+        union of both footprints): the larger segmented area is kept and the other side
+        follows from the rule's ratio. Over bone the cortex-line cut and the cortex-band rules
+        take parts of a lesion away on one film and not on the other. 0 turns it off.
     share_bone
         Segment both films with one bone mask: a film to which the other film's registered
         bone adds at least ``share_bone_min_mm2`` (in its body) is segmented again with that
@@ -186,6 +192,7 @@ class CompareParams:
     paired_margin_mm: float = 1.0
     paired_ring_mm: float = 3.0
     paired_grow_mm: float = 4.0
+    paired_matched_ratio: float = 3.0
     share_bone: bool = True
     share_bone_min_mm2: float = 500.0
 
@@ -224,6 +231,9 @@ class CompareParams:
         require_positive("paired_margin_mm", self.paired_margin_mm, allow_zero=True)
         require_positive("paired_ring_mm", self.paired_ring_mm)
         require_positive("paired_grow_mm", self.paired_grow_mm, allow_zero=True)
+        require(isinstance(self.paired_matched_ratio, (int, float)) and (
+            self.paired_matched_ratio == 0 or self.paired_matched_ratio > 1), "paired_matched_ratio",
+            self.paired_matched_ratio, "0 (off) or a factor > 1")
         require(isinstance(self.share_bone, bool), "share_bone", self.share_bone, "true or false")
         require_positive("share_bone_min_mm2", self.share_bone_min_mm2, allow_zero=True)
 

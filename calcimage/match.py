@@ -527,6 +527,38 @@ def _paired_area(source: Measurement, lesion_id: int, target: Measurement, matri
     return there.signal_sigma, seg_area * _area_mm2(target, there.area_px) / _area_mm2(source, here.area_px)
 
 
+def _over_bone(m: Measurement, lesion_ids: tuple[int, ...]) -> bool:
+    """Whether most pixels of lesions ``lesion_ids`` of ``m`` lie in its bone mask (False when
+    the measurement has none)."""
+    bone = dict(m.segmentation.excluded).get("bone") if m.segmentation is not None else None
+    labels = np.asarray(m.labels)
+    if bone is None or np.shape(bone) != labels.shape:
+        return False
+    sel = np.isin(labels, np.asarray(lesion_ids, dtype=labels.dtype))
+    return bool(np.asarray(bone)[sel].mean() > 0.5) if sel.any() else False
+
+
+def _group_ratio(base: Measurement, follow: Measurement, g: Any, to_base: np.ndarray, to_follow: np.ndarray,
+                 scale2: float, params: CompareParams, boxes_b: list[Any], boxes_f: list[Any]) -> float | None:
+    """Follow-up / baseline area of a matched group measured by one rule on both films
+    (:func:`measure_at` over the union of both films' footprints; both grown when one grows),
+    at the baseline's magnification; None when the rule finds nothing on either film."""
+    fb = footprint(base, g.baseline_ids, _IDENTITY, boxes_b)
+    ff = footprint(follow, g.followup_ids, _IDENTITY, boxes_f)
+    on_b = [fb, replace(ff, matrix=np.asarray(to_base, dtype=np.float64))]
+    on_f = [replace(fb, matrix=np.asarray(to_follow, dtype=np.float64)), ff]
+    here = measure_at(on_b, base, params, g.baseline_ids)
+    there = measure_at(on_f, follow, params, g.followup_ids)
+    if here.grew != there.grew:
+        if here.grew:
+            there = measure_at(on_f, follow, params, g.followup_ids, force_grow=True)
+        else:
+            here = measure_at(on_b, base, params, g.baseline_ids, force_grow=True)
+    if here.area_px == 0 or there.area_px == 0:
+        return None
+    return (_area_mm2(follow, there.area_px) / scale2) / _area_mm2(base, here.area_px)
+
+
 def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
                   params: CompareParams = CompareParams()) -> tuple[LesionChange, ...]:
     """Match the lesions of two measured films and give each a status.
@@ -578,7 +610,8 @@ def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
     outside_follow = _outside_field(base, follow, to_follow)
 
     # lesion bounding boxes, for the paired measurement of lesions labelled on one film only
-    unmatched = params.paired and any(g.relation in (Relation.NEW, Relation.RESOLVED) for g in groups)
+    unmatched = params.paired and (params.paired_matched_ratio > 0
+                                   or any(g.relation in (Relation.NEW, Relation.RESOLVED) for g in groups))
     boxes_b = ndi.find_objects(np.asarray(base.labels)) if unmatched else []
     boxes_f = ndi.find_objects(np.asarray(follow.labels)) if unmatched else []
 
@@ -587,6 +620,20 @@ def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
         total_b = sum(area_b[i] for i in g.baseline_ids)
         total_f_raw = sum(area_f_raw[j] for j in g.followup_ids)
         total_f = total_f_raw / scale2
+        if (params.paired and params.paired_matched_ratio > 0 and g.baseline_ids and g.followup_ids
+                and total_b > 0 and total_f > 0
+                and max(total_f / total_b, total_b / total_f) > params.paired_matched_ratio
+                and _over_bone(base, g.baseline_ids)):
+            ratio = _group_ratio(base, follow, g, reg.matrix, to_follow, scale2, params, boxes_b, boxes_f)
+            if ratio is not None:
+                # The larger segmented side is taken as the more complete (over bone the cut and
+                # the band rules take parts of a lesion away, they do not add); the other side
+                # follows from the one rule's ratio.
+                if total_b >= total_f / ratio:
+                    total_f = total_b * ratio
+                else:
+                    total_b = total_f / ratio
+                total_f_raw = total_f * scale2
         status = lesion_status(total_b, total_f, params)
         pct = 100.0 * (total_f - total_b) / total_b if total_b > 0 else None
         common = dict(group=g_index, relation=g.relation, group_area_baseline_mm2=total_b,
@@ -623,18 +670,20 @@ def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
         if len(g.baseline_ids) >= len(g.followup_ids):
             for i in g.baseline_ids:
                 j = assigned.get(i) or max(g.followup_ids, key=lambda jj: (overlap[i, jj], -dist(i, jj)))
-                share = area_b[i] / total_b if total_b > 0 else 1.0 / len(g.baseline_ids)
+                seg_b = sum(area_b[ii] for ii in g.baseline_ids)
+                share = area_b[i] / seg_b if seg_b > 0 else 1.0 / len(g.baseline_ids)
                 rows.append(LesionChange(
-                    baseline_id=i, followup_id=j, area_baseline_mm2=area_b[i],
+                    baseline_id=i, followup_id=j, area_baseline_mm2=total_b * share,
                     area_followup_mm2=total_f * share, area_followup_raw_mm2=total_f_raw * share,
                     overlap_dice=dice(i, j), centroid_distance_mm=dist(i, j), **common))
         else:
             for j in g.followup_ids:
                 i = assigned_rev.get(j) or max(g.baseline_ids, key=lambda ii: (overlap[ii, j], -dist(ii, j)))
-                share = area_f_raw[j] / total_f_raw if total_f_raw > 0 else 1.0 / len(g.followup_ids)
+                seg_f = sum(area_f_raw[jj] for jj in g.followup_ids)
+                share = area_f_raw[j] / seg_f if seg_f > 0 else 1.0 / len(g.followup_ids)
                 rows.append(LesionChange(
                     baseline_id=i, followup_id=j, area_baseline_mm2=total_b * share,
-                    area_followup_mm2=area_f_raw[j] / scale2, area_followup_raw_mm2=area_f_raw[j],
+                    area_followup_mm2=total_f * share, area_followup_raw_mm2=total_f_raw * share,
                     overlap_dice=dice(i, j), centroid_distance_mm=dist(i, j), **common))
     logger.info("matched %d baseline and %d follow-up lesions into %d groups", n_base, n_follow, len(groups))
     return tuple(rows)

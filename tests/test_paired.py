@@ -261,3 +261,48 @@ def test_not_paired_when_the_rule_cannot_see_the_lesion_on_its_own_film() -> Non
     (row,) = match_lesions(base, follow, _registration(0.1, 0.1))
     assert (row.relation, row.status, row.area_followup_mm2) == (Relation.RESOLVED, Status.RESOLVED, 0.0)
     assert row.other_film_signal_sigma is not None and row.other_film_signal_sigma > 10.0
+
+
+def _over_bone(m: Measurement) -> Measurement:
+    """``m`` with a bone mask over the whole film."""
+    import dataclasses
+
+    bone = np.ones(m.labels.shape, bool)
+    return dataclasses.replace(m, segmentation=dataclasses.replace(m.segmentation, excluded={"bone": bone}))
+
+
+@pytest.mark.parametrize("spacing", [0.1, 0.2])
+def test_matched_lesion_cut_on_one_film_over_bone_is_measured_by_one_rule(spacing: float) -> None:
+    # The same disc on both films; on the follow-up segmentation kept only its centre (what the
+    # cortex-line cut leaves of a plaque over bone): 2.5 of 12.6 mm2, a ratio of 5.
+    base = _over_bone(_film(spacing, 30.0, labelled=True, seed=21))
+    follow = _over_bone(_film(spacing, 30.0, labelled=True, seed=22, label_radius_mm=0.9))
+    reg = _registration(spacing, spacing)
+    (row,) = match_lesions(base, follow, reg)
+    assert row.relation is Relation.ONE_TO_ONE and row.status is Status.STABLE
+    # the larger (baseline) side is kept; the follow-up follows from the rule's ratio
+    assert row.area_baseline_mm2 == pytest.approx(base.lesions[0].area_mm2)
+    assert row.area_followup_mm2 == pytest.approx(row.area_baseline_mm2, rel=0.1)
+    # off, or not over bone: the segmented areas stand
+    for b, f, params in ((base, follow, CompareParams(paired_matched_ratio=0.0)),
+                         (_film(spacing, 30.0, labelled=True, seed=21),
+                          _film(spacing, 30.0, labelled=True, seed=22, label_radius_mm=0.9), CompareParams())):
+        (row,) = match_lesions(b, f, reg, params)
+        assert row.status is Status.SHRUNK
+        assert row.area_followup_mm2 == pytest.approx(follow.lesions[0].area_mm2)
+
+
+@pytest.mark.parametrize("spacing", [0.1, 0.2])
+def test_matched_lesion_grown_less_than_the_ratio_keeps_its_segmented_areas(spacing: float) -> None:
+    base = _over_bone(_film(spacing, 30.0, labelled=True, seed=23))
+    follow = _over_bone(_film(spacing, 30.0, labelled=True, seed=24, radius_mm=RADIUS_MM * math.sqrt(2.5)))
+    (row,) = match_lesions(base, follow, _registration(spacing, spacing))
+    assert row.status is Status.GROWN
+    assert (row.area_baseline_mm2, row.area_followup_mm2) == (
+        pytest.approx(base.lesions[0].area_mm2), pytest.approx(follow.lesions[0].area_mm2))
+
+
+def test_paired_matched_ratio_validation() -> None:
+    for bad in (-1.0, 0.5, 1.0):
+        with pytest.raises(ParameterError, match="paired_matched_ratio"):
+            CompareParams(paired_matched_ratio=bad)
