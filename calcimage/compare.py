@@ -514,8 +514,9 @@ def _paired_totals(rows: tuple[LesionChange, ...], base: Measurement, follow: Me
     on the follow-up adds its area found there to the follow-up total. The one exception is
     a matched group over bone measured by one rule (``paired_matched_ratio``): when the
     baseline is its smaller side, its rows carry the baseline area that rule gives. A row
-    belongs to the region of its baseline lesion (its follow-up lesion when there is none); burdens take
-    each side's density grade (the other side's when the lesion is unlabelled there)."""
+    belongs to the region of its baseline lesion (its follow-up lesion when there is none);
+    burdens take each side's density grade (the other side's when the lesion is unlabelled
+    there)."""
     ab = af = bb = bf = xb = xf = 0.0
     xnb = xnf = 0
     for r in rows:
