@@ -487,6 +487,19 @@ def _area_mm2(m: Measurement, area_px: int) -> float:
     return float(area_px * sp[0] * sp[1])
 
 
+def _grown_alike(here: PlaceMeasurement, there: PlaceMeasurement,
+                 fp_here: Sequence[Footprint], film_here: Measurement, ids_here: tuple[int, ...],
+                 fp_there: Sequence[Footprint], film_there: Measurement, ids_there: tuple[int, ...],
+                 params: CompareParams) -> tuple[PlaceMeasurement, PlaceMeasurement]:
+    """One rule on both films: when :func:`measure_at` grew beyond the margin on one film only,
+    the other is measured again grown too."""
+    if here.grew and not there.grew:
+        there = measure_at(fp_there, film_there, params, ids_there, force_grow=True)
+    elif there.grew and not here.grew:
+        here = measure_at(fp_here, film_here, params, ids_here, force_grow=True)
+    return here, there
+
+
 def _paired_area(source: Measurement, lesion_id: int, target: Measurement, matrix: np.ndarray,
                  params: CompareParams, boxes: list[Any]) -> tuple[float, float]:
     """(signal in sigmas, area in mm² on ``target``'s own grid) of lesion ``lesion_id`` of
@@ -516,11 +529,7 @@ def _paired_area(source: Measurement, lesion_id: int, target: Measurement, matri
     need = params.paired_min_fraction if there.mean_contrast > there.ring_high else params.paired_anatomy_fraction
     if there.mean_contrast < need * here.mean_contrast or here.signal_sigma < params.paired_min_sigma:
         return there.signal_sigma, 0.0
-    if here.grew != there.grew:  # one rule on both films: both grown beyond the margin
-        if here.grew:
-            there = measure_at(fp_there, target, params, force_grow=True)
-        else:
-            here = measure_at(fp_here, source, params, (lesion_id,), force_grow=True)
+    here, there = _grown_alike(here, there, fp_here, source, (lesion_id,), fp_there, target, (), params)
     if here.area_px == 0 or there.area_px == 0:
         return there.signal_sigma, 0.0
     seg_area = float(source.lesions[lesion_id - 1].area_mm2 or 0.0)
@@ -547,13 +556,9 @@ def _group_ratio(base: Measurement, follow: Measurement, g: Any, to_base: np.nda
     ff = footprint(follow, g.followup_ids, _IDENTITY, boxes_f)
     on_b = [fb, replace(ff, matrix=np.asarray(to_base, dtype=np.float64))]
     on_f = [replace(fb, matrix=np.asarray(to_follow, dtype=np.float64)), ff]
-    here = measure_at(on_b, base, params, g.baseline_ids)
-    there = measure_at(on_f, follow, params, g.followup_ids)
-    if here.grew != there.grew:
-        if here.grew:
-            there = measure_at(on_f, follow, params, g.followup_ids, force_grow=True)
-        else:
-            here = measure_at(on_b, base, params, g.baseline_ids, force_grow=True)
+    here, there = _grown_alike(measure_at(on_b, base, params, g.baseline_ids),
+                               measure_at(on_f, follow, params, g.followup_ids),
+                               on_b, base, g.baseline_ids, on_f, follow, g.followup_ids, params)
     if here.area_px == 0 or there.area_px == 0:
         return None
     return (_area_mm2(follow, there.area_px) / scale2) / _area_mm2(base, here.area_px)
