@@ -472,9 +472,9 @@ def _score(quality: float, overlap: float, min_overlap: float) -> float:
 
 
 def _fit(levels: list[tuple[_Level, _Level]], candidates: list[tuple[str, np.ndarray]],
-         kind: TransformKind, params: CompareParams) -> tuple[str, np.ndarray]:
+         kind: TransformKind, params: CompareParams) -> tuple[str, np.ndarray, float, float]:
     """Fit every start on the coarsest level, refine each distinct result down the pyramid and
-    keep the one of best quality on the finest level.
+    keep the one of best quality on the finest level: (start, warp, quality, overlap).
 
     Ranking on the coarsest level alone is not enough: at 4 mm the high-passed quality hardly
     tells a limb 45 mm off along its axis from the right place (development pair 128 with the
@@ -507,7 +507,7 @@ def _fit(levels: list[tuple[_Level, _Level]], candidates: list[tuple[str, np.nda
         if all(_max_motion_mm(fit[2], other[2], t0) > max(t0.spacing_rc) for other in distinct):
             distinct.append(fit)
     t_fine, f_fine = levels[-1]
-    best: tuple[float, str, np.ndarray] | None = None
+    best: tuple[float, str, np.ndarray, float, float] | None = None
     failure = ""
     for _, name, w in distinct:
         try:
@@ -516,15 +516,16 @@ def _fit(levels: list[tuple[_Level, _Level]], candidates: list[tuple[str, np.nda
             logger.debug("registration from start %s failed: %s", name, exc)
             failure = failure or str(exc)
             continue
-        score = _score(*_quality(t_fine, f_fine, w), params.min_overlap)
+        quality, overlap = _quality(t_fine, f_fine, w)
+        score = _score(quality, overlap, params.min_overlap)
         if best is None or score > best[0]:
-            best = (score, name, w)
+            best = (score, name, w, quality, overlap)
     if best is None:
         raise RegistrationError(
             f"films do not align: refinement at {t_fine.spacing_rc[0]:.1f} mm failed ({failure}); "
             "different body part or view?"
         )
-    return best[1], best[2]
+    return best[1], best[2], best[3], best[4]
 
 
 def _refine(levels: list[tuple[_Level, _Level]], w: np.ndarray, kind: TransformKind,
@@ -742,17 +743,16 @@ def register(base_film: Film, follow_film: Film, *, base_mask: np.ndarray | None
     candidates: list[tuple[str, np.ndarray]] = [("identity", np.eye(3))]
     candidates += _search_starts(t0, f0, _SEARCH_ROTATION_DEG, _SEARCH_STEP_DEG, keep=3)
 
-    start, w = _fit(levels, candidates, TransformKind.SIMILARITY, params)
+    start, w, quality, overlap = _fit(levels, candidates, TransformKind.SIMILARITY, params)
     note = ""
     if kind is TransformKind.AFFINE:
         w, kept = _affine_from(levels, w, params)
-        if not kept:
+        if kept:
+            quality, overlap = _quality(*levels[-1], w)
+        else:
             # Recorded as what was fitted; the method says why.
             kind = TransformKind.SIMILARITY
             note = ", affine requested but not supported by the films: similarity kept"
-
-    t_fine, f_fine = levels[-1]
-    quality, overlap = _quality(t_fine, f_fine, w)
     scale = math.sqrt(abs(float(np.linalg.det(w[:2, :2]))))
     if abs(math.log(scale)) > -math.log(1.0 - params.max_scale_change):
         raise RegistrationError(
