@@ -664,20 +664,6 @@ def _resegmentable(m: Measurement) -> bool:
             and dict(seg.excluded).get("bone") is not None)
 
 
-def _warp_mask(mask: np.ndarray, reg: Registration, shape: tuple[int, int]) -> np.ndarray:
-    """A bool mask of one film resampled (nearest) onto the grid ``shape`` of the film that
-    ``reg.matrix`` maps its ``(row, col, 1)`` to; False outside it."""
-    import cv2
-
-    m_rc = np.vstack([np.asarray(reg.matrix, dtype=np.float64), [0.0, 0.0, 1.0]])
-    swap = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # (row, col) <-> (x, y)
-    inv_xy = swap @ np.linalg.inv(m_rc) @ swap
-    out = cv2.warpAffine(np.asarray(mask, dtype=np.uint8), inv_xy[:2], (shape[1], shape[0]),
-                         flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return out.view(bool)
-
-
 def _restore_shared_lesions(seg: Any, own: Measurement, other_lesions: np.ndarray) -> Any:
     """``seg`` (``own``'s film segmented again with added bone) with the lesions of ``own``
     back that the new segmentation lost and the other film shows at that place.
@@ -733,6 +719,7 @@ def share_bone(base: Measurement, follow: Measurement, reg: Registration,
         The baseline and follow-up measurements to compare, and which were segmented again
         (``"baseline"``, ``"followup"``).
     """
+    from calcimage.match import warp_mask  # match imports this module
     from calcimage.measure import lean_measurement, remeasure
     from calcimage.segment import segment
 
@@ -745,7 +732,7 @@ def share_bone(base: Measurement, follow: Measurement, reg: Registration,
         other_bone = np.asarray(dict(other.segmentation.excluded)["bone"], dtype=bool)
         if not other_bone.any():
             continue
-        mapped = _warp_mask(other_bone, mapping, own.film.shape)
+        mapped = warp_mask(other_bone, mapping, own.film.shape)
         excluded = dict(own.segmentation.excluded)
         added = mapped & ~np.asarray(excluded["bone"], dtype=bool)
         for gone in ("outside_body", "collimation", "marker"):
@@ -758,7 +745,7 @@ def share_bone(base: Measurement, follow: Measurement, reg: Registration,
             continue
         logger.info("compare: the %s gains %.0f mm2 of the other film's bone: segmented again", name, added_mm2)
         seg = segment(own.film, own.segmentation.params, bone_hint=mapped)
-        seg = _restore_shared_lesions(seg, own, _warp_mask(np.asarray(other.labels) > 0, mapping, own.film.shape))
+        seg = _restore_shared_lesions(seg, own, warp_mask(np.asarray(other.labels) > 0, mapping, own.film.shape))
         # Comparing uses none of the working arrays: dropped at once (the other film may
         # be segmented next, and two full measurements would double the peak memory).
         out[name] = lean_measurement(remeasure(own, seg))

@@ -32,7 +32,7 @@ from calcimage.compare import CompareParams, LesionChange, Registration, Relatio
 from calcimage.measure import Measurement
 from calcimage.segment import robust_sigma as _robust_sigma
 
-__all__ = ["MatchGroup", "Footprint", "PlaceMeasurement", "footprint", "warp_labels", "overlap_table", "group_lesions", "lesion_status",
+__all__ = ["MatchGroup", "Footprint", "PlaceMeasurement", "footprint", "warp_labels", "warp_mask", "overlap_table", "group_lesions", "lesion_status",
            "measure_at", "match_lesions"]
 
 logger = logging.getLogger(__name__)
@@ -70,16 +70,27 @@ def warp_labels(labels: np.ndarray, registration: Registration, base_shape: tupl
     numpy.ndarray
         int32 (rows, cols) of the baseline; 0 outside the follow-up film.
     """
-    m_rc = np.vstack([np.asarray(registration.matrix, dtype=np.float64), [0.0, 0.0, 1.0]])
-    # warpAffine with WARP_INVERSE_MAP wants destination (baseline) -> source (follow-up), in (x, y).
-    inv_xy = _SWAP @ np.linalg.inv(m_rc) @ _SWAP
     labels = np.asarray(labels)
     if labels.size and int(labels.max()) >= 2**24:
         raise ValueError(f"too many labels to warp exactly ({int(labels.max())})")
-    warped = cv2.warpAffine(labels.astype(np.float32), inv_xy[:2], (base_shape[1], base_shape[0]),
-                            flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return warped.astype(np.int32)
+    return _warp_nearest(labels.astype(np.float32), registration.matrix, base_shape).astype(np.int32)
+
+
+def warp_mask(mask: np.ndarray, registration: Registration, shape: tuple[int, int]) -> np.ndarray:
+    """A bool mask of one film resampled (nearest neighbour) onto the grid ``shape`` of the film
+    ``registration.matrix`` maps its ``(row, col, 1)`` to; False outside it."""
+    return _warp_nearest(np.asarray(mask, dtype=np.uint8), registration.matrix, shape).view(bool)
+
+
+def _warp_nearest(image: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``image`` resampled (nearest neighbour, 0 outside) onto the grid ``shape`` that the 2×3
+    ``matrix`` maps its ``(row, col, 1)`` to."""
+    m_rc = np.vstack([np.asarray(matrix, dtype=np.float64), [0.0, 0.0, 1.0]])
+    # warpAffine with WARP_INVERSE_MAP wants destination -> source, in (x, y).
+    inv_xy = _SWAP @ np.linalg.inv(m_rc) @ _SWAP
+    return cv2.warpAffine(image, inv_xy[:2], (shape[1], shape[0]),
+                          flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def overlap_table(base_labels: np.ndarray, follow_labels: np.ndarray, n_base: int, n_follow: int) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 
 from calcimage.compare import CompareParams, Registration, Relation, Status
 from calcimage.film import Film, SpacingSource
-from calcimage.match import group_lesions, lesion_status, match_lesions, overlap_table, warp_labels
+from calcimage.match import group_lesions, lesion_status, match_lesions, overlap_table, warp_labels, warp_mask
 from calcimage.measure import Lesion, Measurement, RegionTotal
 from calcimage.segment import LesionKind, Segmentation
 
@@ -64,6 +64,10 @@ def test_warp_labels_identity_and_shift() -> None:
     expected[7:10, 5:9] = 3
     assert np.array_equal(out, expected)
     assert out.dtype == np.int32
+    # a bool mask warps the same way (onto a smaller grid: False outside)
+    mask = warp_mask(labels > 0, shifted, (9, 30))
+    assert mask.dtype == bool and mask.shape == (9, 30)
+    assert np.array_equal(mask, expected[:9] > 0)
 
 
 def test_warp_labels_scaled_to_finer_grid() -> None:
