@@ -366,7 +366,7 @@ def _component_area(resid: np.ndarray, allowed: np.ndarray, seeds: np.ndarray, s
 
 
 def measure_at(footprints: Sequence[Footprint], target: Measurement, params: CompareParams = CompareParams(),
-               target_ids: tuple[int, ...] = ()) -> PlaceMeasurement:
+               target_ids: tuple[int, ...] = (), force_grow: bool = False) -> PlaceMeasurement:
     """Measure ``target`` at the union of ``footprints`` mapped onto it.
 
     On a crop of the target, smoothed as segmentation smooths it (``smooth_mm``), the local
@@ -380,12 +380,10 @@ def measure_at(footprints: Sequence[Footprint], target: Measurement, params: Com
     - area: what segmentation's edge rule keeps within ``paired_margin_mm`` of the footprint
       (contrast at least the hysteresis level, i.e. local noise × the segmentation's
       ``threshold_k`` × ``low_ratio``, and ``edge_fraction`` of the peak) in components
-      touching the footprint. Then the background is fitted again on a ring beyond what was
-      found, and the area may reach ``paired_grow_mm`` from the footprint (``grew`` is then
-      true; false when ``paired_grow_mm`` is within the margin or the second ring is too
-      small). Every measurement takes this second step, whether the lesion grew or not, so
-      both films of a pair are measured by one rule (a lesion that grows 2.5 × in area
-      reaches past the margin on one film only).
+      touching the footprint. When that fills at least half of the zone's edge (the lesion
+      grew), or when ``force_grow``, the background is fitted again on a ring beyond what was
+      found and the area may reach ``paired_grow_mm`` from the footprint (``grew`` is then
+      true).
     """
     shape_t = target.film.shape
     sp_t = target.film.spacing_mm or (1.0, 1.0)
@@ -475,10 +473,11 @@ def measure_at(footprints: Sequence[Footprint], target: Measurement, params: Com
         t = 0.0
 
     comp = _component_area(resid, zone & ~bad & ~near_others, free, seg, sigma_px)
+    edge = zone & (dist > gap_px - 1.0)
     grew = False
-    if grow_px > gap_px:
-        # The first ring may lie on the lesion (it grew, or the footprint was partial): the
-        # background is fitted again beyond what was found, and the area may reach ``paired_grow_mm``.
+    if grow_px > gap_px and (force_grow or np.count_nonzero(comp & edge) >= 0.5 * np.count_nonzero(edge)):
+        # The lesion fills the zone's edge (it grew, or the footprint was partial): the background
+        # is fitted again beyond what was found, and the area may reach ``paired_grow_mm``.
         found = (comp | core).astype(np.uint8)
         d2 = cv2.distanceTransform(1 - found, cv2.DIST_L2, cv2.DIST_MASK_5)
         ring2 = (d2 > gap_px) & (d2 <= gap_px + ring_mm / px_mm) & ~bad & ~near_others
@@ -499,6 +498,19 @@ def _area_mm2(m: Measurement, area_px: int) -> float:
     return float(area_px * sp[0] * sp[1])
 
 
+def _grown_alike(here: PlaceMeasurement, there: PlaceMeasurement,
+                 fp_here: Sequence[Footprint], film_here: Measurement, ids_here: tuple[int, ...],
+                 fp_there: Sequence[Footprint], film_there: Measurement, ids_there: tuple[int, ...],
+                 params: CompareParams) -> tuple[PlaceMeasurement, PlaceMeasurement]:
+    """One rule on both films: when :func:`measure_at` grew beyond the margin on one film only,
+    the other is measured again grown too."""
+    if here.grew and not there.grew:
+        there = measure_at(fp_there, film_there, params, ids_there, force_grow=True)
+    elif there.grew and not here.grew:
+        here = measure_at(fp_here, film_here, params, ids_here, force_grow=True)
+    return here, there
+
+
 def _paired_area(source: Measurement, lesion_id: int, target: Measurement, matrix: np.ndarray,
                  params: CompareParams, boxes: list[Any]) -> tuple[float, float]:
     """(signal in sigmas, area in mm² on ``target``'s own grid) of lesion ``lesion_id`` of
@@ -513,7 +525,8 @@ def _paired_area(source: Measurement, lesion_id: int, target: Measurement, matri
     The change is measured by the same rule on both films: the lesion's segmented area times
     the rule's area on ``target`` over the rule's area on the lesion's own film. So a lesion
     that segmentation found only in part keeps that part's share on both films, and what the
-    rule adds beyond segmentation (blur, the edge level, the rest of a plaque) cancels. A
+    rule adds beyond segmentation (blur, the edge level, the rest of a plaque) cancels. When
+    the rule grew beyond the margin on one film only, the other is measured grown too. A
     lesion the rule cannot see on its own film (below ``paired_min_sigma`` there) has no
     such ratio and is not paired."""
     own = footprint(source, (lesion_id,), _IDENTITY, boxes)
@@ -527,6 +540,7 @@ def _paired_area(source: Measurement, lesion_id: int, target: Measurement, matri
     need = params.paired_min_fraction if there.mean_contrast > there.ring_high else params.paired_anatomy_fraction
     if there.mean_contrast < need * here.mean_contrast or here.signal_sigma < params.paired_min_sigma:
         return there.signal_sigma, 0.0
+    here, there = _grown_alike(here, there, fp_here, source, (lesion_id,), fp_there, target, (), params)
     if here.area_px == 0 or there.area_px == 0:
         return there.signal_sigma, 0.0
     seg_area = float(source.lesions[lesion_id - 1].area_mm2 or 0.0)
@@ -547,14 +561,15 @@ def _over_bone(m: Measurement, lesion_ids: tuple[int, ...]) -> bool:
 def _group_ratio(base: Measurement, follow: Measurement, g: Any, to_base: np.ndarray, to_follow: np.ndarray,
                  scale2: float, params: CompareParams, boxes_b: list[Any], boxes_f: list[Any]) -> float | None:
     """Follow-up / baseline area of a matched group measured by one rule on both films
-    (:func:`measure_at` over the union of both films' footprints),
+    (:func:`measure_at` over the union of both films' footprints; both grown when one grows),
     at the baseline's magnification; None when the rule finds nothing on either film."""
     fb = footprint(base, g.baseline_ids, _IDENTITY, boxes_b)
     ff = footprint(follow, g.followup_ids, _IDENTITY, boxes_f)
     on_b = [fb, replace(ff, matrix=np.asarray(to_base, dtype=np.float64))]
     on_f = [replace(fb, matrix=np.asarray(to_follow, dtype=np.float64)), ff]
-    here = measure_at(on_b, base, params, g.baseline_ids)
-    there = measure_at(on_f, follow, params, g.followup_ids)
+    here, there = _grown_alike(measure_at(on_b, base, params, g.baseline_ids),
+                               measure_at(on_f, follow, params, g.followup_ids),
+                               on_b, base, g.baseline_ids, on_f, follow, g.followup_ids, params)
     if here.area_px == 0 or there.area_px == 0:
         return None
     return (_area_mm2(follow, there.area_px) / scale2) / _area_mm2(base, here.area_px)
