@@ -279,6 +279,10 @@ class Registration:
         m = np.asarray(self.matrix, dtype=np.float64)
         return m[0, 0] * r + m[0, 1] * c + m[0, 2], m[1, 0] * r + m[1, 1] * c + m[1, 2]
 
+    def inverse_matrix(self) -> np.ndarray:
+        """The 2×3 matrix mapping a baseline point ``(row, col, 1)`` to follow-up ``(row, col)``."""
+        return np.linalg.inv(np.vstack([np.asarray(self.matrix, dtype=np.float64), [0.0, 0.0, 1.0]]))[:2]
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the ``registration`` object of comparison.json)."""
         return {
@@ -725,7 +729,7 @@ def share_bone(base: Measurement, follow: Measurement, reg: Registration,
 
     if not (_resegmentable(base) and _resegmentable(follow)):
         return base, follow, ()
-    to_follow = replace(reg, matrix=np.linalg.inv(np.vstack([reg.matrix, [0.0, 0.0, 1.0]]))[:2])
+    to_follow = replace(reg, matrix=reg.inverse_matrix())
     out = {"baseline": base, "followup": follow}
     shared = []
     for name, own, other, mapping in (("baseline", base, follow, reg), ("followup", follow, base, to_follow)):

@@ -622,7 +622,7 @@ def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
         return float(distance[i - 1, j - 1])
 
     outside_base = _outside_field(follow, base, reg.matrix)
-    to_follow = np.linalg.inv(np.vstack([reg.matrix, [0.0, 0.0, 1.0]]))[:2]
+    to_follow = reg.inverse_matrix()
     outside_follow = _outside_field(base, follow, to_follow)
 
     # lesion bounding boxes, for the paired measurement of lesions labelled on one film only
@@ -633,8 +633,10 @@ def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
 
     rows: list[LesionChange] = []
     for g_index, g in enumerate(groups, start=1):
-        total_b = sum(area_b[i] for i in g.baseline_ids)
-        total_f_raw = sum(area_f_raw[j] for j in g.followup_ids)
+        # Segmented group areas: the rows share the group's totals in their proportions.
+        seg_b = sum(area_b[i] for i in g.baseline_ids)
+        seg_f = sum(area_f_raw[j] for j in g.followup_ids)
+        total_b, total_f_raw = seg_b, seg_f
         total_f = total_f_raw / scale2
         if (params.paired and params.paired_matched_ratio > 0 and g.baseline_ids and g.followup_ids
                 and total_b > 0 and total_f > 0
@@ -686,7 +688,6 @@ def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
         if len(g.baseline_ids) >= len(g.followup_ids):
             for i in g.baseline_ids:
                 j = assigned.get(i) or max(g.followup_ids, key=lambda jj: (overlap[i, jj], -dist(i, jj)))
-                seg_b = sum(area_b[ii] for ii in g.baseline_ids)
                 share = area_b[i] / seg_b if seg_b > 0 else 1.0 / len(g.baseline_ids)
                 rows.append(LesionChange(
                     baseline_id=i, followup_id=j, area_baseline_mm2=total_b * share,
@@ -695,7 +696,6 @@ def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
         else:
             for j in g.followup_ids:
                 i = assigned_rev.get(j) or max(g.baseline_ids, key=lambda ii: (overlap[ii, j], -dist(ii, j)))
-                seg_f = sum(area_f_raw[jj] for jj in g.followup_ids)
                 share = area_f_raw[j] / seg_f if seg_f > 0 else 1.0 / len(g.followup_ids)
                 rows.append(LesionChange(
                     baseline_id=i, followup_id=j, area_baseline_mm2=total_b * share,

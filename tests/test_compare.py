@@ -319,6 +319,15 @@ def test_registration_to_dict() -> None:
     assert (d["scale"], d["quality"], d["rotation_deg"], d["translation_mm"]) == (1.01, 0.9, 1.5, [1.0, 1.5])
 
 
+def test_registration_inverse_matrix() -> None:
+    # follow-up (row, col) -> baseline: scale 2, then shift (2, 3); the inverse halves and shifts back
+    reg = Registration(matrix=np.array([[2.0, 0.0, 2.0], [0.0, 2.0, 3.0]]), scale=2.0, quality=0.9)
+    np.testing.assert_allclose(reg.inverse_matrix(), [[0.5, 0.0, -1.0], [0.0, 0.5, -1.5]])
+    rows, cols = reg.map_points([4.0, 10.0], [6.0, -2.0])
+    back = reg.inverse_matrix() @ np.vstack([rows, cols, np.ones(2)])
+    np.testing.assert_allclose(back, [[4.0, 10.0], [6.0, -2.0]])
+
+
 def test_lesion_outside_common_field_warns(baseline: Measurement) -> None:
     from calcimage.errors import CalcimageWarning
 
