@@ -654,7 +654,7 @@ def compare_pair_job(
     try:
         with warnings.catch_warnings(record=True) as records:
             warnings.simplefilter("always")
-            data = compare_measured(
+            data, _ = compare_measured(
                 _measurement_for(base_path, baseline, out, settings),
                 _measurement_for(follow_path, followup, out, settings),
                 out_dir / folder,
@@ -696,8 +696,13 @@ def compare_measured(
     baseline_name: str,
     followup_name: str,
     allow_different_patients: bool = False,
-) -> dict[str, Any]:
-    """Compare two measurements and write comparison.json, changes.csv and overlay.png."""
+) -> tuple[dict[str, Any], Any]:
+    """Compare two measurements and write comparison.json, changes.csv and overlay.png.
+
+    Returns comparison.json's content and the :class:`calcimage.compare.Comparison`, whose
+    ``baseline``/``followup`` are the films as compared (a film segmented again with the
+    other's bone is that segmentation: the lesion ids of the rows are its ids).
+    """
     from calcimage.compare import compare
     from calcimage.report import write_comparison
 
@@ -705,10 +710,11 @@ def compare_measured(
     if allow_different_patients:
         params = dataclasses.replace(params, allow_different_patients=True)
     comparison = compare(base, follow, params)
-    return write_comparison(
+    data = write_comparison(
         folder, comparison, baseline_name=baseline_name, followup_name=followup_name,
         extra_params=settings.extra_params(),
     )
+    return data, comparison
 
 
 # --------------------------------------------------------------------------- planning

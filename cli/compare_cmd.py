@@ -55,14 +55,17 @@ def compare(
                 # Lean: the baseline is held while the follow-up is segmented.
                 base = lean_measurement(measure_file(baseline, settings))
                 follow = lean_measurement(measure_file(followup, settings))
-                data = compare_measured(
+                data, comparison = compare_measured(
                     base, follow, out_dir, settings, baseline_name=str(baseline), followup_name=str(followup),
                     allow_different_patients=allow_different_patients,
                 )
             if dicom_out:
                 from calcimage.report.dicom import write_dicom_for_pair
 
-                _written, messages = write_dicom_for_pair(base, follow, data["lesions"], out_dir)
+                # The films as compared: the rows' lesion ids are theirs (a film may have been
+                # segmented again with the other's bone).
+                _written, messages = write_dicom_for_pair(
+                    comparison.baseline, comparison.followup, comparison.lesions, out_dir)
                 for message in messages:
                     logging.getLogger("calcimage").warning("%s", message)
         for w in records:

@@ -844,6 +844,32 @@ def test_cli_measure_dicom_out(
     np.testing.assert_array_equal(masks[0].max(axis=-1) > 0, labels > 0)
 
 
+def test_pair_that_segmented_a_film_again_gives_no_tracking(tmp_path: Path) -> None:
+    """A comparison with ``bone_shared`` names the ids of a film segmented again, not of the
+    film's folder: its matches must not hand identities to unrelated lesions."""
+    import json
+
+    f0, f1 = _series(tmp_path, ["20250101", "20250401"])
+    one = np.zeros((40, 50), np.int32)
+    one[5:10, 5:10] = 1
+    out = tmp_path / "out"
+    for film, folder in ((f0, "g/a"), (f1, "g/b")):
+        _write_outputs(out / folder, measured(film, one, (N,)))
+    rows = [{"baseline_id": 1, "followup_id": 1, "area_baseline_mm2": 1.0, "area_followup_mm2": 1.0}]
+    (out / "g/cmp").mkdir(parents=True)
+    (out / "g/cmp/comparison.json").write_text(json.dumps({"lesions": rows, "bone_shared": ["followup"]}))
+
+    written, messages = write_dicom_for_outputs(out, [(f0.path, "g/a"), (f1.path, "g/b")], [("g/a", "g/b", "g/cmp")])
+
+    assert len(written) == 4
+    assert messages == [
+        "g/cmp: the comparison segmented the followup again with the other film's bone, so its "
+        "lesion ids are not the film folder's; the follow-up's lesions get new tracking ids"
+    ]
+    follow = hd.sr.srread(out / "g/b/calcinosis.sr.dcm").content.get_planar_roi_measurement_groups()
+    assert follow[0].tracking_identifier == "lesion T1-1"
+
+
 def test_cli_compare_dicom_out(dx_pair, tmp_path: Path) -> None:
     out = tmp_path / "cmp"
     result = _cli("compare", dx_pair[0], dx_pair[1], "--out", out, "--dicom-out")

@@ -1205,6 +1205,15 @@ def write_dicom_for_outputs(
         except (OSError, ValueError) as exc:
             messages.append(f"{pair_folder}/comparison.json unreadable ({exc}); the follow-up's lesions get new tracking ids")
             data = {"lesions": []}
+        if data.get("bone_shared"):
+            # The comparison segmented a film again (the other's bone added): its rows name
+            # that segmentation's lesions, not the ones in the film's folder.
+            messages.append(
+                f"{pair_folder}: the comparison segmented the {' and '.join(data['bone_shared'])} "
+                "again with the other film's bone, so its lesion ids are not the film folder's; "
+                "the follow-up's lesions get new tracking ids"
+            )
+            data = {"lesions": []}
         triples.append((measured[base_folder], measured[follow_folder], data.get("lesions") or []))
     if not triples:  # no pairs: still group the films so each is its own baseline
         tracking = TrackingMap()
