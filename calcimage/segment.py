@@ -36,6 +36,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import filters, measure as skmeasure
 
+from calcimage.candidates import component_features, load_model, predict_proba
 from calcimage.film import Film
 from calcimage.params import require, require_positive, require_range
 
@@ -166,12 +167,19 @@ class SegmentParams:
     plaque_min_elongation, plaque_min_length_mm, plaque_max_solidity, plaque_min_area_mm2
         Plaque when (elongation ≥ and major axis ≥ the first two) or (area ≥ the last and
         solidity ≤ the third); otherwise nodule.
+    min_score, score_model
+        Every component left is scored by a boosted-tree model over its contrast, size, shape
+        and position (:mod:`calcimage.candidates`); those under ``min_score`` (a probability,
+        0..1) are dropped, 0 keeps all. ``k_sigma`` is low by default because this model,
+        not the threshold, tells faint lesions from noise and anatomy. ``score_model``: path
+        of a JSON model (``benchmarks/train_candidates.py``); None is the shipped one,
+        trained for the default parameters.
     """
 
     method: ThresholdMethod = ThresholdMethod.AUTO
     min_area_mm2: float = 1.0
-    k_sigma: float = 4.5
-    low_ratio: float = 0.25
+    k_sigma: float = 3.0
+    low_ratio: float = 0.375
     fixed_threshold: float | None = None
     smooth_mm: float = 0.3
     background_mm: float = 16.0
@@ -228,6 +236,8 @@ class SegmentParams:
     plaque_min_area_mm2: float = 30.0
     edge_fraction: float = 0.1
     edge_mm: float = 3.0
+    min_score: float = 0.6
+    score_model: str | None = None
 
     def __post_init__(self) -> None:
         require(isinstance(self.method, ThresholdMethod), "method", self.method,
@@ -262,6 +272,9 @@ class SegmentParams:
             require_positive(name, getattr(self, name))
         require_range("low_ratio", self.low_ratio, 0.05, 1.0)
         require_range("edge_fraction", self.edge_fraction, 0.0, 0.95)
+        require_range("min_score", self.min_score, 0.0, 1.0)
+        if self.score_model is not None:
+            load_model(self.score_model)  # a missing or malformed model fails here, early
         require_range("gate_fraction", self.gate_fraction, 0.0, 1.0)
         require_positive("film_edge_mm", self.film_edge_mm, allow_zero=True)
         require_positive("denoise_mm", self.denoise_mm)
@@ -319,6 +332,12 @@ class Segmentation:
     threshold_map
         ``auto``: the local high threshold (film units) on the reduced working grid, i.e.
         ``threshold_k`` × local sigma (× ``bone_factor`` over bone); None otherwise.
+    features
+        float64 (n_lesions, len(:data:`calcimage.candidates.FEATURES`)): the features each
+        lesion was scored on (row k - 1 for label k).
+    scores
+        ``scores[k - 1]``: the candidate model's probability that label k is a lesion (empty
+        when ``min_score`` is 0: no model is run).
     """
 
     labels: np.ndarray
@@ -335,6 +354,8 @@ class Segmentation:
     scale_spacing_mm: float = 0.0
     rejected_ridges: int = 0
     threshold_map: np.ndarray | None = None
+    features: np.ndarray | None = None
+    scores: tuple[float, ...] = ()
 
     @property
     def n_lesions(self) -> int:
@@ -1385,10 +1406,23 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
                 grown = grown & ~_hysteresis(grown, grown & _mask_resize(wide_c, (rows, cols)))
 
     # 7. label, size filter, cortex ridges, classes ---------------------------------------
+    bone_axis = _axis_angle(bone_c) if bone_c.any() else None
     labels, kinds, rejected = _label_and_classify(
         grown, film, spacing, params, _mask_resize(bone_band, (rows, cols)), flat, thr_c,
-        _axis_angle(bone_c) if bone_c.any() else None)
+        bone_axis)
     del grown
+
+    # 8. candidate scores -----------------------------------------------------------------
+    sp = film.spacing_mm if film.spacing_mm is not None else (spacing, spacing)
+    features = component_features(labels, flat, sig_c, bone_c, tis_c, sp, bone_axis)
+    scores: tuple[float, ...] = ()
+    if params.min_score > 0 and kinds:
+        p = predict_proba(load_model(params.score_model), features)
+        keep = p >= params.min_score
+        if not keep.all():
+            labels, kinds = _keep_labels(labels, kinds, keep)
+            features = features[keep]
+        scores = tuple(float(v) for v in p[keep])
     bone = _mask_resize(bone_c, (rows, cols)) & body
     del body
     excluded = {
@@ -1408,8 +1442,18 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
         background=background, air_level=float(air_level),
         noise_sigma=noise_sigma, threshold_k=threshold_k, scale_spacing_mm=float(spacing),
         rejected_ridges=rejected,
-        threshold_map=thr_c,
+        threshold_map=thr_c, features=features, scores=scores,
     )
+
+
+def _keep_labels(labels: np.ndarray, kinds: tuple[LesionKind, ...],
+                 keep: np.ndarray) -> tuple[np.ndarray, tuple[LesionKind, ...]]:
+    """Labels ``k`` with ``keep[k - 1]``, renumbered 1..m in the same (raster) order."""
+    new_ids = np.zeros(len(keep) + 1, np.int32)
+    new_ids[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    for r in range(0, labels.shape[0], 256):  # in place, a strip at a time (peak memory)
+        labels[r:r + 256] = new_ids[labels[r:r + 256]]
+    return labels, tuple(k for k, kept in zip(kinds, keep) if kept)
 
 
 def _set_frame(mask: np.ndarray, width: int, value: bool) -> None:

@@ -267,10 +267,15 @@ class RunSettings:
         }
 
     def key(self) -> str:
-        """Cache key of these settings (the salt enters only through its fingerprint)."""
+        """Cache key of these settings (the salt enters only through its fingerprint; the
+        candidate model through its digest, so a retrained model is not served old results)."""
+        from calcimage.candidates import model_digest
+
+        seg = self.config.segment
         return cache_key(
             {
                 "config": self.config.to_dict(),
+                "candidate_model": model_digest(seg.score_model) if seg.min_score > 0 else "",
                 "extra": self.extra_params(),
                 "keep_ids": self.keep_ids,
                 "salt": salt_fingerprint(self.salt) if self.salt else "",

@@ -64,6 +64,9 @@ def test_summary_keys_and_values(spacing: float | None) -> None:
     assert s["params"]["segment"] == {"method": "auto", "min_area_mm2": 1.0} or "method" in s["params"]["segment"]
     assert s["params"]["regions"] is None
     assert {"calcimage", "python", "numpy", "params_hash"} <= set(s["provenance"])
+    from calcimage.candidates import model_digest  # the model file is part of the parameters
+
+    assert s["provenance"]["candidate_model"] == model_digest() and len(model_digest()) == 16
     assert s["timestamp"].endswith("Z")
 
 

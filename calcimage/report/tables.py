@@ -171,6 +171,12 @@ def provenance(*params: Any) -> dict[str, Any]:
     }
     if params:
         info["params_hash"] = params_hash(*params)
+    from calcimage.candidates import model_digest
+
+    for p in params:
+        if getattr(p, "min_score", 0) > 0:  # segmentation scored its candidates: which model
+            info["candidate_model"] = model_digest(p.score_model)
+            break
     return info
 
 
