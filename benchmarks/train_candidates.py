@@ -14,8 +14,8 @@ are benchmarks/accuracy.py's (same variants per seed: spacing, photometry, densi
 the pairs are benchmarks/accuracy_pairs.py's, both films of each, so the model also sees what
 a follow-up shows (lesions grown to several times their size, shrunk, new).
 
-Every film is segmented with the default SegmentParams except ``min_score = 0`` (keep every
-candidate); each candidate is a positive when at least 20 % of its pixels lie on one true
+Every film is segmented with the default SegmentParams (or the ``[segment]`` section of
+``--config``: a model for other parameters) except ``min_score = 0`` (keep every candidate); each candidate is a positive when at least 20 % of its pixels lie on one true
 lesion (the benchmark's definition of a lesion that is not false) and a negative otherwise.
 A scikit-learn HistGradientBoostingClassifier (fixed settings and random state) is fitted to
 the features of :mod:`calcimage.candidates` and written as JSON: calcimage evaluates it with
@@ -29,6 +29,8 @@ import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from calcimage.candidates import DEFAULT_MODEL, FEATURES, TreeModel, predict_proba  # noqa: E402
+from calcimage.params import load_config  # noqa: E402
 from calcimage.phantom import make_phantom  # noqa: E402
 from calcimage.segment import SegmentParams, segment  # noqa: E402
 from accuracy import FOUND_FRACTION, _film_via_dicom, film_case  # noqa: E402
@@ -49,15 +52,15 @@ TRAINING_PAIR_SEEDS = "30000-30149"
 HGB_SETTINGS = dict(max_iter=200, learning_rate=0.05, max_leaf_nodes=15, random_state=0)
 
 
-def film_candidates(seed: int) -> tuple[np.ndarray, np.ndarray]:
+def film_candidates(seed: int, params: SegmentParams) -> tuple[np.ndarray, np.ndarray]:
     """Features (n, F) and positive flags (n,) of the candidates on the film of ``seed``."""
     case = film_case(seed)
     phantom = make_phantom(seed, case.phantom_params())
     film = _film_via_dicom(phantom, case)[0] if case.monochrome1 else phantom.film
-    return _candidates(film, phantom.truth.labels)
+    return _candidates(film, phantom.truth.labels, params)
 
 
-def pair_candidates(seed: int) -> tuple[np.ndarray, np.ndarray]:
+def pair_candidates(seed: int, params: SegmentParams) -> tuple[np.ndarray, np.ndarray]:
     """:func:`film_candidates` of both films of the phantom pair of ``seed``."""
     case = accuracy_pairs.pair_case(seed)
     base = make_phantom(seed, case.phantom_params())
@@ -65,12 +68,12 @@ def pair_candidates(seed: int) -> tuple[np.ndarray, np.ndarray]:
     film, truth = follow.film, follow.truth
     if case.follow_spacing_mm is not None:
         film, truth = accuracy_pairs.resampled_followup(film, truth, case.follow_spacing_mm)
-    parts = [_candidates(base.film, base.truth.labels), _candidates(film, truth.labels)]
+    parts = [_candidates(base.film, base.truth.labels, params), _candidates(film, truth.labels, params)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _candidates(film: object, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    seg = segment(film, SegmentParams(min_score=0.0))  # type: ignore[arg-type]
+def _candidates(film: object, truth: np.ndarray, params: SegmentParams) -> tuple[np.ndarray, np.ndarray]:
+    seg = segment(film, replace(params, min_score=0.0))  # type: ignore[arg-type]
     assert seg.features is not None
     n_det, n_true = seg.n_lesions, int(truth.max())
     idx = truth.astype(np.int64).ravel() * (n_det + 1) + seg.labels.astype(np.int64).ravel()
@@ -103,16 +106,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default=TRAINING_SEEDS, help=f"training films (default {TRAINING_SEEDS})")
     ap.add_argument("--pair-seeds", default=TRAINING_PAIR_SEEDS,
                     help=f"training pairs, both films (default {TRAINING_PAIR_SEEDS}; '' for none)")
+    ap.add_argument("--config", type=Path, default=None,
+                    help="TOML parameters: the model is trained for its [segment] section")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, default=DEFAULT_MODEL)
     args = ap.parse_args(argv)
     from sklearn.ensemble import HistGradientBoostingClassifier
 
+    params = load_config(args.config).segment if args.config else SegmentParams()
     seeds = parse_seeds(args.seeds)
     pair_seeds = parse_seeds(args.pair_seeds) if args.pair_seeds else []
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as ex:
-        parts = list(ex.map(film_candidates, seeds)) + list(ex.map(pair_candidates, pair_seeds))
+        parts = (list(ex.map(partial(film_candidates, params=params), seeds))
+                 + list(ex.map(partial(pair_candidates, params=params), pair_seeds)))
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
     print(f"{len(seeds)} films and {len(pair_seeds)} pairs, {len(y)} candidates "
@@ -120,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     clf = HistGradientBoostingClassifier(**HGB_SETTINGS).fit(x, y)
     model = export(clf, f"HistGradientBoostingClassifier({HGB_SETTINGS}) on the candidates of "
                         f"phantom films {args.seeds} and pairs {args.pair_seeds or 'none'} "
-                        "(benchmarks/train_candidates.py)")
+                        f"(benchmarks/train_candidates.py{' --config ' + str(args.config) if args.config else ''})")
     # The numpy evaluation must reproduce scikit-learn's (else the export is wrong).
     diff = np.abs(predict_proba(model, x) - clf.predict_proba(x)[:, 1]).max()
     if diff > 1e-9:

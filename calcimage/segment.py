@@ -174,6 +174,10 @@ class SegmentParams:
         not the threshold, tells faint lesions from noise and anatomy. ``score_model``: path
         of a JSON model (``benchmarks/train_candidates.py``); None is the shipped one,
         trained for the default parameters.
+    rule_k_sigma
+        ``auto``: the contrast tests of the hand rules (line bumps, ridges, cortex band) are
+        in units of this many local sigmas, as they were tuned, whatever the seed threshold
+        ``k_sigma``.
     """
 
     method: ThresholdMethod = ThresholdMethod.AUTO
@@ -238,6 +242,7 @@ class SegmentParams:
     edge_mm: float = 3.0
     min_score: float = 0.6
     score_model: str | None = None
+    rule_k_sigma: float = 4.5
 
     def __post_init__(self) -> None:
         require(isinstance(self.method, ThresholdMethod), "method", self.method,
@@ -264,7 +269,7 @@ class SegmentParams:
         require_positive("ridge_line_mm", self.ridge_line_mm, allow_zero=True)
         require_positive("bone_bridge_mm", self.bone_bridge_mm, allow_zero=True)
         require_positive("ridge_angle_mm", self.ridge_angle_mm)
-        for name in ("k_sigma", "background_mm", "work_spacing_mm", "noise_mm", "bone_scale_mm",
+        for name in ("k_sigma", "rule_k_sigma", "background_mm", "work_spacing_mm", "noise_mm", "bone_scale_mm",
                      "bone_factor",
                      "assumed_spacing_mm", "ridge_max_width_mm",
                      "ridge_min_length_mm", "ridge_solid_length_mm", "ridge_min_elongation", "ridge_solid_contrast", "collimation_max_depth_mm", "body_min_area_mm2", "plaque_min_elongation", "plaque_min_length_mm",
@@ -1314,10 +1319,12 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
     # 6. threshold + hysteresis ---------------------------------------------------------
     threshold_k: float | None = None
     thr_c: np.ndarray | None = None  # the local threshold on the working grid (auto only)
+    rule_c: np.ndarray | None = None  # the contrast unit of the hand rules (auto only)
     if params.method is ThresholdMethod.AUTO:
         threshold_k = params.k_sigma
         factor_c = np.where(bone_c, params.bone_factor, 1.0)
         thr_c = (sig_c * factor_c * params.k_sigma).astype(np.float32)
+        rule_c = (sig_c * factor_c * params.rule_k_sigma).astype(np.float32)
         thr_map = _resize(thr_c, (rows, cols), cv2.INTER_LINEAR)
         if thr_map is thr_c:  # same grid: scaled in place below, so not the map kept in thr_c
             thr_map = thr_map.copy()
@@ -1360,7 +1367,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
                 lines[lbox] = long_l[lab_l]
                 del lab_l
         if params.line_baseline_mm > 0 and lines.any():
-            thr_w = thr_c if thr_c is not None else np.full(wshape, threshold, np.float32)
+            thr_w = rule_c if rule_c is not None else np.full(wshape, threshold, np.float32)
             lines &= ~cortex_bumps(flat, lines, near_bone_c & tis_c, thr_w,
                                    params.line_baseline_mm / ws, params.ridge_angle_mm / ws,
                                    params.line_keep_min_mm2 / (spacing * spacing))
@@ -1408,7 +1415,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
     # 7. label, size filter, cortex ridges, classes ---------------------------------------
     bone_axis = _axis_angle(bone_c) if bone_c.any() else None
     labels, kinds, rejected = _label_and_classify(
-        grown, film, spacing, params, _mask_resize(bone_band, (rows, cols)), flat, thr_c,
+        grown, film, spacing, params, _mask_resize(bone_band, (rows, cols)), flat, rule_c,
         bone_axis)
     del grown
 

@@ -27,6 +27,7 @@ def test_wheel_layout(tmp_path: Path) -> None:
     assert "cli" not in top_level
     assert "calcimage/cli/app.py" in names
     assert "calcimage/io/load.py" in names
+    assert "calcimage/models/candidates.json" in names  # segmentation needs its model
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "calcimage = calcimage.cli.app:main" in text

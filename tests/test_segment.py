@@ -167,7 +167,9 @@ def test_marker_in_air_is_excluded(spacing: float) -> None:
 
     film, rr, cc = _limb_film(spacing, marker)
     seg = segment(film)
-    assert seg.n_lesions == 0
+    # Nothing within 10 mm of the marker is a lesion (the texture elsewhere may give a faint
+    # candidate the model keeps: that rate is the accuracy benchmark's business).
+    assert not seg.labels[(np.abs(rr - 20) <= 14) & (np.abs(cc - 7) <= 13)].any()
     block = (np.abs(rr - 20) <= 4) & (np.abs(cc - 7) <= 3)
     assert seg.excluded["marker"][block].all()
     assert seg.excluded["outside_body"][np.abs(cc - 40) > 28].mean() > 0.9
@@ -188,7 +190,7 @@ def test_saturated_letter_marker_at_body_edge_is_excluded(spacing: float) -> Non
     px[stem_foot] = 4095.0  # top of a 12-bit range: saturated
     film = _film(px, spacing)
     seg = segment(film)
-    assert seg.n_lesions == 0
+    assert not seg.labels[(np.abs(rr - 30) <= 15) & (np.abs(cc - 64) <= 13)].any()  # as above
     assert seg.excluded["marker"][stem_foot].all()
     # The letter block (bounding box) is excluded, the body beyond the margin is not.
     assert seg.excluded["marker"][(np.abs(rr - 30) <= 4.5) & (cc >= 61) & (cc <= 67)].all()
@@ -519,3 +521,28 @@ def test_solid_component_along_the_bone_axis_on_cortex_band_is_kept(spacing: flo
     for params, axis in ((SegmentParams(ridge_keep_min_mm2=0.0), math.pi / 2), (SegmentParams(), None)):
         labels, kinds, rejected = _seg._label_and_classify_box(mask, film, spacing, params, band, flat, thr_at, axis)
         assert rejected == 4 and not labels.any()
+
+
+@pytest.mark.parametrize("spacing", [0.1, 0.2])
+def test_hand_rules_keep_their_contrast_unit_when_seeds_go_lower(spacing: float) -> None:
+    # A 62 mm bar (moment major axis ~71 mm: a ridge by length, under ridge_solid_length_mm)
+    # at ~3.4 noise sigmas: seeded at k_sigma 3. The ridge exemption asks a median of 0.75
+    # rule thresholds: 2.25 sigmas with rule_k_sigma 3 (kept), 3.4 with 4.5 (a ridge).
+    rng = np.random.default_rng(5)
+    n = int(round(100 / spacing))
+    sigma = 4.0 * (0.2 / spacing)  # the same noise per mm² at both spacings
+    img = 1000.0 + rng.normal(0.0, sigma, (n, n))
+    r0, r1 = int(round(19 / spacing)), int(round(81 / spacing))
+    c0, c1 = int(round(50 / spacing)), int(round(51.6 / spacing))
+    film = _film(img, spacing)
+    quiet = segment(film, SegmentParams(min_score=0.0, smooth_mm=0.0))
+    img[r0:r1, c0:c1] += 3.4 * quiet.noise_sigma
+    film = _film(img, spacing)
+    bar = np.zeros((n, n), bool)
+    bar[r0:r1, c0:c1] = True
+    for rule_k, kept in ((3.0, True), (4.5, False)):
+        seg = segment(film, SegmentParams(min_score=0.0, smooth_mm=0.0, rule_k_sigma=rule_k))
+        on_bar = np.count_nonzero(seg.labels[bar]) / bar.sum()
+        assert bool(on_bar > 0.5) == kept, (rule_k, on_bar, seg.rejected_ridges)
+    with pytest.raises(ParameterError, match="rule_k_sigma"):
+        SegmentParams(rule_k_sigma=0.0)
