@@ -1346,7 +1346,11 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
     low &= body
     grown = _hysteresis(low, high)
     del low  # full-size masks are freed as soon as they are dead: they set the peak memory
-    grown = _trim_edges(grown, flat, params.edge_fraction, params.edge_mm / spacing)
+    pixel_area = film.spacing_mm[0] * film.spacing_mm[1] if film.spacing_mm is not None else spacing ** 2
+    # Components under min_area_mm2 are dropped here, not trimmed: every later step only
+    # removes pixels, and labelling would drop them (at k_sigma 3 they are most components).
+    grown = _trim_edges(grown, flat, params.edge_fraction, params.edge_mm / spacing,
+                        min_px=params.min_area_mm2 / pixel_area)
     # Trimming can cut a faint skirt off its seed: pieces without a seed are dropped.
     grown = _hysteresis(grown, high & grown)
     if params.line_sigma_mm > 0 and bone_c.any():
@@ -1561,24 +1565,25 @@ def _bilinear_at(img: np.ndarray, rows: np.ndarray, cols: np.ndarray,
 
 
 def _trim_edges(mask: np.ndarray, flat: np.ndarray, fraction: float,
-                size_px: float) -> np.ndarray:
+                size_px: float, min_px: float = 0.0) -> np.ndarray:
     """Keep pixels of ``mask`` at or above ``fraction`` × the local peak (within ``size_px``).
 
     Detector blur spreads a dense lesion far beyond its footprint; the low hysteresis threshold
-    would follow that tail. Cutting at a fraction of the local peak (half maximum by default)
-    puts the edge where the blurred step crosses half its height, for faint and dense lesions
-    alike.
+    would follow that tail. Cutting at a fraction of the local peak puts the edge where the
+    blurred step has fallen to that fraction, for faint and dense lesions alike. Components of
+    fewer than ``min_px`` pixels are dropped (not trimmed).
     """
-    if fraction <= 0 or not mask.any():
+    if (fraction <= 0 and min_px <= 0) or not mask.any():
         return mask
     k = max(3, int(round(size_px)) | 1)
     box = _box(mask, pad=k)
     full = np.zeros_like(mask)
-    full[box] = _trim_edges_box(mask[box], flat[box], fraction, k)
+    full[box] = _trim_edges_box(mask[box], flat[box], fraction, k, min_px)
     return full
 
 
-def _trim_edges_box(mask: np.ndarray, flat: np.ndarray, fraction: float, k: int) -> np.ndarray:
+def _trim_edges_box(mask: np.ndarray, flat: np.ndarray, fraction: float, k: int,
+                    min_px: float = 0.0) -> np.ndarray:
     """:func:`_trim_edges` on a crop that holds every component with a ``k``-pixel margin."""
     n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     out = np.zeros_like(mask)
@@ -1587,13 +1592,15 @@ def _trim_edges_box(mask: np.ndarray, flat: np.ndarray, fraction: float, k: int)
     rows, cols = mask.shape
     for i in range(1, n):
         c0, r0, w, h = stats[i, :4]
+        if stats[i, cv2.CC_STAT_AREA] < min_px:
+            continue
         r0p, c0p = max(0, r0 - pad), max(0, c0 - pad)
         r1p, c1p = min(rows, r0 + h + pad), min(cols, c0 + w + pad)
         comp = lab[r0p:r1p, c0p:c1p] == i
-        f = np.where(comp, flat[r0p:r1p, c0p:c1p], -np.inf).astype(np.float32)
-        lmax = cv2.dilate(f, kernel)
-        keep = comp & (f >= fraction * lmax)
-        out[r0p:r1p, c0p:c1p] |= keep
+        if fraction > 0:
+            f = np.where(comp, flat[r0p:r1p, c0p:c1p], -np.inf).astype(np.float32)
+            comp &= f >= fraction * cv2.dilate(f, kernel)
+        out[r0p:r1p, c0p:c1p] |= comp
     return out
 
 
@@ -1710,7 +1717,9 @@ def _label_and_classify_box(mask: np.ndarray, film: Film, spacing: float, params
                 continue
         new_ids[rp.label] = next_id
         next_id += 1
-        kinds.append(classify(area_mm2, major, minor, rp.solidity, params))
+        # Solidity (a convex hull per component) only matters from plaque_min_area_mm2 up.
+        solidity = rp.solidity if area_mm2 >= params.plaque_min_area_mm2 else 1.0
+        kinds.append(classify(area_mm2, major, minor, solidity, params))
     for r in range(0, labels.shape[0], 256):  # renumber in place, a strip at a time
         labels[r:r + 256] = new_ids[labels[r:r + 256]]
     return labels, tuple(kinds), rejected

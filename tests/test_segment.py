@@ -546,3 +546,18 @@ def test_hand_rules_keep_their_contrast_unit_when_seeds_go_lower(spacing: float)
         assert bool(on_bar > 0.5) == kept, (rule_k, on_bar, seg.rejected_ridges)
     with pytest.raises(ParameterError, match="rule_k_sigma"):
         SegmentParams(rule_k_sigma=0.0)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5])
+def test_trim_edges_drops_components_under_min_px(fraction: float) -> None:
+    mask = np.zeros((40, 40), bool)
+    flat = np.zeros((40, 40), np.float32)
+    mask[5:10, 5:10] = True  # 25 px: a plateau of 10 with a rim of 2
+    flat[5:10, 5:10] = 2.0
+    flat[6:9, 6:9] = 10.0
+    mask[20:23, 20:23] = True  # 9 px
+    flat[20:23, 20:23] = 10.0
+    out = _seg._trim_edges(mask, flat, fraction, 3.0, min_px=10)
+    assert not out[20:23, 20:23].any()
+    assert np.count_nonzero(out[:15, :15]) == (9 if fraction else 25)
+    np.testing.assert_array_equal(_seg._trim_edges(mask, flat, 0.0, 3.0), mask)
