@@ -200,7 +200,7 @@ def component_features(labels: np.ndarray, flat: np.ndarray, sigma_c: np.ndarray
         Angle of the bone's principal axis (:func:`calcimage.segment.axes_mm` convention), or
         None without bone.
     """
-    from calcimage.segment import _bilinear_at, axes_mm, robust_sigma  # no import cycle
+    from calcimage.segment import _bilinear_at, axes_mm, robust_sigma  # segment imports this module
 
     n = int(labels.max()) if labels.size else 0
     out = np.zeros((n, len(FEATURES)), np.float64)

@@ -20,6 +20,10 @@ Outline (every size in mm, converted with the film's spacing; see docs/method.md
    ``low_ratio`` × the threshold.
 6. **Label** (8-connectivity), drop components under ``min_area_mm2`` and elongated thin
    components lying along bone edges (cortex); classify the rest as nodule or plaque by shape.
+   These hand rules test contrast in units of ``rule_k_sigma`` local sigmas.
+7. **Score** every component left with the candidate model (:mod:`calcimage.candidates`)
+   and keep those at ``min_score`` or above: with seeds as low as ``k_sigma`` = 3 sigmas,
+   the model, not the threshold, tells faint lesions from noise and anatomy.
 """
 
 from __future__ import annotations
@@ -1139,6 +1143,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
         spacing = params.assumed_spacing_mm
         logger.info("film %s has no pixel spacing: scales assume %.3g mm per pixel",
                     film.name, spacing)
+    sp = film.spacing_mm if film.spacing_mm is not None else (spacing, spacing)  # (row, col)
 
     # 1. working grid ------------------------------------------------------------------
     factor = max(1.0, params.work_spacing_mm / spacing)
@@ -1346,11 +1351,10 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
     low &= body
     grown = _hysteresis(low, high)
     del low  # full-size masks are freed as soon as they are dead: they set the peak memory
-    pixel_area = film.spacing_mm[0] * film.spacing_mm[1] if film.spacing_mm is not None else spacing ** 2
     # Components under min_area_mm2 are dropped here, not trimmed: every later step only
     # removes pixels, and labelling would drop them (at k_sigma 3 they are most components).
     grown = _trim_edges(grown, flat, params.edge_fraction, params.edge_mm / spacing,
-                        min_px=params.min_area_mm2 / pixel_area)
+                        min_px=params.min_area_mm2 / (sp[0] * sp[1]))
     # Trimming can cut a faint skirt off its seed: pieces without a seed are dropped.
     grown = _hysteresis(grown, high & grown)
     if params.line_sigma_mm > 0 and bone_c.any():
@@ -1424,7 +1428,6 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
     del grown
 
     # 8. candidate scores -----------------------------------------------------------------
-    sp = film.spacing_mm if film.spacing_mm is not None else (spacing, spacing)
     features = component_features(labels, flat, sig_c, bone_c, tis_c, sp, bone_axis)
     scores: tuple[float, ...] = ()
     if params.min_score > 0 and kinds:
@@ -1462,9 +1465,14 @@ def _keep_labels(labels: np.ndarray, kinds: tuple[LesionKind, ...],
     """Labels ``k`` with ``keep[k - 1]``, renumbered 1..m in the same (raster) order."""
     new_ids = np.zeros(len(keep) + 1, np.int32)
     new_ids[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    for r in range(0, labels.shape[0], 256):  # in place, a strip at a time (peak memory)
-        labels[r:r + 256] = new_ids[labels[r:r + 256]]
+    _renumber(labels, new_ids)
     return labels, tuple(k for k, kept in zip(kinds, keep) if kept)
+
+
+def _renumber(labels: np.ndarray, new_ids: np.ndarray) -> None:
+    """``labels = new_ids[labels]`` in place, a strip at a time (peak memory)."""
+    for r in range(0, labels.shape[0], 256):
+        labels[r:r + 256] = new_ids[labels[r:r + 256]]
 
 
 def _set_frame(mask: np.ndarray, width: int, value: bool) -> None:
@@ -1635,7 +1643,7 @@ def _label_and_classify(mask: np.ndarray, film: Film, spacing: float, params: Se
                         ) -> tuple[np.ndarray, tuple[LesionKind, ...], int]:
     """:func:`_label_and_classify_box` on the bounding box of ``mask`` (same labels, in raster
     order; labelling a whole film for a few lesions is most of the cost). ``thr_c`` is the
-    threshold map on the working grid, sampled bilinearly at a component's pixels; ``bone_axis``
+    hand rules' threshold map (``rule_k_sigma`` local sigmas) on the working grid, sampled bilinearly at a component's pixels; ``bone_axis``
     the angle of the bone's principal axis (:func:`axes_mm` convention)."""
     labels = np.zeros(mask.shape, np.int32)
     box = _box(mask)
@@ -1720,6 +1728,5 @@ def _label_and_classify_box(mask: np.ndarray, film: Film, spacing: float, params
         # Solidity (a convex hull per component) only matters from plaque_min_area_mm2 up.
         solidity = rp.solidity if area_mm2 >= params.plaque_min_area_mm2 else 1.0
         kinds.append(classify(area_mm2, major, minor, solidity, params))
-    for r in range(0, labels.shape[0], 256):  # renumber in place, a strip at a time
-        labels[r:r + 256] = new_ids[labels[r:r + 256]]
+    _renumber(labels, new_ids)
     return labels, tuple(kinds), rejected
