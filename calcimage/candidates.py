@@ -102,11 +102,15 @@ class TreeModel:
         for i, arrays in enumerate(zip(model.feature, model.threshold, model.left, model.right,
                                        model.value, model.is_leaf)):
             n = len(arrays[0])
+            if n == 0 or any(len(a) != n for a in arrays):
+                raise ParameterError(f"{source}: tree {i} is malformed; write the model "
+                                     "with benchmarks/train_candidates.py")
             inner = ~arrays[5]
-            if (n == 0 or any(len(a) != n for a in arrays)
-                    or np.any(arrays[0][inner] < 0) or np.any(arrays[0][inner] >= n_feat)
-                    or np.any(arrays[2][inner] <= 0) or np.any(arrays[2][inner] >= n)
-                    or np.any(arrays[3][inner] <= 0) or np.any(arrays[3][inner] >= n)):
+            idx = np.flatnonzero(inner)
+            # Children come after their parent (as scikit-learn writes them): every path ends.
+            if (np.any(arrays[0][inner] < 0) or np.any(arrays[0][inner] >= n_feat)
+                    or np.any(arrays[2][inner] <= idx) or np.any(arrays[2][inner] >= n)
+                    or np.any(arrays[3][inner] <= idx) or np.any(arrays[3][inner] >= n)):
                 raise ParameterError(f"{source}: tree {i} is malformed; write the model "
                                      "with benchmarks/train_candidates.py")
         return model

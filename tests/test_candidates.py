@@ -65,6 +65,9 @@ def test_model_round_trips_through_its_dict() -> None:
     lambda d: d["trees"][0].update(left=[5, 0, 0]),     # child outside the tree
     lambda d: d["trees"][0].update(feature=[7, 0, 0]),  # feature the model does not have
     lambda d: d["trees"][1].update(value=[0.0]),        # arrays of different lengths
+    lambda d: d["trees"].append({"feature": [0, 0], "threshold": [0.0, 0.0], "left": [1, 0],
+                                 "right": [1, 0], "value": [0.0, 0.0],
+                                 "is_leaf": [False, False]}),  # node 1 loops back to the root
 ])
 def test_malformed_models_are_refused(mutate) -> None:
     data = _model_dict()
