@@ -90,6 +90,58 @@ _MU_MARROW = 0.022  # fatty marrow of the diaphysis
 _MU_TRABECULAR = 0.055  # cancellous bone of the metaphysis (bone + marrow mixture)
 _MU_LEAD_PATH = 7.0  # total attenuation of the lead letter (transmission ~ 0.1 %)
 _MU_HOLDER = 0.08  # attenuation of the marker's plastic holder
+
+#: The lead marker's letters: a 5 x 7 dot-matrix block font (rows top to bottom, 5 bits each,
+#: leftmost column = highest bit). Drawn by numpy, not by OpenCV's Hershey font, whose
+#: raster and metrics change between OpenCV releases (5.0 -> 5.1 made "L" one pixel wider,
+#: and every sample film with it).
+_MARKER_FONT: Mapping[str, tuple[int, ...]] = MappingProxyType({
+    "A": (0x0E, 0x11, 0x11, 0x11, 0x1F, 0x11, 0x11), "B": (0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E),
+    "C": (0x0E, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0E), "D": (0x1C, 0x12, 0x11, 0x11, 0x11, 0x12, 0x1C),
+    "E": (0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F), "F": (0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x10),
+    "G": (0x0E, 0x11, 0x10, 0x17, 0x11, 0x11, 0x0F), "H": (0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11),
+    "I": (0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E), "J": (0x07, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0C),
+    "K": (0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11), "L": (0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F),
+    "M": (0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11), "N": (0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11),
+    "O": (0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E), "P": (0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10),
+    "Q": (0x0E, 0x11, 0x11, 0x11, 0x15, 0x12, 0x0D), "R": (0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11),
+    "S": (0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E), "T": (0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04),
+    "U": (0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E), "V": (0x11, 0x11, 0x11, 0x11, 0x11, 0x0A, 0x04),
+    "W": (0x11, 0x11, 0x11, 0x15, 0x15, 0x15, 0x0A), "X": (0x11, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x11),
+    "Y": (0x11, 0x11, 0x11, 0x0A, 0x04, 0x04, 0x04), "Z": (0x1F, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1F),
+    "0": (0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E), "1": (0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E),
+    "2": (0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F), "3": (0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E),
+    "4": (0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02), "5": (0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E),
+    "6": (0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E), "7": (0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08),
+    "8": (0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E), "9": (0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C),
+})
+
+
+def marker_glyphs(text: str, cell_px: int) -> np.ndarray:
+    """Bool raster of ``text`` in the marker font, each dot ``cell_px`` pixels square.
+
+    Letters are 5 x 7 dots with one dot of space between them, so the raster is
+    ``7 * cell_px`` rows by ``(6 * len(text) - 1) * cell_px`` columns.
+
+    Raises
+    ------
+    ParameterError
+        A character the font does not have (it has A-Z and 0-9).
+    """
+    if cell_px < 1:
+        raise ParameterError(f"marker cell_px={cell_px!r} is invalid: expected an integer >= 1")
+    dots = np.zeros((7, 6 * len(text) - 1), bool)
+    for i, ch in enumerate(text):
+        rows = _MARKER_FONT.get(ch)
+        if rows is None:
+            raise ParameterError(
+                f"parameter marker_text={text!r} is invalid: {ch!r} is not in the marker font "
+                "(upper-case A-Z and 0-9)"
+            )
+        bits = np.array(rows, np.uint8)[:, None] >> np.arange(4, -1, -1, dtype=np.uint8)
+        dots[:, 6 * i:6 * i + 5] = (bits & 1).astype(bool)
+    return np.kron(dots, np.ones((cell_px, cell_px), bool))
+
 # Projected texture: a tissue whose attenuation varies by a relative std `h` from one
 # independent cell of length `l` to the next, crossed over a path L, adds a projected std of
 # h * mu * sqrt(l * L) (L / l cells average out) -- not h * mu * L. Muscle: fibre bundles and
@@ -241,8 +293,10 @@ class PhantomParams:
         require_range("unsharp_mm", self.unsharp_mm, 1.0, 100.0)
         require_range("min_lesion_cnr", self.min_lesion_cnr, 0.0, 20.0)
         require(
-            isinstance(self.marker_text, str) and 0 < len(self.marker_text) <= 3,
-            "marker_text", self.marker_text, "one to three characters, e.g. 'L'",
+            isinstance(self.marker_text, str) and 0 < len(self.marker_text) <= 3
+            and all(ch in _MARKER_FONT for ch in self.marker_text),
+            "marker_text", self.marker_text,
+            "one to three upper-case letters or digits, e.g. 'L'",
         )
         width_mm = self.cols * self.spacing_mm
         require(
@@ -1051,15 +1105,11 @@ def _draw_marker(
     """Lead letter mask and plastic-holder mask, in the wide side of the field."""
     rows, cols = shape
     s = p.spacing_mm
-    letter_px = max(int(round(9.0 / s)), 8)
+    # ~9 mm letters (7 dots of ~1.3 mm, the stroke width) on a holder 2 mm wider all round.
+    glyphs = marker_glyphs(p.marker_text, max(int(round(9.0 / 7.0 / s)), 1))
     pad = max(int(round(2.0 / s)), 2)
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    thick = max(int(round(letter_px / 7.0)), 1)
-    scale = letter_px / 22.0
-    (tw, th), base = cv2.getTextSize(p.marker_text, font, scale, thick)
-    ph, pw = th + base + 2 * pad, tw + 2 * pad
-    patch = np.zeros((ph, pw), np.uint8)
-    cv2.putText(patch, p.marker_text, (pad, pad + th), font, scale, 255, thick, cv2.LINE_8)
+    patch = np.pad(glyphs, pad)
+    ph, pw = patch.shape
     letter = np.zeros(shape, bool)
     holder = np.zeros(shape, bool)
     edge = max(int(round(5.0 / s)), 4)
@@ -1080,7 +1130,7 @@ def _draw_marker(
         window = (slice(top, top + ph), slice(left, left + pw))
         if body[window].any() or (field_dist[window] < 0).any():
             continue
-        letter[window] = patch > 0
+        letter[window] = patch
         holder[window] = True
         break
     return letter, holder

@@ -20,6 +20,7 @@ from calcimage.phantom import (
     PhantomParams,
     make_followup,
     make_phantom,
+    marker_glyphs,
 )
 from calcimage.segment import LesionKind
 
@@ -392,6 +393,9 @@ def test_followup_rotation_moves_the_limb(base, retest):
         {"nodule_diameter_mm": (5.0, 2.0)},
         {"density": (0.0, 1.0)},
         {"marker_text": ""},
+        {"marker_text": "l"},
+        {"marker_text": "L?"},
+        {"marker_text": "LEFT"},
         {"limb_width_mm": (60.0, 200.0)},
         {"monochrome1": 1},
         {"min_lesion_cnr": -1.0},
@@ -401,6 +405,47 @@ def test_followup_rotation_moves_the_limb(base, retest):
 def test_bad_phantom_params_are_rejected(kwargs):
     with pytest.raises(ParameterError):
         PhantomParams(**kwargs)
+
+
+# ----------------------------------------------------------------------------- marker font
+
+
+def test_marker_glyph_l_is_a_bar_and_a_foot():
+    l1 = marker_glyphs("L", 1)
+    assert l1.shape == (7, 5)
+    expected = np.zeros((7, 5), bool)
+    expected[:, 0] = True  # the upright
+    expected[6, :] = True  # the foot
+    np.testing.assert_array_equal(l1, expected)
+
+
+@pytest.mark.parametrize("cell", [1, 3, 6])
+def test_marker_glyphs_scale_by_whole_cells_with_one_cell_between_letters(cell):
+    two = marker_glyphs("RL", cell)
+    assert two.shape == (7 * cell, 11 * cell)
+    assert not two[:, 5 * cell:6 * cell].any()  # the gap between the letters
+    np.testing.assert_array_equal(two[::cell, 6 * cell::cell], marker_glyphs("L", 1))
+    # R: an upright, a bowl closed at row 3 and a leg reaching the bottom-right dot.
+    r1 = marker_glyphs("R", 1)
+    assert r1[:, 0].all() and r1[3, :4].all() and r1[6, 4] and not r1[6, 1:4].any()
+    assert int(two.sum()) == int(marker_glyphs("RL", 1).sum()) * cell * cell
+
+
+def test_marker_glyphs_refuse_a_character_the_font_lacks():
+    with pytest.raises(ParameterError, match="'a' is not in the marker font"):
+        marker_glyphs("a", 2)
+    with pytest.raises(ParameterError, match="cell_px=0"):
+        marker_glyphs("L", 0)
+
+
+def test_the_rendered_marker_is_the_font_raster_at_about_9_mm(base):
+    # The truth's marker mask is the lead letter: exactly the font's raster, 7 cells tall.
+    letter = base.truth.masks["marker"]
+    rows, cols = np.nonzero(letter)
+    box = letter[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    cell = round(9.0 / 7.0 / SMALL.spacing_mm)  # 6 px of 0.2 mm
+    assert cell == 6
+    np.testing.assert_array_equal(box, marker_glyphs(SMALL.marker_text, cell))
 
 
 @pytest.mark.parametrize(
