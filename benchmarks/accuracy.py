@@ -57,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 import calcimage  # noqa: E402
 from calcimage.measure import measure  # noqa: E402
 from calcimage.phantom import PhantomParams, make_phantom  # noqa: E402
+from calcimage.report.tables import provenance  # noqa: E402
 from calcimage.segment import SegmentParams, segment  # noqa: E402
 from _seeds import parse_seeds  # noqa: E402  (benchmarks/ is on sys.path when run)
 
@@ -179,9 +180,10 @@ def run_film(seed: int, seg_params: SegmentParams = SegmentParams(),
     assert film.spacing_mm is not None
     pixel_area = film.spacing_mm[0] * film.spacing_mm[1]
     res = evaluate_film(m.labels, truth.labels, pixel_area, truth.areas_mm2)
-    for entry, over_bone, contrast, kind in zip(res["lesions"], truth.over_bone, truth.contrasts,
-                                                truth.kinds):
-        entry.update(over_bone=bool(over_bone), contrast=float(contrast), kind=kind.value)
+    for entry, over_bone, contrast, kind, cnr in zip(res["lesions"], truth.over_bone, truth.contrasts,
+                                                     truth.kinds, truth.cnr):
+        entry.update(over_bone=bool(over_bone), contrast=float(contrast), kind=kind.value,
+                     cnr=float(cnr))
     # Where the false lesions are (for the report): on cortex / bone / near the marker.
     masks = truth.masks
     where = []
@@ -232,6 +234,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         "sensitivity": found / len(big) if big else float("nan"),
         "sensitivity_over_bone": (sum(l["found"] for l in bone) / len(bone)) if bone else None,
         "sensitivity_by_contrast": _by_contrast(big),
+        "sensitivity_by_cnr": _by_cnr(big),
         "false_lesions": n_false,
         "false_per_film": n_false / max(len(results), 1),
         "median_dice": statistics.median(r["dice"] for r in results),
@@ -255,6 +258,22 @@ def _by_contrast(lesions: list[dict[str, Any]]) -> dict[str, Any]:
     for lo, hi in zip(CONTRAST_BINS[:-1], CONTRAST_BINS[1:]):
         sel = [l for l in lesions if lo <= l.get("contrast", 0.0) < hi]
         key = f"{lo:g}-{hi:g}" if hi < 10 else f">={lo:g}"
+        out[key] = {"n": len(sel), "sensitivity": (sum(l["found"] for l in sel) / len(sel))
+                    if sel else None}
+    return out
+
+
+#: Bins of the phantom's visibility ratio (``truth.cnr``; the floor ``min_lesion_cnr`` is 5):
+#: lesions raised to the floor sit in the first bin, 5.0-5.1.
+CNR_BINS = (0.0, 5.1, 6.0, 8.0, math.inf)
+
+
+def _by_cnr(lesions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sensitivity per visibility-ratio bin: how much of what is missed sits at the floor."""
+    out: dict[str, Any] = {}
+    for lo, hi in zip(CNR_BINS[:-1], CNR_BINS[1:]):
+        sel = [l for l in lesions if lo <= l.get("cnr", 0.0) < hi]
+        key = f"{lo:g}-{hi:g}" if math.isfinite(hi) else f">={lo:g}"
         out[key] = {"n": len(sel), "sensitivity": (sum(l["found"] for l in sel) / len(sel))
                     if sel else None}
     return out
@@ -290,7 +309,8 @@ def print_table(results: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     for name, value, op, target in rows:
         ok = value >= target if op == ">=" else value <= target
         print(f"{name:<32} {value:8.3f}   target {op} {target:<5} {'ok' if ok else 'MISSED'}")
-    extra = {k: summary[k] for k in ("sensitivity_over_bone", "sensitivity_by_contrast", "min_dice", "max_abs_area_error",
+    extra = {k: summary[k] for k in ("sensitivity_over_bone", "sensitivity_by_contrast",
+                                     "sensitivity_by_cnr", "min_dice", "max_abs_area_error",
                                      "median_signed_area_error", "kind_agreement",
                                      "false_by_tag", "true_lesions_ge_2mm2", "films")}
     print("also:", json.dumps(extra, default=lambda v: round(v, 4) if isinstance(v, float) else v))
@@ -330,8 +350,11 @@ def main(argv: list[str] | None = None) -> int:
         seg_params = calcimage.load_config(args.config).segment
     seeds = parse_seeds(args.seeds)
     held_out = all(s >= HELD_OUT_SEEDS.start for s in seeds)
+    # The figures depend on the library versions (OpenCV 5.0 -> 5.1 alone moved them slightly).
     report: dict[str, Any] = {"seeds": args.seeds, "held_out": held_out,
-                              "calcimage": calcimage.__version__}
+                              "calcimage": calcimage.__version__,
+                              "provenance": provenance(seg_params)}
+    print("versions:", ", ".join(f"{k} {v}" for k, v in report["provenance"].items()))
     ok = True
     if not args.no_films:
         results, summary = run_films(seeds, seg_params)

@@ -73,7 +73,8 @@ from calcimage.errors import CalcimageError, CalcimageWarning  # noqa: E402
 from calcimage.film import Film  # noqa: E402
 from calcimage.measure import Lesion, Measurement, RegionTotal, measure  # noqa: E402
 from calcimage.phantom import ChangeMode, FollowupParams, PhantomParams, make_followup, make_phantom  # noqa: E402
-from calcimage.segment import Segmentation, segment  # noqa: E402
+from calcimage.report.tables import provenance  # noqa: E402
+from calcimage.segment import Segmentation, SegmentParams, segment  # noqa: E402
 from _seeds import parse_seeds  # noqa: E402  (benchmarks/ is on sys.path when run)
 
 DEVELOPMENT_SEEDS = range(100, 200)
@@ -414,8 +415,10 @@ def run_pairs(seeds: list[int] | None = None, params: CompareParams = ComparePar
     pipeline = summarise(results, "pipeline")
     unpaired = summarise(results, "unpaired")
     oracle = summarise(results, "oracle")
+    prov = provenance(SegmentParams(), params)
     if verbose:
         print_table(results, pipeline, unpaired, oracle)
+        print("versions:", ", ".join(f"{k} {v}" for k, v in prov.items()))
     report = {
         "seeds": f"{seeds[0]}-{seeds[-1]}" if seeds else "",
         "held_out": all(s in HELD_OUT_SEEDS for s in seeds),
@@ -423,6 +426,8 @@ def run_pairs(seeds: list[int] | None = None, params: CompareParams = ComparePar
         "summary": {"pipeline": pipeline, "unpaired": unpaired, "oracle": oracle},
         "per_pair": results,
         "calcimage": calcimage.__version__,
+        # The figures depend on these versions (OpenCV 5.0 -> 5.1 alone moved them slightly).
+        "provenance": prov,
     }
     return report, targets_met(pipeline)
 
