@@ -130,6 +130,8 @@ def marker_glyphs(text: str, cell_px: int) -> np.ndarray:
     """
     if cell_px < 1:
         raise ParameterError(f"marker cell_px={cell_px!r} is invalid: expected an integer >= 1")
+    if not text:
+        raise ParameterError("parameter marker_text='' is invalid: expected at least one character")
     dots = np.zeros((7, 6 * len(text) - 1), bool)
     for i, ch in enumerate(text):
         rows = _MARKER_FONT.get(ch)
@@ -227,7 +229,8 @@ class PhantomParams:
     scatter_fraction
         Scatter added to the primary beam, relative to the local primary (broad blur).
     marker_text
-        Letter(s) of the lead side marker.
+        Letter(s) of the lead side marker: one to three of A-Z and 0-9, drawn in the phantom's
+        own 5 x 7 dot-matrix font (:func:`marker_glyphs`).
     unsharp_amount, unsharp_mm
         Optional vendor-style image processing: unsharp masking of the density image with a
         Gaussian of ``unsharp_mm`` (0 = raw detector image, the default; clinical DR

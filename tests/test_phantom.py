@@ -436,9 +436,11 @@ def test_marker_glyphs_refuse_a_character_the_font_lacks():
         marker_glyphs("a", 2)
     with pytest.raises(ParameterError, match="cell_px=0"):
         marker_glyphs("L", 0)
+    with pytest.raises(ParameterError, match="at least one character"):
+        marker_glyphs("", 2)
 
 
-def test_the_rendered_marker_is_the_font_raster_at_about_9_mm(base):
+def test_the_rendered_marker_is_the_font_raster_seven_cells_tall(base):
     # The truth's marker mask is the lead letter: exactly the font's raster, 7 cells tall.
     letter = base.truth.masks["marker"]
     rows, cols = np.nonzero(letter)
