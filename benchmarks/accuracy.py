@@ -233,8 +233,8 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         "true_lesions_ge_2mm2": len(big),
         "sensitivity": found / len(big) if big else float("nan"),
         "sensitivity_over_bone": (sum(l["found"] for l in bone) / len(bone)) if bone else None,
-        "sensitivity_by_contrast": _by_contrast(big),
-        "sensitivity_by_cnr": _by_cnr(big),
+        "sensitivity_by_contrast": _by_bins(big, "contrast", CONTRAST_BINS),
+        "sensitivity_by_cnr": _by_bins(big, "cnr", CNR_BINS),
         "false_lesions": n_false,
         "false_per_film": n_false / max(len(results), 1),
         "median_dice": statistics.median(r["dice"] for r in results),
@@ -250,30 +250,19 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 #: Peak added attenuation (log units, the phantom's ``contrasts``) bin edges for the breakdown.
 CONTRAST_BINS = (0.0, 0.1, 0.2, 0.4, 10.0)
-
-
-def _by_contrast(lesions: list[dict[str, Any]]) -> dict[str, Any]:
-    """Sensitivity per peak-contrast bin: where the detection limit lies."""
-    out: dict[str, Any] = {}
-    for lo, hi in zip(CONTRAST_BINS[:-1], CONTRAST_BINS[1:]):
-        sel = [l for l in lesions if lo <= l.get("contrast", 0.0) < hi]
-        key = f"{lo:g}-{hi:g}" if hi < 10 else f">={lo:g}"
-        out[key] = {"n": len(sel), "sensitivity": (sum(l["found"] for l in sel) / len(sel))
-                    if sel else None}
-    return out
-
-
 #: Bins of the phantom's visibility ratio (``truth.cnr``; the floor ``min_lesion_cnr`` is 5):
 #: lesions raised to the floor sit in the first bin, 5.0-5.1.
 CNR_BINS = (0.0, 5.1, 6.0, 8.0, math.inf)
 
 
-def _by_cnr(lesions: list[dict[str, Any]]) -> dict[str, Any]:
-    """Sensitivity per visibility-ratio bin: how much of what is missed sits at the floor."""
+def _by_bins(lesions: list[dict[str, Any]], field: str, bins: tuple[float, ...]) -> dict[str, Any]:
+    """Sensitivity per bin of the lesion entry ``field`` (peak contrast: where the detection
+    limit lies; visibility ratio: how much of what is missed sits at the floor). The last bin
+    is named open-ended (``>=lo``)."""
     out: dict[str, Any] = {}
-    for lo, hi in zip(CNR_BINS[:-1], CNR_BINS[1:]):
-        sel = [l for l in lesions if lo <= l.get("cnr", 0.0) < hi]
-        key = f"{lo:g}-{hi:g}" if math.isfinite(hi) else f">={lo:g}"
+    for k, (lo, hi) in enumerate(zip(bins[:-1], bins[1:])):
+        sel = [l for l in lesions if lo <= l.get(field, 0.0) < hi]
+        key = f"{lo:g}-{hi:g}" if k < len(bins) - 2 else f">={lo:g}"
         out[key] = {"n": len(sel), "sensitivity": (sum(l["found"] for l in sel) / len(sel))
                     if sel else None}
     return out
