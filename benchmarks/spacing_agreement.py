@@ -118,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(args.workers) as ex:
         results = list(ex.map(run_film, seeds, [params] * len(seeds)))
     summary = summarise(results)
+    prov = provenance(params)
+    # The JSON first: a closed stdout (a pager, `head`) must not lose the run.
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"seeds": seeds, "summary": summary, "per_film": results,
+                               "provenance": prov}, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(args.out)
     print(f"{len(seeds)} films at 0.1 mm, each also resampled to "
           f"{' and '.join(f'{s:g}' for s in SPACINGS_MM)} mm ({time.perf_counter() - t0:.0f} s); "
           f"a lesion is found at >= {FOUND_FRACTION:.0%} of its footprint")
@@ -128,13 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{e['worst_seed']:>7}" if "worst_seed" in e else "")
         print(f"{key + ' mm':>8} {e['measured_over_true']:>13.3f} {e['sensitivity']:>11.3f} "
               f"{e['false_per_film']:>10.2f} {tail}")
-    prov = provenance(params)
     print("versions:", ", ".join(f"{k} {v}" for k, v in prov.items()))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"seeds": seeds, "summary": summary, "per_film": results,
-                               "provenance": prov}, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(args.out)
     print(f"wrote {args.out}")
     return 0
 
