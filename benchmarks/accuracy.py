@@ -264,9 +264,14 @@ def _by_bins(lesions: list[dict[str, Any]], field: str, bins: tuple[float, ...])
     for k, (lo, hi) in enumerate(zip(bins[:-1], bins[1:])):
         sel = [l for l in lesions if lo <= l.get(field, 0.0) < hi]
         key = f"{lo:g}-{hi:g}" if k < len(bins) - 2 else f">={lo:g}"
-        out[key] = {"n": len(sel), "sensitivity": (sum(l["found"] for l in sel) / len(sel))
-                    if sel else None}
+        out[key] = _sensitivity_entry(sel)
     return out
+
+
+def _sensitivity_entry(lesions: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{"n": ..., "sensitivity": ...}`` of a group of lesion entries (None when empty)."""
+    return {"n": len(lesions),
+            "sensitivity": (sum(l["found"] for l in lesions) / len(lesions)) if lesions else None}
 
 
 def _by_spacing(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -279,10 +284,8 @@ def _by_spacing(results: list[dict[str, Any]]) -> dict[str, Any]:
         big = [l for r in films for l in r["lesions"] if l["area_mm2"] >= MIN_TRUE_AREA_MM2]
         entry: dict[str, Any] = {"films": len(films),
                                  "false_per_film": sum(len(r["false"]) for r in films) / len(films)}
-        for name, sel in (("soft_tissue", [l for l in big if not l.get("over_bone")]),
-                          ("over_bone", [l for l in big if l.get("over_bone")])):
-            entry[name] = {"n": len(sel), "sensitivity": (sum(l["found"] for l in sel) / len(sel))
-                           if sel else None}
+        entry["soft_tissue"] = _sensitivity_entry([l for l in big if not l.get("over_bone")])
+        entry["over_bone"] = _sensitivity_entry([l for l in big if l.get("over_bone")])
         out[f"{spacing:g}"] = entry
     return out
 

@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from calcimage.io.write import write_bytes_atomic  # noqa: E402
 from calcimage.params import load_config  # noqa: E402
 from calcimage.phantom import make_phantom  # noqa: E402
 from calcimage.report.tables import provenance  # noqa: E402
@@ -93,12 +94,12 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
             "false_per_film": sum(x["false"] for x in rows) / len(rows),
         }
         if key != keys[0]:
-            ratios = [r[key]["measured_mm2"] / r[keys[0]]["measured_mm2"]
-                      for r in results if r[keys[0]]["measured_mm2"] > 0]
-            entry["median_ratio_to_0.1mm"] = statistics.median(ratios)
-            entry["max_abs_deviation_from_0.1mm"] = max(abs(v - 1.0) for v in ratios)
-            entry["worst_seed"] = max((r for r in results if r[keys[0]]["measured_mm2"] > 0),
-                                      key=lambda r: abs(r[key]["measured_mm2"] / r[keys[0]]["measured_mm2"] - 1))["seed"]
+            ratios = {r["seed"]: r[key]["measured_mm2"] / r[keys[0]]["measured_mm2"]
+                      for r in results if r[keys[0]]["measured_mm2"] > 0}
+            worst = max(ratios, key=lambda seed: abs(ratios[seed] - 1.0))
+            entry["median_ratio_to_0.1mm"] = statistics.median(ratios.values())
+            entry["max_abs_deviation_from_0.1mm"] = abs(ratios[worst] - 1.0)
+            entry["worst_seed"] = worst
         summary[key] = entry
     return summary
 
@@ -121,10 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     prov = provenance(params)
     # The JSON first: a closed stdout (a pager, `head`) must not lose the run.
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"seeds": seeds, "summary": summary, "per_film": results,
-                               "provenance": prov}, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(args.out)
+    write_bytes_atomic(args.out, (json.dumps({"seeds": seeds, "summary": summary, "per_film": results,
+                                              "provenance": prov}, indent=1) + "\n").encode("utf-8"))
     print(f"{len(seeds)} films at 0.1 mm, each also resampled to "
           f"{' and '.join(f'{s:g}' for s in SPACINGS_MM)} mm ({time.perf_counter() - t0:.0f} s); "
           f"a lesion is found at >= {FOUND_FRACTION:.0%} of its footprint")
