@@ -496,6 +496,15 @@ def _fit(levels: list[tuple[_Level, _Level]], candidates: list[tuple[str, np.nda
         logger.debug("registration start %s: correlation %.3f, quality %.3f, overlap %.2f",
                      name, rho, quality, overlap)
         fits.append((_score(quality, overlap, params.min_overlap), name, w))
+        if overlap < params.min_overlap:
+            # Slid off: along a limb without bone the 4 mm image is a featureless tube, and the
+            # correlation (normalised over whatever overlaps) loses nothing by sliding until
+            # most of the baseline is uncovered (pair 398: 0.9989 at 26 % against 0.9985 at the
+            # right pose). The finer levels see the along-axis structure: the start itself is
+            # refined too, and the finest level's score decides.
+            q0, ov0 = _quality(t0, f0, guess)
+            if ov0 >= params.min_overlap:
+                fits.append((_score(q0, ov0, params.min_overlap), f"{name} (coarse fit slid off)", guess))
     if not fits:
         raise RegistrationError(
             "films do not align: registration found no overlap or correlation; different body part or view?"
