@@ -327,25 +327,27 @@ def summarise(results: list[dict[str, Any]], which: str) -> dict[str, Any]:
     """Pooled figures of the ``pipeline`` or ``oracle`` runs."""
     runs = [(r, r[which]) for r in results]
     ok = [(r, x) for r, x in runs if "error" not in x]
-    errors = [x["abs_error_pp"] for _, x in ok]
+    inf = math.inf
+    # A refused pair counts as an infinite error: the maxima are infinite, the medians are not.
+    errors = [inf if "error" in x else x["abs_error_pp"] for _, x in runs]
     failed = [r["seed"] for r, x in runs if "error" in x]
-    retest = [abs(x["change_pct"]) for r, x in ok if r["retest"] and x["change_pct"] is not None]
+    retest = [inf if "error" in x else abs(x["change_pct"]) for r, x in runs
+              if r["retest"] and ("error" in x or x["change_pct"] is not None)]
     clear = [(r, x) for r, x in runs if r["clear_category"]]
     cat_errors = [r["seed"] for r, x in clear if "error" in x or not x["category_correct"]]
-    reg = [x["registration_error_mm"] for _, x in ok]
-    inf = math.inf
+    reg = [inf if "error" in x else x["registration_error_mm"] for _, x in runs]
     return {
         "pairs": len(results),
         "failed": failed,
-        "median_abs_change_error_pp": statistics.median(errors) if errors and not failed else inf,
-        "max_abs_change_error_pp": max(errors) if errors and not failed else inf,
+        "median_abs_change_error_pp": statistics.median(errors) if errors else inf,
+        "max_abs_change_error_pp": max(errors) if errors else inf,
         "retest_pairs": sum(1 for r in results if r["retest"]),
-        "retest_max_abs_change_pct": max(retest) if retest and not failed else inf,
+        "retest_max_abs_change_pct": max(retest) if retest else inf,
         "clear_category_pairs": len(clear),
         "category_errors_clear": len(cat_errors),
         "category_error_seeds": cat_errors,
         "category_correct_all": sum(1 for _, x in ok if x["category_correct"]),
-        "max_registration_error_mm": max(reg) if reg and not failed else inf,
+        "max_registration_error_mm": max(reg) if reg else inf,
         "median_registration_error_mm": statistics.median(reg) if reg else inf,
         "median_compare_seconds": statistics.median(x["compare_seconds"] for _, x in runs),
         "lesion_fates_correct": [sum(x["matching"][0] for _, x in ok if x.get("matching")),
