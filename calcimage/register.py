@@ -101,6 +101,12 @@ _CHANGED_GROW_MM = 2.0
 #: smoothed, differentiated and smoothed again (about 3 pixels of support), so nearer pixels
 #: still see the filled border, which is fixed to the film, not the anatomy.
 _MASK_MARGIN_PX = 3
+#: A coarse fit that keeps less than this fraction of its start's overlap slid along the limb
+#: (see ``_fit``): its start is refined too. A tapered boneless limb is two converging skin
+#: lines, mapped onto themselves by a scaling about their apex: at 4 mm every start of pair
+#: 318 (and its true pose) slid 62 mm at scale 0.91, keeping 0.49-0.53 of the start's
+#: overlap; the right fits of pairs 100-139 and 300-330 keep at least 0.81.
+_SLID_OVERLAP_FRACTION = 0.75
 #: Largest move of any point of the grid in one ECC iteration, in pixels of the level.
 _MAX_STEP_PX = 2.0
 #: The affine refinement is kept only when its robust ECC misfit (1 - correlation) is at most
@@ -496,13 +502,14 @@ def _fit(levels: list[tuple[_Level, _Level]], candidates: list[tuple[str, np.nda
         logger.debug("registration start %s: correlation %.3f, quality %.3f, overlap %.2f",
                      name, rho, quality, overlap)
         fits.append((_score(quality, overlap, params.min_overlap), name, w))
-        if overlap < params.min_overlap:
+        q0, ov0 = _quality(t0, f0, guess)
+        if overlap < max(params.min_overlap, _SLID_OVERLAP_FRACTION * ov0):
             # Slid off: along a limb without bone the 4 mm image is a featureless tube, and the
             # correlation (normalised over whatever overlaps) loses nothing by sliding until
             # most of the baseline is uncovered (pair 398: 0.9989 at 26 % against 0.9985 at the
-            # right pose). The finer levels see the along-axis structure: the start itself is
-            # refined too, and the finest level's score decides.
-            q0, ov0 = _quality(t0, f0, guess)
+            # right pose), or, on a tapered limb, slides and shrinks along the cone (pair 318:
+            # overlap 0.92 -> 0.47 at scale 0.91). The finer levels see the along-axis
+            # structure: the start itself is refined too, and the finest level's score decides.
             if ov0 >= params.min_overlap:
                 fits.append((_score(q0, ov0, params.min_overlap), f"{name} (coarse fit slid off)", guess))
     if not fits:
