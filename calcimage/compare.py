@@ -152,11 +152,6 @@ class CompareParams:
     paired_grow_mm
         When the lesion found at the place reaches the ring (it grew), the background is
         fitted again beyond it and its area may reach this far from the mapped footprint.
-    paired_reach_gain
-        When the lesion found at the place runs into this much more of the ring (as a
-        fraction of the ring) on the other film than on its own, it grew past the margin
-        there: it is measured grown (as with ``paired_grow_mm``) on both films. Anatomy
-        crossing the place takes the same share of the ring on both films. 1 turns it off.
     paired_ring_mm
         Width of the ring beyond the margin the local background and noise come from (at
         least twice the footprint's size).
@@ -197,7 +192,6 @@ class CompareParams:
     paired_margin_mm: float = 1.0
     paired_ring_mm: float = 3.0
     paired_grow_mm: float = 4.0
-    paired_reach_gain: float = 0.05
     paired_matched_ratio: float = 3.0
     share_bone: bool = True
     share_bone_min_mm2: float = 500.0
@@ -237,7 +231,6 @@ class CompareParams:
         require_positive("paired_margin_mm", self.paired_margin_mm, allow_zero=True)
         require_positive("paired_ring_mm", self.paired_ring_mm)
         require_positive("paired_grow_mm", self.paired_grow_mm, allow_zero=True)
-        require_range("paired_reach_gain", self.paired_reach_gain, 0.0, 1.0)
         require(isinstance(self.paired_matched_ratio, (int, float)) and (
             self.paired_matched_ratio == 0 or self.paired_matched_ratio > 1), "paired_matched_ratio",
             self.paired_matched_ratio, "0 (off) or a factor > 1")

@@ -278,10 +278,6 @@ class PlaceMeasurement:
     ring_sigma: float = 0.0
     #: The area was measured out to ``paired_grow_mm`` against a background refitted beyond it.
     grew: bool = False
-    #: Fraction of the ring the lesion found runs into (edge-level pixels connected to the
-    #: footprint through the zone): anatomy crossing the place takes the same share on both
-    #: films, a lesion grown past the margin a larger one on the film where it grew.
-    ring_reach: float = 0.0
 
 
 def _local_levels(seg: Any, sigma_px: float) -> float:
@@ -476,10 +472,7 @@ def measure_at(footprints: Sequence[Footprint], target: Measurement, params: Com
     if not math.isfinite(t):
         t = 0.0
 
-    allowed = ~bad & ~near_others
-    comp = _component_area(resid, zone & allowed, free, seg, sigma_px)
-    reach = _component_area(resid, outer & allowed, free, seg, sigma_px)
-    ring_reach = float(np.count_nonzero(reach & ring)) / float(np.count_nonzero(ring))
+    comp = _component_area(resid, zone & ~bad & ~near_others, free, seg, sigma_px)
     edge = zone & (dist > gap_px - 1.0)
     grew = False
     if grow_px > gap_px and (force_grow or np.count_nonzero(comp & edge) >= 0.5 * np.count_nonzero(edge)):
@@ -492,12 +485,12 @@ def measure_at(footprints: Sequence[Footprint], target: Measurement, params: Com
             grew = True
             resid, ring = _background_removed(pixels, ring2), ring2
             sigma_px = _robust_sigma(resid[ring])
-            comp = _component_area(resid, (dist <= grow_px) & allowed, free, seg, sigma_px)
+            comp = _component_area(resid, (dist <= grow_px) & ~bad & ~near_others, free, seg, sigma_px)
             # contrast and ring level against the background beyond the lesion
             mean_core = float(resid[free].mean())
     area_px = int(comp.sum())
     return PlaceMeasurement(float(t), area_px, n_core, mean_core, float(np.percentile(resid[ring], 95)), sigma_px,
-                            grew, ring_reach)
+                            grew)
 
 
 def _area_mm2(m: Measurement, area_px: int) -> float:
@@ -510,13 +503,7 @@ def _grown_alike(here: PlaceMeasurement, there: PlaceMeasurement,
                  fp_there: Sequence[Footprint], film_there: Measurement, ids_there: tuple[int, ...],
                  params: CompareParams) -> tuple[PlaceMeasurement, PlaceMeasurement]:
     """One rule on both films: when :func:`measure_at` grew beyond the margin on one film only,
-    the other is measured again grown too. When it grew on neither but the lesion found on
-    ``there`` runs into more of the ring than on ``here`` (by ``paired_reach_gain``), it grew
-    past the margin there along part of its outline, and what lies in the ring biased the
-    first background fit: both are measured grown. (In paired measurement ``here`` is the
-    lesion's own film: the footprint is its label, so only the other film can hold more.)"""
-    if not (here.grew or there.grew) and there.ring_reach - here.ring_reach >= params.paired_reach_gain:
-        there = measure_at(fp_there, film_there, params, ids_there, force_grow=True)
+    the other is measured again grown too."""
     if here.grew and not there.grew:
         there = measure_at(fp_there, film_there, params, ids_there, force_grow=True)
     elif there.grew and not here.grew:
