@@ -484,7 +484,9 @@ def _fit(levels: list[tuple[_Level, _Level]], candidates: list[tuple[str, np.nda
 
     Ranking on the coarsest level alone is not enough: at 4 mm the high-passed quality hardly
     tells a limb 45 mm off along its axis from the right place (development pair 128 with the
-    films swapped: 0.96 against 0.91), and the wrong fit then failed at 1 mm.
+    films swapped: 0.96 against 0.91), and the wrong fit then failed at 1 mm. A start whose
+    coarse fit slid (kept less than ``_SLID_OVERLAP_FRACTION`` of the start's overlap, or fell
+    under ``min_overlap``) is refined from the start itself as well.
     """
     t0, f0 = levels[0]
     coarse_iterations = min(params.max_iterations, 40)
