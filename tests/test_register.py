@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from calcimage.compare import CompareParams, TransformKind
+from calcimage.compare import CompareParams, Registration, TransformKind
 from calcimage.errors import IncompatibleFilmsError, RegistrationError
 from calcimage.film import Film, SpacingSource
-from calcimage.phantom import ChangeMode
+from calcimage.phantom import ChangeMode, PhantomTruth
 from calcimage.register import (
     _CHANGED_GROW_MM,
     _CHANGED_MIN_AREA_MM2,
@@ -92,6 +92,16 @@ def _max_error_mm(matrix: np.ndarray, truth: np.ndarray, shape: tuple[int, int],
 
 
 BASE_SHAPE = (400, 320)  # 200 x 160 mm at 0.5 mm
+
+
+def _lesion_error_px(reg: Registration, truth: PhantomTruth) -> float:
+    """Largest distance (baseline px) between where ``reg`` puts the follow-up's true lesion
+    centroids and where the phantom's true transform puts them."""
+    cen = np.array(truth.centroids, dtype=np.float64).reshape(-1, 2)
+    est_r, est_c = reg.map_points(cen[:, 0], cen[:, 1])
+    t = np.asarray(truth.transform, dtype=np.float64)
+    true_rc = t[:, :2] @ cen.T + t[:, 2:3]
+    return float(np.hypot(est_r - true_rc[0], est_c - true_rc[1]).max())
 
 
 @pytest.fixture(scope="module")
@@ -427,12 +437,7 @@ def test_phantom_limb_does_not_slide(seed: int, spacing_mm: float, n_bones: int,
         return ~(np.asarray(truth.masks["collimation"], bool) | box)
 
     reg = register(base.film, follow.film, base_mask=usable(base.truth), follow_mask=usable(follow.truth))
-    cen = np.array(follow.truth.centroids, dtype=np.float64).reshape(-1, 2)
-    est_r, est_c = reg.map_points(cen[:, 0], cen[:, 1])
-    t = np.asarray(follow.truth.transform, dtype=np.float64)
-    true_rc = t[:, :2] @ cen.T + t[:, 2:3]
-    error_mm = float(np.hypot(est_r - true_rc[0], est_c - true_rc[1]).max()) * spacing_mm
-    assert error_mm < limit_mm
+    assert _lesion_error_px(reg, follow.truth) * spacing_mm < limit_mm
 
 
 def test_long_narrow_field_with_collimation_missed_by_the_mask() -> None:
@@ -449,11 +454,7 @@ def test_long_narrow_field_with_collimation_missed_by_the_mask() -> None:
     assert np.asarray(base.truth.masks["collimation"]).mean() > 0.6  # the geometry described
     reg = register(base.film, follow.film, base_mask=~np.asarray(base.truth.masks["marker"], bool),
                    follow_mask=~np.asarray(follow.truth.masks["marker"], bool))
-    cen = np.array(follow.truth.centroids, dtype=np.float64).reshape(-1, 2)
-    est_r, est_c = reg.map_points(cen[:, 0], cen[:, 1])
-    t = np.asarray(follow.truth.transform, dtype=np.float64)
-    true_rc = t[:, :2] @ cen.T + t[:, 2:3]
-    assert float(np.hypot(est_r - true_rc[0], est_c - true_rc[1]).max()) * 0.3 < 0.5
+    assert _lesion_error_px(reg, follow.truth) * 0.3 < 0.5
     assert reg.quality > 0.9
     assert reg.scale == pytest.approx(1.02, rel=3e-3)
 
@@ -582,11 +583,7 @@ def test_boneless_limb_coarse_fit_sliding_off_is_refined_from_its_start(seed: in
     follow = make_followup(base, seed + 50_000, FollowupParams(**followup))
     mb, mf = measure(base.film, segment(base.film)), measure(follow.film, segment(follow.film))
     reg = register(base.film, follow.film, base_mask=registration_mask(mb), follow_mask=registration_mask(mf))
-    cen = np.array(follow.truth.centroids, dtype=np.float64).reshape(-1, 2)
-    est_r, est_c = reg.map_points(cen[:, 0], cen[:, 1])
-    t = np.asarray(follow.truth.transform, dtype=np.float64)
-    true_rc = t[:, :2] @ cen.T + t[:, 2:3]
-    assert float(np.hypot(est_r - true_rc[0], est_c - true_rc[1]).max()) * 0.1 < 0.3
+    assert _lesion_error_px(reg, follow.truth) * 0.1 < 0.3
     assert reg.rotation_deg == pytest.approx(-followup["rotation_deg"], abs=0.1)  # the follow-up's turn, undone
     assert reg.scale == pytest.approx(followup["magnification"], abs=0.005)
     assert "slid off" in reg.method
