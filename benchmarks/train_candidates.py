@@ -83,13 +83,14 @@ def _candidates(film: object, truth: np.ndarray, params: SegmentParams) -> tuple
     return seg.features, best >= FOUND_FRACTION * det_px
 
 
-def export(clf: object, description: str) -> TreeModel:
-    """The fitted classifier's trees in :class:`calcimage.candidates.TreeModel` form."""
+def export(clf: object, description: str, features: tuple[str, ...] = FEATURES) -> TreeModel:
+    """The fitted classifier's trees in :class:`calcimage.candidates.TreeModel` form, over
+    the columns ``features``."""
     trees = [predictors[0].nodes for predictors in clf._predictors]  # type: ignore[attr-defined]
     if any(np.any(n["is_categorical"]) for n in trees):
         raise ValueError("categorical splits are not supported")
     return TreeModel(
-        features=FEATURES,
+        features=features,
         baseline=float(np.ravel(clf._baseline_prediction)[0]),  # type: ignore[attr-defined]
         feature=tuple(n["feature_idx"].astype(np.intp) for n in trees),
         threshold=tuple(n["num_threshold"].astype(np.float64) for n in trees),

@@ -35,10 +35,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.special import expit
 
 from calcimage.errors import ParameterError
 
-__all__ = ["FEATURES", "TreeModel", "load_model", "model_digest", "predict_proba", "component_features"]
+__all__ = ["FEATURES", "TreeModel", "load_model", "load_tree_model", "model_digest", "predict_proba", "component_features"]
 
 FEATURES = (
     "log_area_mm2", "z_max", "z_p90", "z_median", "log_z_integrated", "smooth_z_max",
@@ -49,6 +50,8 @@ FEATURES = (
 NO_BONE_MM = 100.0
 #: Scale of the smoothed contrast feature (mm).
 SMOOTH_MM = 1.0
+#: The scripts that write tree models (named in error messages).
+_TRAINERS = "benchmarks/train_candidates.py or benchmarks/train_pixels.py"
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "candidates.json"
 
 
@@ -96,15 +99,15 @@ class TreeModel:
                 description=str(data.get("description", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ParameterError(f"{source}: not a candidate model ({exc!r}); "
-                                 "write one with benchmarks/train_candidates.py") from exc
+            raise ParameterError(f"{source}: not a tree model ({exc!r}); write one with "
+                                 f"{_TRAINERS}") from exc
         n_feat = len(model.features)
         for i, arrays in enumerate(zip(model.feature, model.threshold, model.left, model.right,
                                        model.value, model.is_leaf)):
             n = len(arrays[0])
             if n == 0 or any(len(a) != n for a in arrays):
                 raise ParameterError(f"{source}: tree {i} is malformed; write the model "
-                                     "with benchmarks/train_candidates.py")
+                                     f"with {_TRAINERS}")
             inner = ~arrays[5]
             idx = np.flatnonzero(inner)
             # Children come after their parent (as scikit-learn writes them): every path ends.
@@ -112,7 +115,7 @@ class TreeModel:
                     or np.any(arrays[2][inner] <= idx) or np.any(arrays[2][inner] >= n)
                     or np.any(arrays[3][inner] <= idx) or np.any(arrays[3][inner] >= n)):
                 raise ParameterError(f"{source}: tree {i} is malformed; write the model "
-                                     "with benchmarks/train_candidates.py")
+                                     f"with {_TRAINERS}")
         return model
 
     def to_dict(self) -> dict:
@@ -130,6 +133,27 @@ class TreeModel:
         }
 
 
+def load_tree_model(path: Path, features: tuple[str, ...], what: str, script: str) -> TreeModel:
+    """Read a :class:`TreeModel` (JSON) over ``features``; ``what`` names it and ``script``
+    writes it, in the error messages.
+
+    Raises
+    ------
+    ParameterError
+        The file is missing, is not JSON, or does not describe a tree model over ``features``.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ParameterError(f"{path}: cannot read the {what} ({exc}); pass the path of "
+                             f"a JSON model written by {script}") from exc
+    model = TreeModel.from_dict(data, str(path))
+    if model.features != features:
+        raise ParameterError(f"{path}: the model's features {list(model.features)} are not "
+                             f"calcimage's {list(features)}; retrain it with {script}")
+    return model
+
+
 @functools.lru_cache(maxsize=4)
 def load_model(path: str | Path | None = None) -> TreeModel:
     """Read a candidate model (JSON); ``None`` is the model shipped with calcimage.
@@ -140,18 +164,8 @@ def load_model(path: str | Path | None = None) -> TreeModel:
         The file is missing, is not JSON, or does not describe a tree model over
         :data:`FEATURES`.
     """
-    p = DEFAULT_MODEL if path is None else Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ParameterError(f"{p}: cannot read the candidate model ({exc}); pass the path of "
-                             "a JSON model written by benchmarks/train_candidates.py") from exc
-    model = TreeModel.from_dict(data, str(p))
-    if model.features != FEATURES:
-        raise ParameterError(f"{p}: the model's features {list(model.features)} are not "
-                             f"calcimage's {list(FEATURES)}; retrain it with "
-                             "benchmarks/train_candidates.py")
-    return model
+    return load_tree_model(DEFAULT_MODEL if path is None else Path(path), FEATURES,
+                           "candidate model", "benchmarks/train_candidates.py")
 
 
 @functools.lru_cache(maxsize=4)
@@ -182,7 +196,7 @@ def predict_proba(model: TreeModel, x: np.ndarray) -> np.ndarray:
             node[active] = np.where(go_left, left[a], right[a])
             active = ~leaf[node]
         raw += value[node]
-    return 1.0 / (1.0 + np.exp(-raw))
+    return expit(raw)  # 1 / (1 + exp(-raw)), without overflow for very negative scores
 
 
 def component_features(labels: np.ndarray, flat: np.ndarray, sigma_c: np.ndarray,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import math
 from pathlib import Path
 
@@ -149,9 +150,11 @@ def test_segment_records_scores_and_min_score_filters() -> None:
     for r0, c0, amp in ((80, 80, 60.0), (200, 150, 40.0), (120, 230, 80.0)):
         img += amp * np.exp(-((rr - r0) ** 2 + (cc - c0) ** 2) / (2 * 6.0 ** 2))
     film = Film(img.astype(np.float32), (0.2, 0.2), SpacingSource.USER)
-    everything = segment(film, SegmentParams(min_score=0.0))
+    # The candidate step alone (step 9, the pixel model, would add lesions it dropped).
+    rules = SegmentParams(pixel_min_prob=0.0)
+    everything = segment(film, replace(rules, min_score=0.0))
     assert everything.scores == () and everything.features.shape == (everything.n_lesions, len(FEATURES))
-    scored = segment(film)
+    scored = segment(film, rules)
     p = predict_proba(load_model(), everything.features)
     kept = p >= SegmentParams().min_score
     assert scored.n_lesions == int(kept.sum()) >= 3
@@ -160,4 +163,4 @@ def test_segment_records_scores_and_min_score_filters() -> None:
     # the kept labels are the same components, renumbered in raster order
     kept_ids = np.flatnonzero(kept) + 1
     np.testing.assert_array_equal(scored.labels > 0, np.isin(everything.labels, kept_ids))
-    assert segment(film, SegmentParams(min_score=1.0)).n_lesions == int((p >= 1.0).sum())
+    assert segment(film, replace(rules, min_score=1.0)).n_lesions == int((p >= 1.0).sum())
