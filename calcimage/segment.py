@@ -33,7 +33,7 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -43,6 +43,7 @@ from skimage import filters, measure as skmeasure
 from calcimage.candidates import component_features, load_model, predict_proba
 from calcimage.film import Film
 from calcimage.params import require, require_positive, require_range
+from calcimage.pixels import PixelGrid, load_pixel_model, pixel_features, pixel_probability
 
 __all__ = ["LesionKind", "ThresholdMethod", "SegmentParams", "Segmentation", "segment"]
 
@@ -178,6 +179,16 @@ class SegmentParams:
         not the threshold, tells faint lesions from noise and anatomy. ``score_model``: path
         of a JSON model (``benchmarks/train_candidates.py``); None is the shipped one,
         trained for the default parameters.
+    pixel_min_prob, pixel_min_area_mm2, pixel_min_gap_mm, pixel_model
+        ``auto``: a pixel model (:mod:`calcimage.pixels`) rates every pixel of the flattened
+        film from its surroundings; where it reaches ``pixel_min_prob`` over a connected
+        region of at least ``pixel_min_area_mm2``, farther than ``pixel_min_gap_mm`` from
+        every lesion found by the steps above, the region is added as a lesion (lesions that anatomy hides from the
+        rules: a plaque beside a cortical line). 0 (the default) switches this off; 0.7 is
+        the value tuned on films. Off by default because it finds lesions on one film of a
+        pair and not on the other, which makes comparisons worse (docs/accuracy.md, *Session
+        13*). ``pixel_model``: path of a JSON model (``benchmarks/train_pixels.py``); None is
+        the shipped one.
     rule_k_sigma
         ``auto``: the contrast tests of the hand rules (line bumps, ridges, cortex band) are
         in units of this many local sigmas, as they were tuned, whatever the seed threshold
@@ -247,6 +258,10 @@ class SegmentParams:
     min_score: float = 0.6
     score_model: str | None = None
     rule_k_sigma: float = 4.5
+    pixel_min_prob: float = 0.0
+    pixel_min_area_mm2: float = 2.0
+    pixel_min_gap_mm: float = 3.0
+    pixel_model: str | None = None
 
     def __post_init__(self) -> None:
         require(isinstance(self.method, ThresholdMethod), "method", self.method,
@@ -284,6 +299,11 @@ class SegmentParams:
         require_range("min_score", self.min_score, 0.0, 1.0)
         if self.score_model is not None:
             load_model(self.score_model)  # a missing or malformed model fails here, early
+        require_range("pixel_min_prob", self.pixel_min_prob, 0.0, 1.0)
+        require_positive("pixel_min_area_mm2", self.pixel_min_area_mm2, allow_zero=True)
+        require_positive("pixel_min_gap_mm", self.pixel_min_gap_mm, allow_zero=True)
+        if self.pixel_model is not None:
+            load_pixel_model(self.pixel_model)
         require_range("gate_fraction", self.gate_fraction, 0.0, 1.0)
         require_positive("film_edge_mm", self.film_edge_mm, allow_zero=True)
         require_positive("denoise_mm", self.denoise_mm)
@@ -1448,9 +1468,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
     # One full-size upsampling of the summed working-grid surfaces (upsampling is linear: the
     # background the film was flattened against, to float rounding); kept as it comes (a view).
     background = upsample(bg_c + bias_c, (rows, cols))
-    logger.debug("segment %s: %d lesions, threshold %.4g (low %.4g), sigma %.4g",
-                 film.name, len(kinds), threshold, threshold_low, noise_sigma)
-    return Segmentation(
+    seg = Segmentation(
         labels=labels, kinds=kinds, threshold=float(threshold),
         threshold_low=float(threshold_low), flattened=flat, excluded=excluded, params=params,
         background=background, air_level=float(air_level),
@@ -1458,6 +1476,87 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
         rejected_ridges=rejected,
         threshold_map=thr_c, features=features, scores=scores,
     )
+
+    # 9. the pixel model adds what the rules lost (docs/method.md, step 10) ----------------
+    if params.pixel_min_prob > 0 and thr_c is not None:
+        seg = _add_pixel_lesions(seg, film, sp, lambda lab: component_features(
+            lab, flat, sig_c, bone_c, tis_c, sp, bone_axis))
+    logger.debug("segment %s: %d lesions, threshold %.4g (low %.4g), sigma %.4g",
+                 film.name, seg.n_lesions, threshold, threshold_low, noise_sigma)
+    return seg
+
+
+def segmentation_pixel_features(seg: Segmentation) -> tuple[np.ndarray, np.ndarray, PixelGrid]:
+    """:func:`calcimage.pixels.pixel_features` of an ``auto`` segmentation (what step 9 of
+    :func:`segment` rates, and what ``benchmarks/train_pixels.py`` trains on)."""
+    if seg.threshold_map is None or seg.threshold_k is None or seg.background is None:
+        raise ValueError("the pixel model needs an 'auto' segmentation (a local threshold map)")
+    ex = seg.excluded
+    body = ~(ex["outside_body"] | ex["collimation"] | ex["marker"])
+    return pixel_features(seg.flattened, seg.threshold_map / seg.threshold_k, body, ex["bone"],
+                          seg.background, seg.noise_sigma, seg.scale_spacing_mm)
+
+
+def _add_pixel_lesions(seg: Segmentation, film: Film, sp: tuple[float, float],
+                       features_of: Callable[[np.ndarray], np.ndarray]) -> Segmentation:
+    """Step 9 of :func:`segment`: connected regions where the pixel model reaches
+    ``pixel_min_prob``, at least ``pixel_min_area_mm2``, touching no lesion and no excluded
+    area and not long thin ridges, become lesions; all labels are renumbered in raster order.
+    Their ``scores`` are their mean pixel probability."""
+    params = seg.params
+    x, examined, _ = segmentation_pixel_features(seg)
+    prob_g = pixel_probability(load_pixel_model(params.pixel_model), x, examined)
+    if not (prob_g >= params.pixel_min_prob).any():
+        return seg
+    rows, cols = seg.labels.shape
+    prob = cv2.resize(prob_g, (cols, rows), interpolation=cv2.INTER_LINEAR)
+    found, n = ndi.label(prob >= params.pixel_min_prob, structure=np.ones((3, 3), bool),
+                         output=np.int32)
+    pixel_area = sp[0] * sp[1]
+    areas = np.bincount(found.ravel(), minlength=n + 1)
+    # What the rules keep out stays out: regions within ``pixel_min_gap_mm`` of a lesion
+    # already found (a piece of it: a separate label would split it in matching), the film
+    # frame, a collimator, a marker or the outside (where the background is extrapolated),
+    # and long thin ridges (cortex, a fat plane's edge).
+    ex = seg.excluded
+    edge = ex["outside_body"] | ex["collimation"] | ex["marker"]
+    _set_frame(edge, int(math.ceil(params.film_edge_mm / seg.scale_spacing_mm)) + 1, True)
+    gap_px = 2 * params.pixel_min_gap_mm / seg.scale_spacing_mm + 1
+    near = (cv2.dilate(seg.mask.astype(np.uint8), disc(max(gap_px, 3.0))) > 0) | (
+        cv2.dilate(edge.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+    touched = np.bincount(found[near], minlength=n + 1)
+    cand = (areas * pixel_area >= params.pixel_min_area_mm2) & (touched == 0)
+    cand[0] = False
+    added = np.zeros_like(found)
+    kinds = list(seg.kinds)
+    scores = list(seg.scores)  # empty when no candidate model ran (min_score 0): stays so
+    for rp in skmeasure.regionprops(np.where(cand[found], found, 0)):
+        major, minor, _ = axes_mm(rp.coords, sp)
+        area_mm2 = rp.area * pixel_area
+        if major >= params.ridge_min_length_mm and area_mm2 / major <= params.ridge_max_width_mm:
+            continue
+        added[rp.coords[:, 0], rp.coords[:, 1]] = len(kinds) + 1
+        solidity = rp.solidity if area_mm2 >= params.plaque_min_area_mm2 else 1.0
+        kinds.append(classify(area_mm2, major, minor, solidity, params))
+        if seg.scores:
+            scores.append(float(prob[rp.coords[:, 0], rp.coords[:, 1]].mean()))
+    n_new = len(kinds) - seg.n_lesions
+    if n_new == 0:
+        return seg
+    labels = np.where(added > 0, added, seg.labels).astype(np.int32)
+    # Raster order: labels sorted by their first pixel.
+    flat_idx = np.flatnonzero(labels)
+    lab_at = labels.ravel()[flat_idx]
+    first = np.full(len(kinds) + 1, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(first, lab_at, flat_idx)
+    order = np.argsort(first[1:], kind="stable")  # order[k] = old label - 1 of new label k + 1
+    remap = np.zeros(len(kinds) + 1, np.int32)
+    remap[order + 1] = np.arange(1, len(kinds) + 1, dtype=np.int32)
+    labels = remap[labels]
+    logger.debug("segment %s: the pixel model adds %d lesions", film.name, n_new)
+    return replace(seg, labels=labels, kinds=tuple(kinds[i] for i in order),
+                   features=features_of(labels),
+                   scores=tuple(scores[i] for i in order) if scores else ())
 
 
 def _keep_labels(labels: np.ndarray, kinds: tuple[LesionKind, ...],

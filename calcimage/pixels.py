@@ -1,0 +1,197 @@
+"""A pixel model: which pixels of a flattened film are calcinosis, from their surroundings.
+
+The threshold-and-rules path of :func:`calcimage.segment.segment` loses lesions that touch
+anatomy: a dense plaque beside a cortical line joins the line at the hysteresis level, and the
+rules that keep cortex out (line openings, the line cut, the ridge rules) take the plaque with
+it. A pixel model sees each pixel with its context at several scales instead -- contrast,
+curvature, how far it runs along a straight line, where the bone outline and the skin are --
+and says how likely the pixel lies on a lesion. Segmentation adds, as lesions, the connected
+regions it is confident about that no other step found (step 9 of ``segment``).
+
+Features (:data:`PIXEL_FEATURES`), on a grid of ``GRID_MM`` (or the film's spacing when that is
+coarser), averaged to the ``RATE_GRID_MM`` cells the model rates; ``z`` is the flattened film
+over its local noise sigma:
+
+- ``z0`` .. ``z8``: ``z`` smoothed with a Gaussian of 0 (none), 0.5, 1, 2, 4 and 8 mm;
+- ``zmax3``: the largest ``z1`` within 3 mm (context: a pixel beside a bright one);
+- ``l1_s``, ``l2_s``: the eigenvalues of the Hessian of ``z`` at 0.5, 1, 2 and 4 mm, scale
+  normalised (``s**2 * lambda``), ``l1 <= l2``: blobs (both negative) and ridges (one);
+- ``line8``, ``line30``: the largest mean of ``z0.5`` along a straight line of 8 and 30 mm
+  through the pixel, over all orientations (cortex runs straight for centimetres);
+- ``bone_sd``: signed distance to the bone outline (mm, positive inside, ±30 at most; -50 on
+  films without bone), ``skin``: distance to the edge of the examined body (mm, ≤ 40);
+- ``sig_rel``: the local sigma over the film's median sigma;
+- ``bggrad1``, ``bggrad3``, ``bglap1``, ``bglap3``: gradient magnitude and Laplacian of the
+  background at 1 and 3 mm, over the local sigma (bone edges are steps of the background).
+
+The model (:class:`calcimage.candidates.TreeModel`, shipped as ``models/pixels.json``) is
+trained on phantom films reserved for it (``benchmarks/train_pixels.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from calcimage.candidates import TreeModel, load_tree_model, model_digest, predict_proba
+
+__all__ = ["PIXEL_FEATURES", "GRID_MM", "PixelGrid", "pixel_features", "pixel_probability",
+           "load_pixel_model", "pixel_model_digest"]
+
+PIXEL_FEATURES = (
+    "z0", "z0.5", "z1", "z2", "z4",
+    "l1_0.5", "l2_0.5", "l1_1", "l2_1", "l1_2", "l2_2", "l1_4", "l2_4",
+    "line8", "line30", "bone_sd", "skin", "sig_rel",
+    "z8", "zmax3", "bggrad1", "bglap1", "bggrad3", "bglap3",
+)
+#: Pixel size the features are computed on (mm); films coarser than this are used as they are.
+GRID_MM = 0.25
+#: Pixel size of the cells the model rates (mm): the features averaged over 2 x 2 pixels of
+#: ``GRID_MM`` (a quarter of the evaluations; the probability is smooth at that scale).
+RATE_GRID_MM = 0.5
+#: Pixel size on which the line features are computed (mm): they are smooth at that scale.
+LINE_GRID_MM = 0.5
+#: Pixels are examined where ``z`` smoothed at 0.5 mm reaches this many sigmas.
+MIN_Z = 1.0
+#: ``bone_sd`` on films without bone (mm).
+NO_BONE_SD_MM = -50.0
+DEFAULT_PIXEL_MODEL = Path(__file__).resolve().parent / "models" / "pixels.json"
+
+
+class PixelGrid:
+    """Shape and pixel size of a grid of ``grid_mm`` (or the film's spacing when coarser) for
+    a film of ``shape`` and ``spacing_mm``."""
+
+    def __init__(self, shape: tuple[int, int], spacing_mm: float, grid_mm: float = GRID_MM) -> None:
+        self.grid_mm = max(grid_mm, spacing_mm)
+        f = self.grid_mm / spacing_mm
+        self.shape = (max(8, int(round(shape[0] / f))), max(8, int(round(shape[1] / f))))
+
+    def resize(self, a: np.ndarray, interp: int = cv2.INTER_AREA) -> np.ndarray:
+        """``a`` (any grid) brought to this grid as float32."""
+        return cv2.resize(np.asarray(a, np.float32), (self.shape[1], self.shape[0]),
+                          interpolation=interp)
+
+
+def _line_means(img: np.ndarray, length_px: float) -> np.ndarray:
+    """Largest mean of ``img`` along a straight line of ``length_px`` centred on each pixel,
+    over ~pi * length / 2 orientations (the line's end moves by ~2 pixels between them)."""
+    k = max(3, int(length_px) | 1)
+    c = k // 2
+    best = np.full(img.shape, -np.inf, np.float32)
+    n = max(8, int(math.pi * length_px / 4))
+    for i in range(n):
+        a = math.pi * i / n
+        dr, dc = math.sin(a) * c, math.cos(a) * c
+        ker = np.zeros((k, k), np.float32)
+        cv2.line(ker, (int(round(c - dc)), int(round(c - dr))), (int(round(c + dc)), int(round(c + dr))), 1.0, 1)
+        ker /= ker.sum()
+        np.maximum(best, cv2.filter2D(img, -1, ker, borderType=cv2.BORDER_REFLECT), out=best)
+    return best
+
+
+def pixel_features(flattened: np.ndarray, sigma_c: np.ndarray, body: np.ndarray,
+                   bone: np.ndarray, background: np.ndarray, noise_sigma: float,
+                   spacing_mm: float) -> tuple[np.ndarray, np.ndarray, PixelGrid]:
+    """The pixel model's features on its grid.
+
+    Parameters
+    ----------
+    flattened, background
+        The film flattened and its background (film units), full size.
+    sigma_c
+        Local noise sigma of ``flattened`` on any grid (resized here).
+    body, bone
+        bool, full size: where the film is examined, and bone.
+    noise_sigma
+        The film's median local sigma.
+    spacing_mm
+        Pixel size of the film.
+
+    Returns
+    -------
+    features
+        float32 (rows, cols, len(PIXEL_FEATURES)) on the grid the model rates (computed on
+        ``GRID_MM`` and averaged to ``RATE_GRID_MM``).
+    examined
+        bool (rows, cols): cells holding a body pixel whose ``z0.5`` reaches :data:`MIN_Z`
+        (the only cells the model is asked about).
+    grid
+        The grid the model rates.
+    """
+    g = PixelGrid(flattened.shape, spacing_mm)
+    mm = g.grid_mm
+    sig = np.maximum(g.resize(sigma_c, cv2.INTER_LINEAR), 1e-6)
+    body_g = g.resize(body) > 0.5
+    bone_g = g.resize(bone) > 0.5
+    z = np.where(body_g, g.resize(flattened) / sig, 0.0).astype(np.float32)
+    smooth = {s: cv2.GaussianBlur(z, (0, 0), s / mm) for s in (0.5, 1.0, 2.0, 4.0, 8.0)}
+    feats: dict[str, np.ndarray] = {"z0": z}
+    for s in (0.5, 1.0, 2.0, 4.0):
+        feats[f"z{s:g}"] = smooth[s]
+        gs, s_px = smooth[s], s / mm
+        dxx = cv2.Sobel(gs, cv2.CV_32F, 2, 0, ksize=3) / 4.0
+        dyy = cv2.Sobel(gs, cv2.CV_32F, 0, 2, ksize=3) / 4.0
+        dxy = cv2.Sobel(gs, cv2.CV_32F, 1, 1, ksize=3) / 4.0
+        half_tr, root = (dxx + dyy) / 2.0, np.sqrt(((dxx - dyy) / 2.0) ** 2 + dxy**2)
+        feats[f"l1_{s:g}"] = (half_tr - root) * s_px**2
+        feats[f"l2_{s:g}"] = (half_tr + root) * s_px**2
+    # Line means on a coarser grid (smooth at that scale anyway), brought back.
+    f_line = max(1.0, LINE_GRID_MM / mm)
+    line_shape = (max(8, int(round(g.shape[0] / f_line))), max(8, int(round(g.shape[1] / f_line))))
+    z_line = cv2.resize(smooth[0.5], (line_shape[1], line_shape[0]), interpolation=cv2.INTER_AREA)
+    for length in (8, 30):
+        lm = _line_means(z_line, length / (mm * f_line))
+        feats[f"line{length}"] = cv2.resize(lm, (g.shape[1], g.shape[0]), interpolation=cv2.INTER_LINEAR)
+    if bone_g.any():
+        bu = bone_g.astype(np.uint8)
+        inside = cv2.distanceTransform(bu, cv2.DIST_L2, 5) * mm
+        outside = cv2.distanceTransform(1 - bu, cv2.DIST_L2, 5) * mm
+        feats["bone_sd"] = np.clip(np.where(bone_g, inside, -outside), -30.0, 30.0)
+    else:
+        feats["bone_sd"] = np.full(g.shape, NO_BONE_SD_MM, np.float32)
+    skin = cv2.distanceTransform(np.pad(body_g.astype(np.uint8), 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    feats["skin"] = np.minimum(skin * mm, 40.0)
+    feats["sig_rel"] = sig / max(noise_sigma, 1e-6)
+    feats["z8"] = smooth[8.0]
+    d3 = int(6.0 / mm) | 1
+    feats["zmax3"] = cv2.dilate(smooth[1.0], cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d3, d3)))
+    bg = g.resize(background)
+    for s in (1.0, 3.0):
+        gb = cv2.GaussianBlur(bg, (0, 0), s / mm)
+        grad = np.hypot(cv2.Sobel(gb, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(gb, cv2.CV_32F, 0, 1, ksize=3))
+        feats[f"bggrad{s:g}"] = grad / 8.0 / sig
+        feats[f"bglap{s:g}"] = cv2.Laplacian(gb, cv2.CV_32F) * (s / mm) ** 2 / sig
+    x = np.stack([feats[name] for name in PIXEL_FEATURES], axis=-1).astype(np.float32)
+    examined = body_g & (smooth[0.5] >= MIN_Z)
+    rate = PixelGrid(flattened.shape, spacing_mm, RATE_GRID_MM)
+    if rate.shape == g.shape:
+        return x, examined, g
+    # One channel at a time: OpenCV resizes at most 4 channels for some factors.
+    x_rate = np.stack([rate.resize(x[..., i]) for i in range(x.shape[-1])], axis=-1)
+    return x_rate, rate.resize(examined) > 0, rate
+
+
+@functools.lru_cache(maxsize=4)
+def load_pixel_model(path: str | Path | None = None) -> TreeModel:
+    """Read a pixel model (JSON); ``None`` is the model shipped with calcimage."""
+    return load_tree_model(DEFAULT_PIXEL_MODEL if path is None else Path(path), PIXEL_FEATURES,
+                           "pixel model", "benchmarks/train_pixels.py")
+
+
+def pixel_model_digest(path: str | Path | None = None) -> str:
+    """First 16 hex digits of the SHA-256 of a pixel model file (``None``: the shipped one)."""
+    return model_digest(DEFAULT_PIXEL_MODEL if path is None else path)
+
+
+def pixel_probability(model: TreeModel, features: np.ndarray, examined: np.ndarray) -> np.ndarray:
+    """float32 map (grid) of the probability that each examined pixel is on a lesion; 0
+    elsewhere."""
+    prob = np.zeros(examined.shape, np.float32)
+    if examined.any():
+        prob[examined] = predict_proba(model, features[examined])
+    return prob
