@@ -268,14 +268,16 @@ class RunSettings:
 
     def key(self) -> str:
         """Cache key of these settings (the salt enters only through its fingerprint; the
-        candidate model through its digest, so a retrained model is not served old results)."""
+        models through their digests, so a retrained model is not served old results)."""
         from calcimage.candidates import model_digest
+        from calcimage.pixels import pixel_model_digest
 
         seg = self.config.segment
         return cache_key(
             {
                 "config": self.config.to_dict(),
                 "candidate_model": model_digest(seg.score_model) if seg.min_score > 0 else "",
+                "pixel_model": pixel_model_digest(seg.pixel_model) if seg.pixel_min_prob > 0 else "",
                 "extra": self.extra_params(),
                 "keep_ids": self.keep_ids,
                 "salt": salt_fingerprint(self.salt) if self.salt else "",

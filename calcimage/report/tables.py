@@ -173,9 +173,15 @@ def provenance(*params: Any) -> dict[str, Any]:
         info["params_hash"] = params_hash(*params)
     from calcimage.candidates import model_digest
 
+    from calcimage.pixels import pixel_model_digest
+
     for p in params:
         if getattr(p, "min_score", 0) > 0:  # segmentation scored its candidates: which model
             info["candidate_model"] = model_digest(p.score_model)
+            break
+    for p in params:
+        if getattr(p, "pixel_min_prob", 0) > 0:  # segmentation ran the pixel model (step 9)
+            info["pixel_model"] = pixel_model_digest(p.pixel_model)
             break
     return info
 
