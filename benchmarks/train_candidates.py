@@ -32,6 +32,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -52,23 +53,34 @@ TRAINING_PAIR_SEEDS = "30000-30149"
 HGB_SETTINGS = dict(max_iter=200, learning_rate=0.05, max_leaf_nodes=15, random_state=0)
 
 
-def film_candidates(seed: int, params: SegmentParams) -> tuple[np.ndarray, np.ndarray]:
-    """Features (n, F) and positive flags (n,) of the candidates on the film of ``seed``."""
+def training_film(seed: int) -> tuple[object, np.ndarray]:
+    """The film of ``seed`` (benchmarks/accuracy.py's variant) and its true labels."""
     case = film_case(seed)
     phantom = make_phantom(seed, case.phantom_params())
     film = _film_via_dicom(phantom, case)[0] if case.monochrome1 else phantom.film
-    return _candidates(film, phantom.truth.labels, params)
+    return film, phantom.truth.labels
 
 
-def pair_candidates(seed: int, params: SegmentParams) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`film_candidates` of both films of the phantom pair of ``seed``."""
+def training_pair(seed: int) -> tuple[tuple[object, np.ndarray], tuple[object, np.ndarray]]:
+    """Both films of the phantom pair of ``seed`` (benchmarks/accuracy_pairs.py's), each with
+    its true labels."""
     case = accuracy_pairs.pair_case(seed)
     base = make_phantom(seed, case.phantom_params())
     follow = accuracy_pairs.make_followup(base, seed + 50_000, case.followup)
     film, truth = follow.film, follow.truth
     if case.follow_spacing_mm is not None:
         film, truth = accuracy_pairs.resampled_followup(film, truth, case.follow_spacing_mm)
-    parts = [_candidates(base.film, base.truth.labels, params), _candidates(film, truth.labels, params)]
+    return (base.film, base.truth.labels), (film, truth.labels)
+
+
+def film_candidates(seed: int, params: SegmentParams) -> tuple[np.ndarray, np.ndarray]:
+    """Features (n, F) and positive flags (n,) of the candidates on the film of ``seed``."""
+    return _candidates(*training_film(seed), params)
+
+
+def pair_candidates(seed: int, params: SegmentParams) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`film_candidates` of both films of the phantom pair of ``seed``."""
+    parts = [_candidates(film, truth, params) for film, truth in training_pair(seed)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -102,42 +114,74 @@ def export(clf: object, description: str, features: tuple[str, ...] = FEATURES) 
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    ap.add_argument("--seeds", default=TRAINING_SEEDS, help=f"training films (default {TRAINING_SEEDS})")
-    ap.add_argument("--pair-seeds", default=TRAINING_PAIR_SEEDS,
-                    help=f"training pairs, both films (default {TRAINING_PAIR_SEEDS}; '' for none)")
+def training_args(description: str, seeds: str, pair_seeds: str, out: Path) -> argparse.ArgumentParser:
+    """The options both training scripts take: seeds, pairs, config, workers, output."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--seeds", default=seeds, help=f"training films (default {seeds})")
+    ap.add_argument("--pair-seeds", default=pair_seeds,
+                    help=f"training pairs, both films (default {pair_seeds}; '' for none)")
     ap.add_argument("--config", type=Path, default=None,
                     help="TOML parameters: the model is trained for its [segment] section")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=DEFAULT_MODEL)
-    args = ap.parse_args(argv)
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    ap.add_argument("--out", type=Path, default=out)
+    return ap
 
+
+def collect(args: argparse.Namespace, film_fn: Callable[..., tuple[np.ndarray, np.ndarray]],
+            pair_fn: Callable[..., tuple[np.ndarray, np.ndarray]], what: str,
+            **kwargs: object) -> tuple[np.ndarray, np.ndarray]:
+    """Samples (features, positive flags) of the films and pairs of ``args``, ``film_fn(seed,
+    params=..., **kwargs)`` and ``pair_fn`` in ``args.workers`` processes; prints a summary."""
     params = load_config(args.config).segment if args.config else SegmentParams()
     seeds = parse_seeds(args.seeds)
     pair_seeds = parse_seeds(args.pair_seeds) if args.pair_seeds else []
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as ex:
-        parts = (list(ex.map(partial(film_candidates, params=params), seeds))
-                 + list(ex.map(partial(pair_candidates, params=params), pair_seeds)))
+        parts = (list(ex.map(partial(film_fn, params=params, **kwargs), seeds))
+                 + list(ex.map(partial(pair_fn, params=params, **kwargs), pair_seeds)))
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
-    print(f"{len(seeds)} films and {len(pair_seeds)} pairs, {len(y)} candidates "
-          f"({int(y.sum())} lesions) in {time.perf_counter() - t0:.0f} s")
-    clf = HistGradientBoostingClassifier(**HGB_SETTINGS).fit(x, y)
-    model = export(clf, f"HistGradientBoostingClassifier({HGB_SETTINGS}) on the candidates of "
-                        f"phantom films {args.seeds} and pairs {args.pair_seeds or 'none'} "
-                        f"(benchmarks/train_candidates.py{' --config ' + str(args.config) if args.config else ''})")
+    print(f"{len(seeds)} films and {len(pair_seeds)} pairs, {len(y)} {what} "
+          f"({int(y.sum())} on lesions) in {time.perf_counter() - t0:.0f} s")
+    return x, y
+
+
+def describe(args: argparse.Namespace, what: str, script: str) -> str:
+    """What a model was trained on, for its ``description``."""
+    config = f" --config {args.config}" if args.config else ""
+    return (f"the {what} of phantom films {args.seeds} and pairs {args.pair_seeds or 'none'} "
+            f"(benchmarks/{script}{config})")
+
+
+def fit_and_write(x: np.ndarray, y: np.ndarray, settings: dict, features: tuple[str, ...],
+                  description: str, out: Path, tolerance: float = 1e-9,
+                  n_check: int | None = None) -> TreeModel:
+    """Fit a HistGradientBoostingClassifier with ``settings``, export it, check that numpy
+    evaluation reproduces scikit-learn's on ``n_check`` rows (all when None) within
+    ``tolerance``, and write it to ``out`` atomically."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    clf = HistGradientBoostingClassifier(**settings).fit(x, y)
+    model = export(clf, f"HistGradientBoostingClassifier({settings}) on {description}", features)
+    rows = (np.arange(len(x)) if n_check is None or n_check >= len(x)
+            else np.random.default_rng(0).choice(len(x), n_check, replace=False))
     # The numpy evaluation must reproduce scikit-learn's (else the export is wrong).
-    diff = np.abs(predict_proba(model, x) - clf.predict_proba(x)[:, 1]).max()
-    if diff > 1e-9:
+    diff = np.abs(predict_proba(model, x[rows]) - clf.predict_proba(x[rows])[:, 1]).max()
+    if diff > tolerance:
         raise AssertionError(f"exported model differs from scikit-learn's by {diff:.3g}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(model.to_dict(), separators=(",", ":")) + "\n", encoding="utf-8")
-    tmp.replace(args.out)
-    print(f"wrote {args.out} ({len(model.feature)} trees)")
+    tmp.replace(out)
+    print(f"wrote {out} ({len(model.feature)} trees)")
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = training_args(__doc__.split("\n")[1], TRAINING_SEEDS, TRAINING_PAIR_SEEDS, DEFAULT_MODEL)
+    args = ap.parse_args(argv)
+    x, y = collect(args, film_candidates, pair_candidates, "candidates")
+    fit_and_write(x, y, HGB_SETTINGS, FEATURES, describe(args, "candidates", "train_candidates.py"), args.out)
     return 0
 
 
