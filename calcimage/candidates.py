@@ -39,7 +39,8 @@ from scipy.special import expit
 
 from calcimage.errors import ParameterError
 
-__all__ = ["FEATURES", "TreeModel", "load_model", "load_tree_model", "model_digest", "predict_proba", "component_features"]
+__all__ = ["FEATURES", "TreeModel", "load_model", "load_tree_model", "model_digest", "predict_proba",
+           "component_features"]
 
 FEATURES = (
     "log_area_mm2", "z_max", "z_p90", "z_median", "log_z_integrated", "smooth_z_max",

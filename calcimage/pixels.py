@@ -79,7 +79,7 @@ class PixelGrid:
 
 def _line_means(img: np.ndarray, length_px: float) -> np.ndarray:
     """Largest mean of ``img`` along a straight line of ``length_px`` centred on each pixel,
-    over ~pi * length / 2 orientations (the line's end moves by ~2 pixels between them)."""
+    over ~pi * length / 4 orientations (the line's end moves by ~2 pixels between them)."""
     k = max(3, int(length_px) | 1)
     c = k // 2
     best = np.full(img.shape, -np.inf, np.float32)

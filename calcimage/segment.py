@@ -183,8 +183,8 @@ class SegmentParams:
         ``auto``: a pixel model (:mod:`calcimage.pixels`) rates every pixel of the flattened
         film from its surroundings; where it reaches ``pixel_min_prob`` over a connected
         region of at least ``pixel_min_area_mm2``, farther than ``pixel_min_gap_mm`` from
-        every lesion found by the steps above, the region is added as a lesion (lesions that anatomy hides from the
-        rules: a plaque beside a cortical line). 0 (the default) switches this off; 0.7 is
+        every lesion found by the steps above, the region is added as a lesion (lesions
+        that anatomy hides from the rules: a plaque beside a cortical line). 0 (the default) switches this off; 0.7 is
         the value tuned on films. Off by default because it finds lesions on one film of a
         pair and not on the other, which makes comparisons worse (docs/accuracy.md, *Session
         13*). ``pixel_model``: path of a JSON model (``benchmarks/train_pixels.py``); None is
@@ -365,8 +365,9 @@ class Segmentation:
         float64 (n_lesions, len(:data:`calcimage.candidates.FEATURES`)): the features each
         lesion was scored on (row k - 1 for label k).
     scores
-        ``scores[k - 1]``: the candidate model's probability that label k is a lesion (empty
-        when ``min_score`` is 0: no model is run).
+        ``scores[k - 1]``: the candidate model's probability that label k is a lesion, or,
+        for a lesion the pixel model added (``pixel_min_prob``), its mean pixel probability
+        (empty when ``min_score`` is 0: no candidate model is run).
     """
 
     labels: np.ndarray
@@ -1500,8 +1501,8 @@ def segmentation_pixel_features(seg: Segmentation) -> tuple[np.ndarray, np.ndarr
 def _add_pixel_lesions(seg: Segmentation, film: Film, sp: tuple[float, float],
                        features_of: Callable[[np.ndarray], np.ndarray]) -> Segmentation:
     """Step 9 of :func:`segment`: connected regions where the pixel model reaches
-    ``pixel_min_prob``, at least ``pixel_min_area_mm2``, touching no lesion and no excluded
-    area and not long thin ridges, become lesions; all labels are renumbered in raster order.
+    ``pixel_min_prob``, of at least ``pixel_min_area_mm2``, farther than ``pixel_min_gap_mm``
+    from every lesion, touching no excluded area and not long thin ridges, become lesions; all labels are renumbered in raster order.
     Their ``scores`` are their mean pixel probability."""
     params = seg.params
     x, examined, _ = segmentation_pixel_features(seg)

@@ -180,7 +180,7 @@ def provenance(*params: Any) -> dict[str, Any]:
             info["candidate_model"] = model_digest(p.score_model)
             break
     for p in params:
-        if getattr(p, "pixel_min_prob", 0) > 0:  # segmentation ran the pixel model (step 9)
+        if getattr(p, "pixel_min_prob", 0) > 0:  # segmentation ran the pixel model (its step 9)
             info["pixel_model"] = pixel_model_digest(p.pixel_model)
             break
     return info
