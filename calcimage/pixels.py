@@ -141,12 +141,10 @@ def pixel_features(flattened: np.ndarray, sigma_c: np.ndarray, body: np.ndarray,
         feats[f"l1_{s:g}"] = (half_tr - root) * s_px**2
         feats[f"l2_{s:g}"] = (half_tr + root) * s_px**2
     # Line means on a coarser grid (smooth at that scale anyway), brought back.
-    f_line = max(1.0, LINE_GRID_MM / mm)
-    line_shape = (max(8, int(round(g.shape[0] / f_line))), max(8, int(round(g.shape[1] / f_line))))
-    z_line = cv2.resize(smooth[0.5], (line_shape[1], line_shape[0]), interpolation=cv2.INTER_AREA)
+    line = PixelGrid(g.shape, mm, LINE_GRID_MM)
+    z_line = line.resize(smooth[0.5])
     for length in (8, 30):
-        lm = _line_means(z_line, length / (mm * f_line))
-        feats[f"line{length}"] = cv2.resize(lm, (g.shape[1], g.shape[0]), interpolation=cv2.INTER_LINEAR)
+        feats[f"line{length}"] = g.resize(_line_means(z_line, length / line.grid_mm), cv2.INTER_LINEAR)
     if bone_g.any():
         bu = bone_g.astype(np.uint8)
         inside = cv2.distanceTransform(bu, cv2.DIST_L2, 5) * mm

@@ -34,6 +34,7 @@ import math
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import cv2
 import numpy as np
@@ -184,8 +185,8 @@ class SegmentParams:
         film from its surroundings; where it reaches ``pixel_min_prob`` over a connected
         region of at least ``pixel_min_area_mm2``, farther than ``pixel_min_gap_mm`` from
         every lesion found by the steps above, the region is added as a lesion (lesions
-        that anatomy hides from the rules: a plaque beside a cortical line). 0 (the default) switches this off; 0.7 is
-        the value tuned on films. Off by default because it finds lesions on one film of a
+        that anatomy hides from the rules: a plaque beside a cortical line). 0 (the
+        default) switches this off; 0.7 is the value tuned on films. Off by default because it finds lesions on one film of a
         pair and not on the other, which makes comparisons worse (docs/accuracy.md, *Session
         13*). ``pixel_model``: path of a JSON model (``benchmarks/train_pixels.py``); None is
         the shipped one.
@@ -1493,17 +1494,23 @@ def segmentation_pixel_features(seg: Segmentation) -> tuple[np.ndarray, np.ndarr
     if seg.threshold_map is None or seg.threshold_k is None or seg.background is None:
         raise ValueError("the pixel model needs an 'auto' segmentation (a local threshold map)")
     ex = seg.excluded
-    body = ~(ex["outside_body"] | ex["collimation"] | ex["marker"])
-    return pixel_features(seg.flattened, seg.threshold_map / seg.threshold_k, body, ex["bone"],
-                          seg.background, seg.noise_sigma, seg.scale_spacing_mm)
+    return pixel_features(seg.flattened, seg.threshold_map / seg.threshold_k, ~_left_out(seg),
+                          ex["bone"], seg.background, seg.noise_sigma, seg.scale_spacing_mm)
+
+
+def _left_out(seg: Segmentation) -> np.ndarray:
+    """bool: what segmentation does not examine (outside the body, collimation, markers)."""
+    ex = seg.excluded
+    return ex["outside_body"] | ex["collimation"] | ex["marker"]
 
 
 def _add_pixel_lesions(seg: Segmentation, film: Film, sp: tuple[float, float],
                        features_of: Callable[[np.ndarray], np.ndarray]) -> Segmentation:
     """Step 9 of :func:`segment`: connected regions where the pixel model reaches
     ``pixel_min_prob``, of at least ``pixel_min_area_mm2``, farther than ``pixel_min_gap_mm``
-    from every lesion, touching no excluded area and not long thin ridges, become lesions; all labels are renumbered in raster order.
-    Their ``scores`` are their mean pixel probability."""
+    from every lesion, touching no excluded area and not long thin ridges, become lesions;
+    all labels are renumbered in raster order. Their ``scores`` are their mean pixel
+    probability; ``features_of(labels)`` gives the feature rows of a label image."""
     params = seg.params
     x, examined, _ = segmentation_pixel_features(seg)
     prob_g = pixel_probability(load_pixel_model(params.pixel_model), x, examined)
@@ -1519,8 +1526,7 @@ def _add_pixel_lesions(seg: Segmentation, film: Film, sp: tuple[float, float],
     # already found (a piece of it: a separate label would split it in matching), the film
     # frame, a collimator, a marker or the outside (where the background is extrapolated),
     # and long thin ridges (cortex, a fat plane's edge).
-    ex = seg.excluded
-    edge = ex["outside_body"] | ex["collimation"] | ex["marker"]
+    edge = _left_out(seg)
     _set_frame(edge, int(math.ceil(params.film_edge_mm / seg.scale_spacing_mm)) + 1, True)
     gap_px = 2 * params.pixel_min_gap_mm / seg.scale_spacing_mm + 1
     near = (cv2.dilate(seg.mask.astype(np.uint8), disc(max(gap_px, 3.0))) > 0) | (
@@ -1534,17 +1540,18 @@ def _add_pixel_lesions(seg: Segmentation, film: Film, sp: tuple[float, float],
     for rp in skmeasure.regionprops(np.where(cand[found], found, 0)):
         major, minor, _ = axes_mm(rp.coords, sp)
         area_mm2 = rp.area * pixel_area
-        if major >= params.ridge_min_length_mm and area_mm2 / major <= params.ridge_max_width_mm:
+        if _long_thin(major, area_mm2, params):
             continue
-        added[rp.coords[:, 0], rp.coords[:, 1]] = len(kinds) + 1
-        solidity = rp.solidity if area_mm2 >= params.plaque_min_area_mm2 else 1.0
-        kinds.append(classify(area_mm2, major, minor, solidity, params))
+        added[rp.coords[:, 0], rp.coords[:, 1]] = len(kinds) + 1 - seg.n_lesions
+        kinds.append(_region_kind(rp, area_mm2, major, minor, params))
         if seg.scores:
             scores.append(float(prob[rp.coords[:, 0], rp.coords[:, 1]].mean()))
     n_new = len(kinds) - seg.n_lesions
     if n_new == 0:
         return seg
-    labels = np.where(added > 0, added, seg.labels).astype(np.int32)
+    # Feature rows of the old lesions stand; the added regions' are computed (ids 1..n_new).
+    features = np.concatenate([seg.features, features_of(added)]) if seg.features is not None else None
+    labels = np.where(added > 0, added + seg.n_lesions, seg.labels).astype(np.int32)
     # Raster order: labels sorted by their first pixel.
     flat_idx = np.flatnonzero(labels)
     lab_at = labels.ravel()[flat_idx]
@@ -1553,11 +1560,26 @@ def _add_pixel_lesions(seg: Segmentation, film: Film, sp: tuple[float, float],
     order = np.argsort(first[1:], kind="stable")  # order[k] = old label - 1 of new label k + 1
     remap = np.zeros(len(kinds) + 1, np.int32)
     remap[order + 1] = np.arange(1, len(kinds) + 1, dtype=np.int32)
-    labels = remap[labels]
+    _renumber(labels, remap)
     logger.debug("segment %s: the pixel model adds %d lesions", film.name, n_new)
     return replace(seg, labels=labels, kinds=tuple(kinds[i] for i in order),
-                   features=features_of(labels),
+                   features=features[order] if features is not None else None,
                    scores=tuple(scores[i] for i in order) if scores else ())
+
+
+def _long_thin(major_mm: float, area_mm2: float, params: SegmentParams) -> bool:
+    """Longer than ``ridge_min_length_mm`` and, on average, thinner than ``ridge_max_width_mm``:
+    shaped like a cortical edge."""
+    return major_mm >= params.ridge_min_length_mm and area_mm2 / major_mm <= params.ridge_max_width_mm
+
+
+def _region_kind(rp: Any, area_mm2: float, major_mm: float, minor_mm: float,
+                 params: SegmentParams) -> LesionKind:
+    """:func:`classify` of a regionprops region of ``area_mm2`` and axes ``major_mm``,
+    ``minor_mm``; solidity (a convex hull) is computed only from ``plaque_min_area_mm2`` up,
+    where it matters."""
+    solidity = rp.solidity if area_mm2 >= params.plaque_min_area_mm2 else 1.0
+    return classify(area_mm2, major_mm, minor_mm, solidity, params)
 
 
 def _keep_labels(labels: np.ndarray, kinds: tuple[LesionKind, ...],
@@ -1805,7 +1827,7 @@ def _label_and_classify_box(mask: np.ndarray, film: Film, spacing: float, params
         # as long; it is kept up to ``ridge_solid_length_mm`` when its median contrast reaches
         # ``ridge_solid_contrast`` local thresholds (the edge of an unrecognised bone end is
         # mostly skirt at the hysteresis level).
-        if (major >= params.ridge_min_length_mm and area_mm2 / major <= params.ridge_max_width_mm
+        if (_long_thin(major, area_mm2, params)
                 and not (major < params.ridge_solid_length_mm
                          and _reaches(rp.coords, flat, thr_at, params.ridge_solid_contrast, percentile=50.0))):
             rejected += 1
@@ -1825,8 +1847,6 @@ def _label_and_classify_box(mask: np.ndarray, film: Film, spacing: float, params
                 continue
         new_ids[rp.label] = next_id
         next_id += 1
-        # Solidity (a convex hull per component) only matters from plaque_min_area_mm2 up.
-        solidity = rp.solidity if area_mm2 >= params.plaque_min_area_mm2 else 1.0
-        kinds.append(classify(area_mm2, major, minor, solidity, params))
+        kinds.append(_region_kind(rp, area_mm2, major, minor, params))
     _renumber(labels, new_ids)
     return labels, tuple(kinds), rejected

@@ -7,11 +7,14 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from calcimage.candidates import DEFAULT_MODEL
 from calcimage.errors import ParameterError
+from calcimage.film import Film, SpacingSource
 from calcimage.pixels import (
     GRID_MM, NO_BONE_SD_MM, PIXEL_FEATURES, PixelGrid, load_pixel_model, pixel_features,
     pixel_probability,
@@ -144,8 +147,8 @@ def test_step_9_adds_untouched_regions_in_raster_order(tmp_path: Path, spacing: 
         flattened=flat, params=params, background=np.zeros((n, n), np.float32),
         excluded={"outside_body": none, "collimation": none, "marker": none, "bone": none},
         noise_sigma=1.0, threshold_k=3.0, scale_spacing_mm=spacing,
-        threshold_map=np.full((20, 20), 3.0, np.float32), scores=(0.7,))
-    from calcimage.film import Film, SpacingSource
+        threshold_map=np.full((20, 20), 3.0, np.float32), scores=(0.7,),
+        features=np.array([[-1.0]]))
     film = Film(flat, (spacing, spacing), SpacingSource.USER)
     out = _seg._add_pixel_lesions(seg, film, (spacing, spacing),
                                   lambda lab: np.arange(lab.max(), dtype=float)[:, None])
@@ -156,12 +159,13 @@ def test_step_9_adds_untouched_regions_in_raster_order(tmp_path: Path, spacing: 
     assert out.kinds[1] is LesionKind.PLAQUE  # the old lesion keeps its kind
     assert out.kinds[0] is LesionKind.NODULE and out.kinds[2] is LesionKind.NODULE
     assert out.scores[1] == 0.7
+    # Feature rows follow the labels: the old lesion's row stands, the added ones' are
+    # computed for them alone (here their index among the added regions).
+    assert out.features[:, 0].tolist() == [0.0, -1.0, 1.0]
     assert out.scores[0] > 0.9 and out.scores[2] > 0.9
     np.testing.assert_array_equal(out.labels == 2, old == 1)  # untouched
     # Each added disc: where the film smoothed at 1 mm exceeds 3 (the stump), a radius of
     # ~3.3 mm; within 10 %: the model rates 0.5 mm cells, interpolated back to the film.
-    import cv2
-    from scipy import ndimage as ndi
     above, _ = ndi.label(cv2.GaussianBlur(flat, (0, 0), 1.0 / spacing) > 3.0)
     for k, (r, c) in ((1, discs[0]), (3, discs[2])):
         expected = np.count_nonzero(above == above[int(r / spacing), int(c / spacing)])
