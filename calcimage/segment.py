@@ -190,6 +190,11 @@ class SegmentParams:
         pair and not on the other, which makes comparisons worse (docs/accuracy.md, *Session
         13*). ``pixel_model``: path of a JSON model (``benchmarks/train_pixels.py``); None is
         the shipped one.
+    pixel_extend_max
+        A confident region that reaches a lesion the rules found, and of which that lesion
+        covers less than this share, extends it: the lesion becomes the union of the two
+        (the rules found a piece of a plaque). Regions the lesion covers more of, and regions
+        near a lesion without reaching it, are left out. 0 never extends.
     rule_k_sigma
         ``auto``: the contrast tests of the hand rules (line bumps, ridges, cortex band) are
         in units of this many local sigmas, as they were tuned, whatever the seed threshold
@@ -263,6 +268,7 @@ class SegmentParams:
     pixel_min_area_mm2: float = 2.0
     pixel_min_gap_mm: float = 3.0
     pixel_model: str | None = None
+    pixel_extend_max: float = 0.5
 
     def __post_init__(self) -> None:
         require(isinstance(self.method, ThresholdMethod), "method", self.method,
@@ -303,6 +309,7 @@ class SegmentParams:
         require_range("pixel_min_prob", self.pixel_min_prob, 0.0, 1.0)
         require_positive("pixel_min_area_mm2", self.pixel_min_area_mm2, allow_zero=True)
         require_positive("pixel_min_gap_mm", self.pixel_min_gap_mm, allow_zero=True)
+        require_range("pixel_extend_max", self.pixel_extend_max, 0.0, 1.0)
         if self.pixel_model is not None:
             load_pixel_model(self.pixel_model)
         require_range("gate_fraction", self.gate_fraction, 0.0, 1.0)
@@ -369,6 +376,11 @@ class Segmentation:
         ``scores[k - 1]``: the candidate model's probability that label k is a lesion, or,
         for a lesion the pixel model added (``pixel_min_prob``), its mean pixel probability
         (empty when ``min_score`` is 0: no candidate model is run).
+    pixel_added
+        bool (rows, cols): the lesions the pixel model (``pixel_min_prob``) added or extended,
+        or None when it added none (or did not run). A comparison measures a lesion found this way on
+        one film of a pair and by the rules on the other with one rule on both
+        (docs/compare.md, section 4b).
     """
 
     labels: np.ndarray
@@ -387,6 +399,7 @@ class Segmentation:
     threshold_map: np.ndarray | None = None
     features: np.ndarray | None = None
     scores: tuple[float, ...] = ()
+    pixel_added: np.ndarray | None = None
 
     @property
     def n_lesions(self) -> int:
@@ -1529,42 +1542,47 @@ def _add_pixel_lesions(seg: Segmentation, film: Film, sp: tuple[float, float],
     edge = _left_out(seg)
     _set_frame(edge, int(math.ceil(params.film_edge_mm / seg.scale_spacing_mm)) + 1, True)
     gap_px = 2 * params.pixel_min_gap_mm / seg.scale_spacing_mm + 1
-    near = (cv2.dilate(seg.mask.astype(np.uint8), disc(max(gap_px, 3.0))) > 0) | (
-        cv2.dilate(edge.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
-    touched = np.bincount(found[near], minlength=n + 1)
-    cand = (areas * pixel_area >= params.pixel_min_area_mm2) & (touched == 0)
+    near = cv2.dilate(seg.mask.astype(np.uint8), disc(max(gap_px, 3.0))) > 0
+    at_edge = cv2.dilate(edge.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    cand = (areas * pixel_area >= params.pixel_min_area_mm2) & (np.bincount(found[at_edge], minlength=n + 1) == 0)
     cand[0] = False
-    added = np.zeros_like(found)
+    touched = np.bincount(found[near], minlength=n + 1)
+    on_lesion = np.bincount(found[seg.labels > 0], minlength=n + 1)
+    # A region near a lesion is left out unless it reaches the lesion and the lesion covers
+    # less than ``pixel_extend_max`` of it: the rules found a piece of it; the lesion then
+    # becomes the union of the two.
+    extend = cand & (on_lesion > 0) & (on_lesion < params.pixel_extend_max * areas)
+    cand &= (touched == 0) | extend
+    n_old = seg.n_lesions
+    added = np.where(cand[found], found, 0).astype(np.int32)
+    for k in np.flatnonzero(extend):
+        olds = np.unique(seg.labels[found == k])
+        added[np.isin(seg.labels, olds[olds > 0])] = k
     kinds = list(seg.kinds)
     scores = list(seg.scores)  # empty when no candidate model ran (min_score 0): stays so
-    for rp in skmeasure.regionprops(np.where(cand[found], found, 0)):
+    new_labels = np.zeros_like(added)
+    for rp in skmeasure.regionprops(added):
         major, minor, _ = axes_mm(rp.coords, sp)
         area_mm2 = rp.area * pixel_area
         if _long_thin(major, area_mm2, params):
             continue
-        added[rp.coords[:, 0], rp.coords[:, 1]] = len(kinds) + 1 - seg.n_lesions
+        new_labels[rp.coords[:, 0], rp.coords[:, 1]] = len(kinds) + 1 - n_old
         kinds.append(_region_kind(rp, area_mm2, major, minor, params))
         if seg.scores:
             scores.append(float(prob[rp.coords[:, 0], rp.coords[:, 1]].mean()))
-    n_new = len(kinds) - seg.n_lesions
+    n_new = len(kinds) - n_old
     if n_new == 0:
         return seg
     # Feature rows of the old lesions stand; the added regions' are computed (ids 1..n_new).
-    features = np.concatenate([seg.features, features_of(added)]) if seg.features is not None else None
-    labels = np.where(added > 0, added + seg.n_lesions, seg.labels).astype(np.int32)
-    # Raster order: labels sorted by their first pixel.
-    flat_idx = np.flatnonzero(labels)
-    lab_at = labels.ravel()[flat_idx]
-    first = np.full(len(kinds) + 1, np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(first, lab_at, flat_idx)
-    order = np.argsort(first[1:], kind="stable")  # order[k] = old label - 1 of new label k + 1
-    remap = np.zeros(len(kinds) + 1, np.int32)
-    remap[order + 1] = np.arange(1, len(kinds) + 1, dtype=np.int32)
-    _renumber(labels, remap)
+    features = np.concatenate([seg.features, features_of(new_labels)]) if seg.features is not None else None
+    # An old lesion inside an extended one is gone (its id is dropped in the renumbering).
+    labels = np.where(new_labels > 0, new_labels + n_old, seg.labels).astype(np.int32)
+    order = renumber_in_raster_order(labels)
     logger.debug("segment %s: the pixel model adds %d lesions", film.name, n_new)
     return replace(seg, labels=labels, kinds=tuple(kinds[i] for i in order),
                    features=features[order] if features is not None else None,
-                   scores=tuple(scores[i] for i in order) if scores else ())
+                   scores=tuple(scores[i] for i in order) if scores else (),
+                   pixel_added=new_labels > 0)
 
 
 def _long_thin(major_mm: float, area_mm2: float, params: SegmentParams) -> bool:
@@ -1589,6 +1607,19 @@ def _keep_labels(labels: np.ndarray, kinds: tuple[LesionKind, ...],
     new_ids[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     _renumber(labels, new_ids)
     return labels, tuple(k for k, kept in zip(kinds, keep) if kept)
+
+
+def renumber_in_raster_order(labels: np.ndarray) -> np.ndarray:
+    """Number the labels present in ``labels`` 1..m in raster order of their first pixel, in
+    place (ids may be missing). Returns ``order``: new label ``i + 1`` was label
+    ``order[i] + 1``, so per-lesion tuples follow as ``[old[i] for i in order]``."""
+    where = np.flatnonzero(labels)  # ascending: a label's first entry is its first pixel
+    ids, first = np.unique(labels.ravel()[where], return_index=True)
+    order = ids[np.argsort(first, kind="stable")] - 1
+    remap = np.zeros(int(ids.max(initial=0)) + 1, labels.dtype)
+    remap[order + 1] = np.arange(1, len(order) + 1)
+    _renumber(labels, remap)
+    return order
 
 
 def _renumber(labels: np.ndarray, new_ids: np.ndarray) -> None:

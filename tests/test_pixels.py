@@ -189,6 +189,52 @@ def test_step_9_adds_untouched_regions_in_raster_order(tmp_path: Path, spacing: 
     assert off is not None and off.n_lesions == 1  # the discs are under 40 mm²
 
 
+def _one_lesion_segmentation(flat: np.ndarray, old: np.ndarray, spacing: float,
+                             params: SegmentParams) -> Segmentation:
+    """A segmentation of ``flat`` (noise sigma 1, nothing excluded) holding one lesion."""
+    none = np.zeros(flat.shape, bool)
+    return Segmentation(
+        labels=old.astype(np.int32), kinds=(LesionKind.NODULE,), threshold=3.0, threshold_low=1.0,
+        flattened=flat, params=params, background=np.zeros(flat.shape, np.float32),
+        excluded={"outside_body": none, "collimation": none, "marker": none, "bone": none},
+        noise_sigma=1.0, threshold_k=3.0, scale_spacing_mm=spacing,
+        threshold_map=np.full((20, 20), 3.0, np.float32), scores=(0.9,), features=np.array([[-1.0]]))
+
+
+@pytest.mark.parametrize("spacing", [0.1, 0.2])
+def test_step_9_extends_a_lesion_the_rules_found_in_part(tmp_path: Path, spacing: float) -> None:
+    """A 12 x 4 mm plaque of which the rules found a 2 mm disc at one end: the region the
+    pixel model finds covers the disc by less than ``pixel_extend_max`` (0.5), so the lesion
+    becomes the union of the two, a plaque; with 0 the region is left out (it lies within
+    ``pixel_min_gap_mm`` of the lesion)."""
+    n = int(round(40.0 / spacing))
+    rr, cc = (np.mgrid[:n, :n] + 0.5) * spacing
+    plaque = (np.abs(rr - 20.0) <= 2.0) & (np.abs(cc - 20.0) <= 6.0)
+    flat = np.where(plaque, 10.0, 0.0).astype(np.float32)
+    old = (rr - 20.0) ** 2 + (cc - 15.0) ** 2 <= 1.0
+    params = SegmentParams(pixel_model=_z1_model(tmp_path / "m.json"), pixel_min_prob=0.7)
+    seg = _one_lesion_segmentation(flat, old, spacing, params)
+    film = Film(flat, (spacing, spacing), SpacingSource.USER)
+    out = _seg._add_pixel_lesions(seg, film, (spacing, spacing),
+                                  lambda lab: np.full((int(lab.max()), 1), 5.0))
+    assert out.n_lesions == 1 and out.kinds == (LesionKind.PLAQUE,)
+    assert (out.labels[old] == 1).all()  # the rules' pixels stay in the lesion
+    # The region: where the film smoothed at 1 mm exceeds 3, within 10 % (0.5 mm cells).
+    above = cv2.GaussianBlur(flat, (0, 0), 1.0 / spacing) > 3.0
+    assert np.count_nonzero(out.labels) == pytest.approx(np.count_nonzero(above | old), rel=0.1)
+    assert out.features.tolist() == [[5.0]]  # computed for the extended lesion
+    assert out.scores[0] > 0.9  # its mean pixel probability
+    np.testing.assert_array_equal(out.pixel_added, out.labels > 0)
+    kept = _seg._add_pixel_lesions(replace(seg, params=replace(params, pixel_extend_max=0.0)), film,
+                                   (spacing, spacing), lambda lab: np.zeros((0, 1)))
+    assert kept is not None and kept.n_lesions == 1 and kept.pixel_added is None
+    np.testing.assert_array_equal(kept.labels, old)
+    # The rules found most of it (the whole plaque): nothing changes.
+    full = _seg._add_pixel_lesions(_one_lesion_segmentation(flat, plaque, spacing, params), film,
+                                   (spacing, spacing), lambda lab: np.zeros((0, 1)))
+    np.testing.assert_array_equal(full.labels, plaque)
+
+
 @pytest.mark.slow
 def test_plaque_beside_the_cortex_is_found_by_the_pixel_model() -> None:
     """Tuning film 42 (benchmarks/accuracy.py; here in memory, as MONOCHROME2): its lesion 2,
