@@ -28,6 +28,7 @@ import numpy as np
 from calcimage.errors import CalcimageWarning, IncompatibleFilmsError
 from calcimage.measure import Measurement
 from calcimage.params import params_to_dict, require, require_positive, require_range
+from calcimage.segment import renumber_in_raster_order
 
 __all__ = [
     "Status",
@@ -161,6 +162,10 @@ class CompareParams:
         union of both footprints): the larger segmented area is kept and the other side
         follows from the rule's ratio. Over bone the cortex-line cut and the cortex-band rules
         take parts of a lesion away on one film and not on the other. 0 turns it off.
+    paired_pixel_model
+        A matched lesion (or group) that segmentation's pixel model (``pixel_min_prob``)
+        found on one film and the rules found on the other is measured the same way, with
+        the larger segmented area kept: the two methods take different shares of a lesion.
     share_bone
         Segment both films with one bone mask: a film to which the other film's registered
         bone adds at least ``share_bone_min_mm2`` (in its body) is segmented again with that
@@ -193,6 +198,7 @@ class CompareParams:
     paired_ring_mm: float = 3.0
     paired_grow_mm: float = 4.0
     paired_matched_ratio: float = 3.0
+    paired_pixel_model: bool = True
     share_bone: bool = True
     share_bone_min_mm2: float = 500.0
 
@@ -234,6 +240,8 @@ class CompareParams:
         require(isinstance(self.paired_matched_ratio, (int, float)) and (
             self.paired_matched_ratio == 0 or self.paired_matched_ratio > 1), "paired_matched_ratio",
             self.paired_matched_ratio, "0 (off) or a factor > 1")
+        require(isinstance(self.paired_pixel_model, bool), "paired_pixel_model", self.paired_pixel_model,
+                "true or false")
         require(isinstance(self.share_bone, bool), "share_bone", self.share_bone, "true or false")
         require_positive("share_bone_min_mm2", self.share_bone_min_mm2, allow_zero=True)
 
@@ -692,18 +700,20 @@ def _restore_shared_lesions(seg: Any, own: Measurement, other_lesions: np.ndarra
         return seg
     labels = new.astype(np.int32, copy=True)
     kinds = list(seg.kinds)
+    restored = np.zeros(labels.size, bool)
     for k in back:
         sel = at[(k_at == k) & (labels.ravel()[at] == 0)]
         kinds.append(own.segmentation.kinds[k - 1])
         labels.ravel()[sel] = len(kinds)
-    # lesion k = label k, numbered in raster order as segmentation numbers them
-    where = np.flatnonzero(labels)  # ascending: a label's first entry is its first pixel
-    ids, first = np.unique(labels.ravel()[where], return_index=True)
-    order = ids[np.argsort(first, kind="stable")] - 1  # old label ids (0-based), raster order
-    remap = np.zeros(len(kinds) + 1, np.int32)
-    remap[order + 1] = np.arange(1, len(order) + 1)
+        restored[sel] = True
+    # A restored lesion the pixel model found stays marked as such (matching asks).
+    old_added = own.segmentation.pixel_added
+    pixel_added = seg.pixel_added
+    if old_added is not None and (restored_added := restored.reshape(labels.shape) & old_added).any():
+        pixel_added = restored_added if pixel_added is None else pixel_added | restored_added
+    order = renumber_in_raster_order(labels)  # lesion k = label k, as segmentation numbers them
     logger.info("compare: %d lesion(s) both films show kept after segmenting again", len(back))
-    return replace(seg, labels=remap[labels], kinds=tuple(kinds[i] for i in order))
+    return replace(seg, labels=labels, kinds=tuple(kinds[i] for i in order), pixel_added=pixel_added)
 
 
 def share_bone(base: Measurement, follow: Measurement, reg: Registration,

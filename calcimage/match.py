@@ -558,6 +558,17 @@ def _over_bone(m: Measurement, lesion_ids: tuple[int, ...]) -> bool:
     return bool(np.asarray(bone)[sel].mean() > 0.5) if sel.any() else False
 
 
+def _by_pixel_model(m: Measurement, lesion_ids: tuple[int, ...]) -> bool:
+    """Whether most pixels of lesions ``lesion_ids`` of ``m`` are lesions its segmentation's
+    pixel model added or extended (False when it added none)."""
+    added = getattr(m.segmentation, "pixel_added", None)
+    labels = np.asarray(m.labels)
+    if added is None or np.shape(added) != labels.shape:
+        return False
+    sel = np.isin(labels, np.asarray(lesion_ids, dtype=labels.dtype))
+    return bool(np.asarray(added)[sel].mean() > 0.5) if sel.any() else False
+
+
 def _group_ratio(base: Measurement, follow: Measurement, g: Any, to_base: np.ndarray, to_follow: np.ndarray,
                  scale2: float, params: CompareParams, boxes_b: list[Any], boxes_f: list[Any]) -> float | None:
     """Follow-up / baseline area of a matched group measured by one rule on both films
@@ -626,7 +637,7 @@ def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
     outside_follow = _outside_field(base, follow, to_follow)
 
     # lesion bounding boxes, for the paired measurement of lesions labelled on one film only
-    unmatched = params.paired and (params.paired_matched_ratio > 0
+    unmatched = params.paired and (params.paired_matched_ratio > 0 or params.paired_pixel_model
                                    or any(g.relation in (Relation.NEW, Relation.RESOLVED) for g in groups))
     boxes_b = ndi.find_objects(np.asarray(base.labels)) if unmatched else []
     boxes_f = ndi.find_objects(np.asarray(follow.labels)) if unmatched else []
@@ -638,10 +649,12 @@ def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
         seg_f = sum(area_f_raw[j] for j in g.followup_ids)
         total_b, total_f_raw = seg_b, seg_f
         total_f = total_f_raw / scale2
-        if (params.paired and params.paired_matched_ratio > 0 and g.baseline_ids and g.followup_ids
-                and total_b > 0 and total_f > 0
-                and max(total_f / total_b, total_b / total_f) > params.paired_matched_ratio
-                and _over_bone(base, g.baseline_ids)):
+        if (params.paired and g.baseline_ids and g.followup_ids and total_b > 0 and total_f > 0
+                and ((params.paired_matched_ratio > 0
+                      and max(total_f / total_b, total_b / total_f) > params.paired_matched_ratio
+                      and _over_bone(base, g.baseline_ids))
+                     or (params.paired_pixel_model and _by_pixel_model(base, g.baseline_ids)
+                         != _by_pixel_model(follow, g.followup_ids)))):
             ratio = _group_ratio(base, follow, g, reg.matrix, to_follow, scale2, params, boxes_b, boxes_f)
             if ratio is not None:
                 # The larger segmented side is taken as the more complete (over bone the cut and

@@ -343,7 +343,7 @@ def measure_file(path: Path, settings: RunSettings) -> Any:
 
 
 #: Version of the saved comparison data (2: the bone mask is saved too).
-_COMPARE_DATA_VERSION = 2
+_COMPARE_DATA_VERSION = 3
 
 
 def _compare_data_path(out_dir: Path, sha256: str, settings: RunSettings) -> Path:
@@ -368,7 +368,8 @@ def save_compare_data(path: Path, m: Any) -> None:
 
     One compressed ``.npz`` (no pickles): the lesion table, region totals, parameters and
     segmentation scalars as JSON (floats round-trip exactly) and the collimation, marker and
-    bone masks. :func:`rebuilt_measurement` reads it back.
+    bone masks, and the lesions the pixel model added when it ran. :func:`rebuilt_measurement`
+    reads it back.
     """
     import numpy as np
 
@@ -400,6 +401,8 @@ def save_compare_data(path: Path, m: Any) -> None:
         for name in COMPARE_MASKS
         if seg.excluded.get(name) is not None
     }
+    if seg.pixel_added is not None:
+        arrays["pixel_added"] = np.asarray(seg.pixel_added, dtype=bool)
     buf = io.BytesIO()
     np.savez_compressed(buf, meta=np.array(json.dumps(meta, default=_json_default)), **arrays)
     write_bytes(path, buf.getvalue())
@@ -435,6 +438,7 @@ def rebuilt_measurement(path: str | os.PathLike[str], film: FilmResult, out: str
         with np.load(_compare_data_path(out_dir, film.sha256, settings), allow_pickle=False) as npz:
             meta = json.loads(str(npz["meta"]))
             masks = {name: npz[f"excluded_{name}"] for name in COMPARE_MASKS if f"excluded_{name}" in npz.files}
+            pixel_added = npz["pixel_added"] if "pixel_added" in npz.files else None
         labels = cv2.imdecode(np.fromfile(out_dir / film.folder / "labels.png", dtype=np.uint8), cv2.IMREAD_UNCHANGED)
         lesions = tuple(Lesion(**(d | {"kind": LesionKind(d["kind"])})) for d in meta["lesions"])
         regions = tuple(RegionTotal(**d) for d in meta["regions"])
@@ -446,6 +450,7 @@ def rebuilt_measurement(path: str | os.PathLike[str], film: FilmResult, out: str
             and labels is not None and labels.shape == shape
             and int(labels.max(initial=0)) == len(lesions)
             and all(mask.shape == shape for mask in masks.values())
+            and (pixel_added is None or pixel_added.shape == shape)
         )
     except Exception as exc:  # a cache: anything wrong with it means "measure again"
         logger.info("%s: no usable saved measurement (%s: %s)", film.input_name, type(exc).__name__, exc)
@@ -466,6 +471,7 @@ def rebuilt_measurement(path: str | os.PathLike[str], film: FilmResult, out: str
             flattened=np.broadcast_to(np.float32(np.nan), shape),  # not kept; comparing does not use it
             excluded=masks,
             params=settings.config.segment,
+            pixel_added=pixel_added,
             **meta["segmentation"],
         )
     except TypeError as exc:  # saved by a calcimage whose Segmentation had other fields

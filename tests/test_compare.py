@@ -424,6 +424,14 @@ def test_restore_shared_lesions_brings_back_what_both_films_show() -> None:
     expected[30:35, 20:30] = 3
     assert np.array_equal(out.labels, expected)
     assert out.kinds == (LesionKind.PLAQUE, LesionKind.NODULE, LesionKind.NODULE)
+    assert out.pixel_added is None  # no pixel model ran
+    # A restored lesion the pixel model had added stays marked (the new ones' marks stand).
+    marked = dataclasses.replace(own, segmentation=dataclasses.replace(own.segmentation, pixel_added=old == 1))
+    new_marks = np.zeros(shape, bool)
+    new_marks[15:18, 40:45] = True
+    out2 = _restore_shared_lesions(dataclasses.replace(seg, pixel_added=new_marks), marked, other)
+    assert np.array_equal(out2.labels, expected)
+    np.testing.assert_array_equal(out2.pixel_added, (expected == 1) | (expected == 2))
     # Less than a fifth under the other film's lesions: not brought back.
     few = np.zeros(shape, bool)
     few[5:6, 30:39] = True  # 9 of 50 px

@@ -306,3 +306,32 @@ def test_paired_matched_ratio_validation() -> None:
     for bad in (-1.0, 0.5, 1.0):
         with pytest.raises(ParameterError, match="paired_matched_ratio"):
             CompareParams(paired_matched_ratio=bad)
+
+
+def _by_pixel_model(m: Measurement) -> Measurement:
+    """``m`` with all its lesions marked as found by segmentation's pixel model."""
+    import dataclasses
+
+    return dataclasses.replace(m, segmentation=dataclasses.replace(m.segmentation, pixel_added=m.labels > 0))
+
+
+@pytest.mark.parametrize("spacing", [0.1, 0.2])
+def test_matched_lesion_found_by_the_pixel_model_on_one_film_is_measured_by_one_rule(spacing: float) -> None:
+    # The same disc on both films, in soft tissue; on the follow-up the pixel model found its
+    # centre only (6.2 of 12.6 mm2: a ratio of 2, under paired_matched_ratio).
+    base = _film(spacing, 30.0, labelled=True, seed=25)
+    part = _film(spacing, 30.0, labelled=True, seed=26, label_radius_mm=1.4)
+    reg = _registration(spacing, spacing)
+    (row,) = match_lesions(base, _by_pixel_model(part), reg)
+    assert row.relation is Relation.ONE_TO_ONE and row.status is Status.STABLE
+    assert row.area_baseline_mm2 == pytest.approx(base.lesions[0].area_mm2)  # the larger side
+    assert row.area_followup_mm2 == pytest.approx(row.area_baseline_mm2, rel=0.1)
+    # Off, found the same way on both films, or by the rules on both: the areas stand.
+    for b, f, params in ((base, _by_pixel_model(part), CompareParams(paired_pixel_model=False)),
+                         (_by_pixel_model(base), _by_pixel_model(part), CompareParams()),
+                         (base, part, CompareParams())):
+        (row,) = match_lesions(b, f, reg, params)
+        assert row.status is Status.SHRUNK
+        assert row.area_followup_mm2 == pytest.approx(part.lesions[0].area_mm2)
+    with pytest.raises(ParameterError, match="paired_pixel_model"):
+        CompareParams(paired_pixel_model=1)

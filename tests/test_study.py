@@ -188,6 +188,10 @@ def test_rebuilt_measurement_equals_a_fresh_one(measured_pair) -> None:
             assert (mask is None) == (name not in rebuilt.segmentation.excluded)
             if mask is not None:
                 assert np.array_equal(rebuilt.segmentation.excluded[name], mask)
+        added = fresh.segmentation.pixel_added
+        assert (added is None) == (rebuilt.segmentation.pixel_added is None)
+        if added is not None:
+            assert np.array_equal(rebuilt.segmentation.pixel_added, added)
         kw = {"input_name": "x", "with_timestamp": False}
         assert summary_dict(rebuilt, **kw) == summary_dict(fresh, **kw)
 
