@@ -183,18 +183,22 @@ class SegmentParams:
     pixel_min_prob, pixel_min_area_mm2, pixel_min_gap_mm, pixel_model
         ``auto``: a pixel model (:mod:`calcimage.pixels`) rates every pixel of the flattened
         film from its surroundings; where it reaches ``pixel_min_prob`` over a connected
-        region of at least ``pixel_min_area_mm2``, farther than ``pixel_min_gap_mm`` from
-        every lesion found by the steps above, the region is added as a lesion (lesions
-        that anatomy hides from the rules: a plaque beside a cortical line). 0 (the
-        default) switches this off; 0.7 is the value tuned on films. Off by default because it finds lesions on one film of a
-        pair and not on the other, which makes comparisons worse (docs/accuracy.md, *Session
-        13*). ``pixel_model``: path of a JSON model (``benchmarks/train_pixels.py``); None is
-        the shipped one.
+        region of at least ``pixel_min_area_mm2`` (and ``min_area_mm2``), farther than
+        ``pixel_min_gap_mm`` from every lesion found by the steps above, the region is added
+        as a lesion (lesions that anatomy hides from the rules: a plaque beside a cortical
+        line). 0.7 (the default) is the value tuned on films; 0 switches it off. A
+        comparison measures a lesion it found on one film only with one rule on both
+        (``CompareParams.paired_pixel_model``). ``pixel_model``: path of a JSON model
+        (``benchmarks/train_pixels.py``); None is the shipped one.
     pixel_extend_max
         A confident region that reaches a lesion the rules found, and of which that lesion
         covers less than this share, extends it: the lesion becomes the union of the two
         (the rules found a piece of a plaque). Regions the lesion covers more of, and regions
         near a lesion without reaching it, are left out. 0 never extends.
+    pixel_max_length_mm
+        Regions longer than this (major axis) are left out: the model was trained on
+        phantom plaques 10–40 mm long (up to about 65 mm grown on follow-ups), and on a real
+        leg film it rated a 114 mm stretch of unmasked fibula as one region.
     rule_k_sigma
         ``auto``: the contrast tests of the hand rules (line bumps, ridges, cortex band) are
         in units of this many local sigmas, as they were tuned, whatever the seed threshold
@@ -264,11 +268,12 @@ class SegmentParams:
     min_score: float = 0.6
     score_model: str | None = None
     rule_k_sigma: float = 4.5
-    pixel_min_prob: float = 0.0
+    pixel_min_prob: float = 0.7
     pixel_min_area_mm2: float = 2.0
     pixel_min_gap_mm: float = 3.0
     pixel_model: str | None = None
     pixel_extend_max: float = 0.5
+    pixel_max_length_mm: float = 80.0
 
     def __post_init__(self) -> None:
         require(isinstance(self.method, ThresholdMethod), "method", self.method,
@@ -310,6 +315,7 @@ class SegmentParams:
         require_positive("pixel_min_area_mm2", self.pixel_min_area_mm2, allow_zero=True)
         require_positive("pixel_min_gap_mm", self.pixel_min_gap_mm, allow_zero=True)
         require_range("pixel_extend_max", self.pixel_extend_max, 0.0, 1.0)
+        require_positive("pixel_max_length_mm", self.pixel_max_length_mm)
         if self.pixel_model is not None:
             load_pixel_model(self.pixel_model)
         require_range("gate_fraction", self.gate_fraction, 0.0, 1.0)
@@ -1544,7 +1550,8 @@ def _add_pixel_lesions(seg: Segmentation, film: Film, sp: tuple[float, float],
     gap_px = 2 * params.pixel_min_gap_mm / seg.scale_spacing_mm + 1
     near = cv2.dilate(seg.mask.astype(np.uint8), disc(max(gap_px, 3.0))) > 0
     at_edge = cv2.dilate(edge.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    cand = (areas * pixel_area >= params.pixel_min_area_mm2) & (np.bincount(found[at_edge], minlength=n + 1) == 0)
+    min_area_mm2 = max(params.pixel_min_area_mm2, params.min_area_mm2)  # never under the film's minimum
+    cand = (areas * pixel_area >= min_area_mm2) & (np.bincount(found[at_edge], minlength=n + 1) == 0)
     cand[0] = False
     touched = np.bincount(found[near], minlength=n + 1)
     on_lesion = np.bincount(found[seg.labels > 0], minlength=n + 1)
@@ -1564,7 +1571,7 @@ def _add_pixel_lesions(seg: Segmentation, film: Film, sp: tuple[float, float],
     for rp in skmeasure.regionprops(added):
         major, minor, _ = axes_mm(rp.coords, sp)
         area_mm2 = rp.area * pixel_area
-        if _long_thin(major, area_mm2, params):
+        if _long_thin(major, area_mm2, params) or major > params.pixel_max_length_mm:
             continue
         new_labels[rp.coords[:, 0], rp.coords[:, 1]] = len(kinds) + 1 - n_old
         kinds.append(_region_kind(rp, area_mm2, major, minor, params))

@@ -206,7 +206,7 @@ def test_step_9_extends_a_lesion_the_rules_found_in_part(tmp_path: Path, spacing
     """A 12 x 4 mm plaque of which the rules found a 2 mm disc at one end: the region the
     pixel model finds covers the disc by less than ``pixel_extend_max`` (0.5), so the lesion
     becomes the union of the two, a plaque; with 0 the region is left out (it lies within
-    ``pixel_min_gap_mm`` of the lesion)."""
+    ``pixel_min_gap_mm`` of the lesion), and so it is when longer than ``pixel_max_length_mm``."""
     n = int(round(40.0 / spacing))
     rr, cc = (np.mgrid[:n, :n] + 0.5) * spacing
     plaque = (np.abs(rr - 20.0) <= 2.0) & (np.abs(cc - 20.0) <= 6.0)
@@ -229,6 +229,11 @@ def test_step_9_extends_a_lesion_the_rules_found_in_part(tmp_path: Path, spacing
                                    (spacing, spacing), lambda lab: np.zeros((0, 1)))
     assert kept is not None and kept.n_lesions == 1 and kept.pixel_added is None
     np.testing.assert_array_equal(kept.labels, old)
+    # Longer than pixel_max_length_mm (the plaque is 12 mm): left out, the lesion stays.
+    short = _seg._add_pixel_lesions(replace(seg, params=replace(params, pixel_max_length_mm=10.0)), film,
+                                    (spacing, spacing), lambda lab: np.zeros((0, 1)))
+    assert short.pixel_added is None
+    np.testing.assert_array_equal(short.labels, old)
     # The rules found most of it (the whole plaque): nothing changes.
     full = _seg._add_pixel_lesions(_one_lesion_segmentation(flat, plaque, spacing, params), film,
                                    (spacing, spacing), lambda lab: np.zeros((0, 1)))
@@ -264,6 +269,6 @@ def test_provenance_names_the_pixel_model_only_when_it_runs() -> None:
     from calcimage.pixels import pixel_model_digest
     from calcimage.report.tables import provenance
 
-    assert "pixel_model" not in provenance(SegmentParams())  # off by default
-    on = provenance(SegmentParams(pixel_min_prob=0.7))
+    assert "pixel_model" not in provenance(SegmentParams(pixel_min_prob=0.0))
+    on = provenance(SegmentParams())  # on by default
     assert on["pixel_model"] == pixel_model_digest() and len(on["pixel_model"]) == 16
