@@ -215,7 +215,7 @@ def test_collimation_borders_are_excluded() -> None:
                    100.0 + rng.normal(0, 1, rr.shape))
     coll = (rr < 6) | (rr > 74)
     img = np.where(coll, 1400.0 + rng.normal(0, 1, rr.shape), img)
-    # The rules alone: the pixel model (on by default) rates one 2.1 mm² knot of this
+    # The rules alone (as by default): the pixel model rates one 2.1 mm² knot of this
     # synthetic texture a lesion, which is not what this test is about.
     seg = segment(_film(img, spacing), SegmentParams(pixel_min_prob=0.0))
     assert seg.n_lesions == 0
