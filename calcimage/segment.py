@@ -190,8 +190,8 @@ class SegmentParams:
         default because it triples segmentation time and adds about 500 MB at peak on a
         300 × 350 mm film at 0.1 mm (docs/performance.md, *Session 14*). A comparison
         measures a lesion it found on one film and the rules found on the other with one
-        rule on both (``CompareParams.paired_pixel_model``). ``pixel_model``: path of a JSON model
-        (``benchmarks/train_pixels.py``); None is the shipped one.
+        rule on both (``CompareParams.paired_pixel_model``). ``pixel_model``: path of a
+        JSON model (``benchmarks/train_pixels.py``); None is the shipped one.
     pixel_extend_max
         A confident region that reaches a lesion the rules found, and of which that lesion
         covers less than this share, extends it: the lesion becomes the union of the two
@@ -385,10 +385,10 @@ class Segmentation:
         for a lesion the pixel model added (``pixel_min_prob``), its mean pixel probability
         (empty when ``min_score`` is 0: no candidate model is run).
     pixel_added
-        bool (rows, cols): the lesions the pixel model (``pixel_min_prob``) added or extended,
-        or None when it added none (or did not run). A comparison measures a lesion found this way on
-        one film of a pair and by the rules on the other with one rule on both
-        (docs/compare.md, section 4b).
+        bool (rows, cols): the lesions the pixel model (``pixel_min_prob``) added or
+        extended, or None when it added none (or did not run). A comparison measures a
+        lesion found this way on one film of a pair and by the rules on the other with one
+        rule on both (docs/compare.md, section 4b).
     """
 
     labels: np.ndarray

@@ -342,7 +342,8 @@ def measure_file(path: Path, settings: RunSettings) -> Any:
     return measure(film, seg, regions=settings.regions, params=settings.config.measure)
 
 
-#: Version of the saved comparison data (2: the bone mask is saved too).
+#: Version of the saved comparison data (2: the bone mask is saved too; 3: the pixel model's
+#: lesions, ``Segmentation.pixel_added``).
 _COMPARE_DATA_VERSION = 3
 
 
