@@ -1564,9 +1564,14 @@ def _add_pixel_lesions(seg: Segmentation, film: Film, sp: tuple[float, float],
     cand &= (touched == 0) | extend
     n_old = seg.n_lesions
     added = np.where(cand[found], found, 0).astype(np.int32)
-    for k in np.flatnonzero(extend):
-        olds = np.unique(seg.labels[found == k])
-        added[np.isin(seg.labels, olds[olds > 0])] = k
+    # Each lesion an extending region reaches joins it (one pass over the lesions' pixels; a
+    # lesion two regions reach joins the later one).
+    on = (seg.labels > 0) & extend[found]
+    if on.any():
+        region_of = np.zeros(n_old + 1, np.int32)
+        pairs = np.unique(np.stack([found[on], seg.labels[on]]), axis=1)  # sorted by region
+        region_of[pairs[1]] = pairs[0]
+        added = np.where(region_of[seg.labels] > 0, region_of[seg.labels], added)
     kinds = list(seg.kinds)
     scores = list(seg.scores)  # empty when no candidate model ran (min_score 0): stays so
     new_labels = np.zeros_like(added)
