@@ -124,54 +124,61 @@ def pixel_features(flattened: np.ndarray, sigma_c: np.ndarray, body: np.ndarray,
         The grid the model rates.
     """
     g = PixelGrid(flattened.shape, spacing_mm)
+    rate = PixelGrid(flattened.shape, spacing_mm, RATE_GRID_MM)
     mm = g.grid_mm
+    # Each feature goes to the rated grid as soon as it is made (a 2 x 2 mean when the grids
+    # differ): a full stack on ``g`` would be 24 maps of a quarter of the film's pixels.
+    out = np.empty(rate.shape + (len(PIXEL_FEATURES),), np.float32)
+    column = {name: i for i, name in enumerate(PIXEL_FEATURES)}
+
+    def put(name: str, a: np.ndarray) -> None:
+        out[..., column[name]] = a if rate.shape == g.shape else rate.resize(a)
+
     sig = np.maximum(g.resize(sigma_c, cv2.INTER_LINEAR), 1e-6)
     body_g = g.resize(body) > 0.5
-    bone_g = g.resize(bone) > 0.5
     z = np.where(body_g, g.resize(flattened) / sig, 0.0).astype(np.float32)
     smooth = {s: cv2.GaussianBlur(z, (0, 0), s / mm) for s in (0.5, 1.0, 2.0, 4.0, 8.0)}
-    feats: dict[str, np.ndarray] = {"z0": z}
+    put("z0", z)
+    del z
     for s in (0.5, 1.0, 2.0, 4.0):
-        feats[f"z{s:g}"] = smooth[s]
+        put(f"z{s:g}", smooth[s])
         gs, s_px = smooth[s], s / mm
         dxx = cv2.Sobel(gs, cv2.CV_32F, 2, 0, ksize=3) / 4.0
         dyy = cv2.Sobel(gs, cv2.CV_32F, 0, 2, ksize=3) / 4.0
         dxy = cv2.Sobel(gs, cv2.CV_32F, 1, 1, ksize=3) / 4.0
         half_tr, root = (dxx + dyy) / 2.0, np.sqrt(((dxx - dyy) / 2.0) ** 2 + dxy**2)
-        feats[f"l1_{s:g}"] = (half_tr - root) * s_px**2
-        feats[f"l2_{s:g}"] = (half_tr + root) * s_px**2
+        put(f"l1_{s:g}", (half_tr - root) * s_px**2)
+        put(f"l2_{s:g}", (half_tr + root) * s_px**2)
     # Line means on a coarser grid (smooth at that scale anyway), brought back.
     line = PixelGrid(g.shape, mm, LINE_GRID_MM)
     z_line = line.resize(smooth[0.5])
     for length in (8, 30):
-        feats[f"line{length}"] = g.resize(_line_means(z_line, length / line.grid_mm), cv2.INTER_LINEAR)
+        put(f"line{length}", g.resize(_line_means(z_line, length / line.grid_mm), cv2.INTER_LINEAR))
+    bone_g = g.resize(bone) > 0.5
     if bone_g.any():
         bu = bone_g.astype(np.uint8)
         inside = cv2.distanceTransform(bu, cv2.DIST_L2, 5) * mm
         outside = cv2.distanceTransform(1 - bu, cv2.DIST_L2, 5) * mm
-        feats["bone_sd"] = np.clip(np.where(bone_g, inside, -outside), -30.0, 30.0)
+        put("bone_sd", np.clip(np.where(bone_g, inside, -outside), -30.0, 30.0))
     else:
-        feats["bone_sd"] = np.full(g.shape, NO_BONE_SD_MM, np.float32)
+        put("bone_sd", np.full(g.shape, NO_BONE_SD_MM, np.float32))
     skin = cv2.distanceTransform(np.pad(body_g.astype(np.uint8), 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
-    feats["skin"] = np.minimum(skin * mm, 40.0)
-    feats["sig_rel"] = sig / max(noise_sigma, 1e-6)
-    feats["z8"] = smooth[8.0]
+    put("skin", np.minimum(skin * mm, 40.0))
+    put("sig_rel", sig / max(noise_sigma, 1e-6))
+    put("z8", smooth[8.0])
     d3 = int(6.0 / mm) | 1
-    feats["zmax3"] = cv2.dilate(smooth[1.0], cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d3, d3)))
+    put("zmax3", cv2.dilate(smooth[1.0], cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d3, d3))))
+    examined = body_g & (smooth[0.5] >= MIN_Z)
+    del smooth
     bg = g.resize(background)
     for s in (1.0, 3.0):
         gb = cv2.GaussianBlur(bg, (0, 0), s / mm)
         grad = np.hypot(cv2.Sobel(gb, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(gb, cv2.CV_32F, 0, 1, ksize=3))
-        feats[f"bggrad{s:g}"] = grad / 8.0 / sig
-        feats[f"bglap{s:g}"] = cv2.Laplacian(gb, cv2.CV_32F) * (s / mm) ** 2 / sig
-    x = np.stack([feats[name] for name in PIXEL_FEATURES], axis=-1).astype(np.float32)
-    examined = body_g & (smooth[0.5] >= MIN_Z)
-    rate = PixelGrid(flattened.shape, spacing_mm, RATE_GRID_MM)
+        put(f"bggrad{s:g}", grad / 8.0 / sig)
+        put(f"bglap{s:g}", cv2.Laplacian(gb, cv2.CV_32F) * (s / mm) ** 2 / sig)
     if rate.shape == g.shape:
-        return x, examined, g
-    # One channel at a time: OpenCV resizes at most 4 channels for some factors.
-    x_rate = np.stack([rate.resize(x[..., i]) for i in range(x.shape[-1])], axis=-1)
-    return x_rate, rate.resize(examined) > 0, rate
+        return out, examined, g
+    return out, rate.resize(examined) > 0, rate
 
 
 @functools.lru_cache(maxsize=4)
