@@ -182,21 +182,25 @@ def model_digest(path: str | Path | None = None) -> str:
 
 def predict_proba(model: TreeModel, x: np.ndarray) -> np.ndarray:
     """Probability (0..1) that each row of ``x`` (n, features) is a lesion."""
-    x = np.asarray(x, np.float64)
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)  # float32 rows compare exactly with the float64 thresholds
     if x.ndim != 2 or x.shape[1] != len(model.features):
         raise ValueError(f"x has shape {x.shape}; expected (n, {len(model.features)})")
     raw = np.full(len(x), model.baseline)
-    rows = np.arange(len(x))
+    all_rows = np.arange(len(x))
     for feat, thr, left, right, value, leaf in zip(model.feature, model.threshold, model.left,
                                                    model.right, model.value, model.is_leaf):
-        node = np.zeros(len(x), np.intp)
-        active = ~leaf[node]
-        while active.any():
-            a = node[active]
-            go_left = x[rows[active], feat[a]] <= thr[a]
-            node[active] = np.where(go_left, left[a], right[a])
-            active = ~leaf[node]
-        raw += value[node]
+        if leaf[0]:
+            raw += value[0]
+            continue
+        # Rows leave the walk as they reach a leaf, so each level visits only those still in it.
+        rows, node = all_rows, np.zeros(len(x), np.intp)
+        while len(rows):
+            node = np.where(x[rows, feat[node]] <= thr[node], left[node], right[node])
+            done = leaf[node]
+            raw[rows[done]] += value[node[done]]
+            rows, node = rows[~done], node[~done]
     return expit(raw)  # 1 / (1 + exp(-raw)), without overflow for very negative scores
 
 
