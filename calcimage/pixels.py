@@ -134,42 +134,49 @@ def pixel_features(flattened: np.ndarray, sigma_c: np.ndarray, body: np.ndarray,
     def put(name: str, a: np.ndarray) -> None:
         out[..., column[name]] = a if rate.shape == g.shape else rate.resize(a)
 
+    # The order keeps few maps alive at once (full-size masks become float32 to be resized).
     sig = np.maximum(g.resize(sigma_c, cv2.INTER_LINEAR), 1e-6)
-    body_g = g.resize(body) > 0.5
-    z = np.where(body_g, g.resize(flattened) / sig, 0.0).astype(np.float32)
-    smooth = {s: cv2.GaussianBlur(z, (0, 0), s / mm) for s in (0.5, 1.0, 2.0, 4.0, 8.0)}
-    put("z0", z)
-    del z
-    for s in (0.5, 1.0, 2.0, 4.0):
-        put(f"z{s:g}", smooth[s])
-        gs, s_px = smooth[s], s / mm
-        dxx = cv2.Sobel(gs, cv2.CV_32F, 2, 0, ksize=3) / 4.0
-        dyy = cv2.Sobel(gs, cv2.CV_32F, 0, 2, ksize=3) / 4.0
-        dxy = cv2.Sobel(gs, cv2.CV_32F, 1, 1, ksize=3) / 4.0
-        half_tr, root = (dxx + dyy) / 2.0, np.sqrt(((dxx - dyy) / 2.0) ** 2 + dxy**2)
-        put(f"l1_{s:g}", (half_tr - root) * s_px**2)
-        put(f"l2_{s:g}", (half_tr + root) * s_px**2)
-    # Line means on a coarser grid (smooth at that scale anyway), brought back.
-    line = PixelGrid(g.shape, mm, LINE_GRID_MM)
-    z_line = line.resize(smooth[0.5])
-    for length in (8, 30):
-        put(f"line{length}", g.resize(_line_means(z_line, length / line.grid_mm), cv2.INTER_LINEAR))
+    put("sig_rel", sig / max(noise_sigma, 1e-6))
     bone_g = g.resize(bone) > 0.5
     if bone_g.any():
         bu = bone_g.astype(np.uint8)
         inside = cv2.distanceTransform(bu, cv2.DIST_L2, 5) * mm
         outside = cv2.distanceTransform(1 - bu, cv2.DIST_L2, 5) * mm
         put("bone_sd", np.clip(np.where(bone_g, inside, -outside), -30.0, 30.0))
+        del bu, inside, outside
     else:
         put("bone_sd", np.full(g.shape, NO_BONE_SD_MM, np.float32))
+    del bone_g
+    body_g = g.resize(body) > 0.5
     skin = cv2.distanceTransform(np.pad(body_g.astype(np.uint8), 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
     put("skin", np.minimum(skin * mm, 40.0))
-    put("sig_rel", sig / max(noise_sigma, 1e-6))
-    put("z8", smooth[8.0])
-    d3 = int(6.0 / mm) | 1
-    put("zmax3", cv2.dilate(smooth[1.0], cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d3, d3))))
-    examined = body_g & (smooth[0.5] >= MIN_Z)
-    del smooth
+    del skin
+    z = np.where(body_g, g.resize(flattened) / sig, 0.0).astype(np.float32)
+    put("z0", z)
+    put("z8", cv2.GaussianBlur(z, (0, 0), 8.0 / mm))
+    for s in (0.5, 1.0, 2.0, 4.0):
+        gs, s_px = cv2.GaussianBlur(z, (0, 0), s / mm), s / mm
+        put(f"z{s:g}", gs)
+        dxx = cv2.Sobel(gs, cv2.CV_32F, 2, 0, ksize=3) / 4.0
+        dyy = cv2.Sobel(gs, cv2.CV_32F, 0, 2, ksize=3) / 4.0
+        dxy = cv2.Sobel(gs, cv2.CV_32F, 1, 1, ksize=3) / 4.0
+        half_tr, root = (dxx + dyy) / 2.0, np.sqrt(((dxx - dyy) / 2.0) ** 2 + dxy**2)
+        put(f"l1_{s:g}", (half_tr - root) * s_px**2)
+        put(f"l2_{s:g}", (half_tr + root) * s_px**2)
+        del dxx, dyy, dxy, half_tr, root
+        if s == 0.5:
+            z05 = gs
+        elif s == 1.0:
+            d3 = int(6.0 / mm) | 1
+            put("zmax3", cv2.dilate(gs, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d3, d3))))
+    del z, gs
+    # Line means on a coarser grid (smooth at that scale anyway), brought back.
+    line = PixelGrid(g.shape, mm, LINE_GRID_MM)
+    z_line = line.resize(z05)
+    for length in (8, 30):
+        put(f"line{length}", g.resize(_line_means(z_line, length / line.grid_mm), cv2.INTER_LINEAR))
+    examined = body_g & (z05 >= MIN_Z)
+    del z05, body_g
     bg = g.resize(background)
     for s in (1.0, 3.0):
         gb = cv2.GaussianBlur(bg, (0, 0), s / mm)
