@@ -835,6 +835,12 @@ def _box(mask: np.ndarray, pad: int = 0) -> tuple[slice, slice] | None:
             slice(max(0, c0 - pad), min(cols, c0 + w + pad)))
 
 
+def _union_box(boxes: list[tuple[slice, slice]]) -> tuple[slice, slice]:
+    """The smallest (row, col) box holding all ``boxes``."""
+    return (slice(min(b[0].start for b in boxes), max(b[0].stop for b in boxes)),
+            slice(min(b[1].start for b in boxes), max(b[1].stop for b in boxes)))
+
+
 def _dilate_sparse(mask: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """Binary dilation of a sparse boolean ``mask`` by ``kernel``, computed on its bounding box."""
     out = np.zeros(mask.shape, bool)
@@ -1533,13 +1539,19 @@ def _add_pixel_lesions(seg: Segmentation, film: Film, sp: tuple[float, float],
     all labels are renumbered in raster order. Their ``scores`` are their mean pixel
     probability; ``features_of(labels)`` gives the feature rows of a label image."""
     params = seg.params
-    x, examined, _ = segmentation_pixel_features(seg)
-    prob_g = pixel_probability(load_pixel_model(params.pixel_model), x, examined)
+    prob_g = _pixel_probability_map(seg)
     if not (prob_g >= params.pixel_min_prob).any():
         return seg
     rows, cols = seg.labels.shape
     prob = cv2.resize(prob_g, (cols, rows), interpolation=cv2.INTER_LINEAR)
-    found, n = ndi.label(prob >= params.pixel_min_prob, structure=np.ones((3, 3), bool),
+    gap_px = 2 * params.pixel_min_gap_mm / seg.scale_spacing_mm + 1
+    near_disc = disc(max(gap_px, 3.0))
+    # Everything up to the choice of regions is done in the box of the confident pixels,
+    # grown by more than the gap: what lies farther cannot touch a region or be near one.
+    win = _box(prob >= params.pixel_min_prob, pad=near_disc.shape[0] // 2 + 2)
+    if win is None:  # a lone confident cell can interpolate to no confident pixel
+        return seg
+    found, n = ndi.label(prob[win] >= params.pixel_min_prob, structure=np.ones((3, 3), bool),
                          output=np.int32)
     pixel_area = sp[0] * sp[1]
     areas = np.bincount(found.ravel(), minlength=n + 1)
@@ -1549,54 +1561,75 @@ def _add_pixel_lesions(seg: Segmentation, film: Film, sp: tuple[float, float],
     # and long thin ridges (cortex, a fat plane's edge).
     edge = _left_out(seg)
     _set_frame(edge, int(math.ceil(params.film_edge_mm / seg.scale_spacing_mm)) + 1, True)
-    gap_px = 2 * params.pixel_min_gap_mm / seg.scale_spacing_mm + 1
-    near = cv2.dilate(seg.mask.astype(np.uint8), disc(max(gap_px, 3.0))) > 0
-    at_edge = cv2.dilate(edge.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    labels_w = seg.labels[win]
+    near = cv2.dilate((labels_w > 0).view(np.uint8), near_disc) > 0
+    at_edge = cv2.dilate(edge[win].astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    del edge
     min_area_mm2 = max(params.pixel_min_area_mm2, params.min_area_mm2)  # never under the film's minimum
     cand = (areas * pixel_area >= min_area_mm2) & (np.bincount(found[at_edge], minlength=n + 1) == 0)
     cand[0] = False
     touched = np.bincount(found[near], minlength=n + 1)
-    on_lesion = np.bincount(found[seg.labels > 0], minlength=n + 1)
+    on_lesion = np.bincount(found[labels_w > 0], minlength=n + 1)
     # A region near a lesion is left out unless it reaches the lesion and the lesion covers
     # less than ``pixel_extend_max`` of it: the rules found a piece of it; the lesion then
     # becomes the union of the two.
     extend = cand & (on_lesion > 0) & (on_lesion < params.pixel_extend_max * areas)
     cand &= (touched == 0) | extend
     n_old = seg.n_lesions
-    added = np.where(cand[found], found, 0).astype(np.int32)
-    # Each lesion an extending region reaches joins it (one pass over the lesions' pixels; a
-    # lesion two regions reach joins the later one).
-    on = (seg.labels > 0) & extend[found]
+    # Each lesion an extending region reaches joins it (one pass over the lesions' pixels in
+    # the box; a lesion two regions reach joins the later one). Its pixels may leave the box,
+    # so the regions are measured in the box that also holds those lesions.
+    on = (labels_w > 0) & extend[found]
+    region_of = np.zeros(n_old + 1, np.int32)
+    box = win
     if on.any():
-        region_of = np.zeros(n_old + 1, np.int32)
-        pairs = np.unique(np.stack([found[on], seg.labels[on]]), axis=1)  # sorted by region
+        pairs = np.unique(np.stack([found[on], labels_w[on]]), axis=1)  # sorted by region
         region_of[pairs[1]] = pairs[0]
-        added = np.where(region_of[seg.labels] > 0, region_of[seg.labels], added)
+        lesion_boxes = ndi.find_objects(seg.labels, max_label=n_old)
+        box = _union_box([win] + [lesion_boxes[k - 1] for k in pairs[1]])
+    added = np.zeros((box[0].stop - box[0].start, box[1].stop - box[1].start), np.int32)
+    r0, c0 = box[0].start, box[1].start
+    inner = (slice(win[0].start - r0, win[0].stop - r0), slice(win[1].start - c0, win[1].stop - c0))
+    added[inner] = np.where(cand[found], found, 0)
+    del found, near, at_edge
+    if on.any():
+        joins = region_of[seg.labels[box]]
+        added = np.where(joins > 0, joins, added)
+    prob = prob[box].copy()  # the full-size map is not needed past here
     kinds = list(seg.kinds)
     scores = list(seg.scores)  # empty when no candidate model ran (min_score 0): stays so
-    new_labels = np.zeros_like(added)
+    new_labels = np.zeros(seg.labels.shape, np.int32)
     for rp in skmeasure.regionprops(added):
-        major, minor, _ = axes_mm(rp.coords, sp)
+        coords = rp.coords + (r0, c0)
+        major, minor, _ = axes_mm(coords, sp)
         area_mm2 = rp.area * pixel_area
         if _long_thin(major, area_mm2, params) or major > params.pixel_max_length_mm:
             continue
-        new_labels[rp.coords[:, 0], rp.coords[:, 1]] = len(kinds) + 1 - n_old
+        new_labels[coords[:, 0], coords[:, 1]] = len(kinds) + 1 - n_old
         kinds.append(_region_kind(rp, area_mm2, major, minor, params))
         if seg.scores:
             scores.append(float(prob[rp.coords[:, 0], rp.coords[:, 1]].mean()))
+    del added, prob
     n_new = len(kinds) - n_old
     if n_new == 0:
         return seg
     # Feature rows of the old lesions stand; the added regions' are computed (ids 1..n_new).
     features = np.concatenate([seg.features, features_of(new_labels)]) if seg.features is not None else None
     # An old lesion inside an extended one is gone (its id is dropped in the renumbering).
-    labels = np.where(new_labels > 0, new_labels + n_old, seg.labels).astype(np.int32)
+    labels = seg.labels.copy()
+    labels[box] = np.where(new_labels[box] > 0, new_labels[box] + n_old, labels[box])
     order = renumber_in_raster_order(labels)
     logger.debug("segment %s: the pixel model adds %d lesions", film.name, n_new)
     return replace(seg, labels=labels, kinds=tuple(kinds[i] for i in order),
                    features=features[order] if features is not None else None,
                    scores=tuple(scores[i] for i in order) if scores else (),
                    pixel_added=new_labels > 0)
+
+
+def _pixel_probability_map(seg: Segmentation) -> np.ndarray:
+    """The pixel model's probability map (its grid) of an ``auto`` segmentation."""
+    x, examined, _ = segmentation_pixel_features(seg)
+    return pixel_probability(load_pixel_model(seg.params.pixel_model), x, examined)
 
 
 def _long_thin(major_mm: float, area_mm2: float, params: SegmentParams) -> bool:
