@@ -166,6 +166,9 @@ class CompareParams:
         A matched lesion (or group) that segmentation's pixel model (``pixel_min_prob``)
         found on one film and the rules found on the other is measured the same way, with
         the larger segmented area kept: the two methods take different shares of a lesion.
+        So is one the model found on both films when its two areas differ by more than
+        ``paired_matched_ratio``: its regions follow the probability's level, which each
+        film's noise moves.
     share_bone
         Segment both films with one bone mask: a film to which the other film's registered
         bone adds at least ``share_bone_min_mm2`` (in its body) is segmented again with that

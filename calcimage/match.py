@@ -569,6 +569,21 @@ def _by_pixel_model(m: Measurement, lesion_ids: tuple[int, ...]) -> bool:
     return bool(np.asarray(added)[sel].mean() > 0.5) if sel.any() else False
 
 
+def _one_rule(base: Measurement, follow: Measurement, g: Any, ratio: float, params: CompareParams) -> bool:
+    """Whether matched group ``g``, whose segmented areas differ by the factor ``ratio``, is
+    measured by one rule on both films: over bone when ``ratio`` exceeds
+    ``paired_matched_ratio``; found by the pixel model on one film and by the rules on the
+    other; or found by the model on both with ``ratio`` over ``paired_matched_ratio`` (the
+    model's regions follow its probability's level, which the films' noise moves)."""
+    far = params.paired_matched_ratio > 0 and ratio > params.paired_matched_ratio
+    if far and _over_bone(base, g.baseline_ids):
+        return True
+    if not params.paired_pixel_model:
+        return False
+    model_b, model_f = _by_pixel_model(base, g.baseline_ids), _by_pixel_model(follow, g.followup_ids)
+    return model_b != model_f or (far and model_b)
+
+
 def _group_ratio(base: Measurement, follow: Measurement, g: Any, to_base: np.ndarray, to_follow: np.ndarray,
                  scale2: float, params: CompareParams, boxes_b: list[Any], boxes_f: list[Any]) -> float | None:
     """Follow-up / baseline area of a matched group measured by one rule on both films
@@ -650,11 +665,7 @@ def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
         total_b, total_f_raw = seg_b, seg_f
         total_f = total_f_raw / scale2
         if (params.paired and g.baseline_ids and g.followup_ids and total_b > 0 and total_f > 0
-                and ((params.paired_matched_ratio > 0
-                      and max(total_f / total_b, total_b / total_f) > params.paired_matched_ratio
-                      and _over_bone(base, g.baseline_ids))
-                     or (params.paired_pixel_model and _by_pixel_model(base, g.baseline_ids)
-                         != _by_pixel_model(follow, g.followup_ids)))):
+                and _one_rule(base, follow, g, max(total_f / total_b, total_b / total_f), params)):
             ratio = _group_ratio(base, follow, g, reg.matrix, to_follow, scale2, params, boxes_b, boxes_f)
             if ratio is not None:
                 # The larger segmented side is taken as the more complete (over bone the cut and

@@ -335,3 +335,21 @@ def test_matched_lesion_found_by_the_pixel_model_on_one_film_is_measured_by_one_
         assert row.area_followup_mm2 == pytest.approx(part.lesions[0].area_mm2)
     with pytest.raises(ParameterError, match="paired_pixel_model"):
         CompareParams(paired_pixel_model=1)
+
+
+@pytest.mark.parametrize("spacing", [0.1, 0.2])
+def test_matched_lesion_found_by_the_pixel_model_on_both_films_far_apart_is_measured_by_one_rule(
+        spacing: float) -> None:
+    # The pixel model found the whole disc on the baseline and only its centre on the
+    # follow-up (2.5 of 12.6 mm2: a ratio of 5, over paired_matched_ratio 3).
+    base = _by_pixel_model(_film(spacing, 30.0, labelled=True, seed=27))
+    core = _by_pixel_model(_film(spacing, 30.0, labelled=True, seed=28, label_radius_mm=0.9))
+    reg = _registration(spacing, spacing)
+    (row,) = match_lesions(base, core, reg)
+    assert row.relation is Relation.ONE_TO_ONE and row.status is Status.STABLE
+    assert row.area_baseline_mm2 == pytest.approx(base.lesions[0].area_mm2)  # the larger side
+    assert row.area_followup_mm2 == pytest.approx(row.area_baseline_mm2, rel=0.1)
+    # With the ratio rule off, the segmented areas stand.
+    (row,) = match_lesions(base, core, reg, CompareParams(paired_matched_ratio=0.0))
+    assert row.status is Status.SHRUNK
+    assert row.area_followup_mm2 == pytest.approx(core.lesions[0].area_mm2)
