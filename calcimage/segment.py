@@ -1587,15 +1587,20 @@ def _add_pixel_lesions(seg: Segmentation, film: Film, sp: tuple[float, float],
         region_of[pairs[1]] = pairs[0]
         lesion_boxes = ndi.find_objects(seg.labels, max_label=n_old)
         box = _union_box([win] + [lesion_boxes[k - 1] for k in pairs[1]])
-    added = np.zeros((box[0].stop - box[0].start, box[1].stop - box[1].start), np.int32)
+    del near, at_edge
+    found[~cand[found]] = 0  # in place: these maps can be most of the film
     r0, c0 = box[0].start, box[1].start
-    inner = (slice(win[0].start - r0, win[0].stop - r0), slice(win[1].start - c0, win[1].stop - c0))
-    added[inner] = np.where(cand[found], found, 0)
-    del found, near, at_edge
+    if box == win:
+        added = found
+    else:
+        added = np.zeros((box[0].stop - box[0].start, box[1].stop - box[1].start), np.int32)
+        added[win[0].start - r0:win[0].stop - r0, win[1].start - c0:win[1].stop - c0] = found
+    del found
     if on.any():
         joins = region_of[seg.labels[box]]
-        added = np.where(joins > 0, joins, added)
-    prob = prob[box].copy()  # the full-size map is not needed past here
+        added[joins > 0] = joins[joins > 0]
+        del joins
+    prob = prob[box]
     kinds = list(seg.kinds)
     scores = list(seg.scores)  # empty when no candidate model ran (min_score 0): stays so
     new_labels = np.zeros(seg.labels.shape, np.int32)
@@ -1617,13 +1622,14 @@ def _add_pixel_lesions(seg: Segmentation, film: Film, sp: tuple[float, float],
     features = np.concatenate([seg.features, features_of(new_labels)]) if seg.features is not None else None
     # An old lesion inside an extended one is gone (its id is dropped in the renumbering).
     labels = seg.labels.copy()
-    labels[box] = np.where(new_labels[box] > 0, new_labels[box] + n_old, labels[box])
+    new = new_labels > 0
+    labels[new] = new_labels[new] + n_old
     order = renumber_in_raster_order(labels)
     logger.debug("segment %s: the pixel model adds %d lesions", film.name, n_new)
     return replace(seg, labels=labels, kinds=tuple(kinds[i] for i in order),
                    features=features[order] if features is not None else None,
                    scores=tuple(scores[i] for i in order) if scores else (),
-                   pixel_added=new_labels > 0)
+                   pixel_added=new)
 
 
 def _pixel_probability_map(seg: Segmentation) -> np.ndarray:
