@@ -543,8 +543,11 @@ def _paired_area(source: Measurement, lesion_id: int, target: Measurement, matri
     here, there = _grown_alike(here, there, fp_here, source, (lesion_id,), fp_there, target, (), params)
     if here.area_px == 0 or there.area_px == 0:
         return there.signal_sigma, 0.0
+    there_mm2 = _area_mm2(target, there.area_px)
+    if here.area_px < params.paired_min_own_share * here.footprint_px:
+        return there.signal_sigma, there_mm2  # the rule hardly sees it on its own film: no ratio
     seg_area = float(source.lesions[lesion_id - 1].area_mm2 or 0.0)
-    return there.signal_sigma, seg_area * _area_mm2(target, there.area_px) / _area_mm2(source, here.area_px)
+    return there.signal_sigma, seg_area * there_mm2 / _area_mm2(source, here.area_px)
 
 
 def _over_bone(m: Measurement, lesion_ids: tuple[int, ...]) -> bool:
@@ -588,7 +591,8 @@ def _group_ratio(base: Measurement, follow: Measurement, g: Any, to_base: np.nda
                  scale2: float, params: CompareParams, boxes_b: list[Any], boxes_f: list[Any]) -> float | None:
     """Follow-up / baseline area of a matched group measured by one rule on both films
     (:func:`measure_at` over the union of both films' footprints; both grown when one grows),
-    at the baseline's magnification; None when the rule finds nothing on either film."""
+    at the baseline's magnification; None when the rule finds nothing, or less than
+    ``paired_min_own_share`` of the footprints, on either film."""
     fb = footprint(base, g.baseline_ids, _IDENTITY, boxes_b)
     ff = footprint(follow, g.followup_ids, _IDENTITY, boxes_f)
     on_b = [fb, replace(ff, matrix=np.asarray(to_base, dtype=np.float64))]
@@ -598,6 +602,8 @@ def _group_ratio(base: Measurement, follow: Measurement, g: Any, to_base: np.nda
                                on_b, base, g.baseline_ids, on_f, follow, g.followup_ids, params)
     if here.area_px == 0 or there.area_px == 0:
         return None
+    if min(here.area_px / here.footprint_px, there.area_px / there.footprint_px) < params.paired_min_own_share:
+        return None  # the rule hardly sees the group on one film: its ratio means nothing
     return (_area_mm2(follow, there.area_px) / scale2) / _area_mm2(base, here.area_px)
 
 

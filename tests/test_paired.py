@@ -247,7 +247,7 @@ def test_measure_at_own_film_and_outside() -> None:
 @pytest.mark.parametrize("field, value", [("paired_min_sigma", 0.0), ("paired_min_fraction", 1.5),
                                           ("paired_margin_mm", -1.0), ("paired_ring_mm", 0.0),
                                           ("paired_grow_mm", -0.5), ("paired_anatomy_fraction", 2.0),
-                                          ("paired", "yes")])
+                                          ("paired_min_own_share", 1.5), ("paired", "yes")])
 def test_paired_params_validated(field: str, value: object) -> None:
     with pytest.raises(ParameterError, match=field):
         CompareParams(**{field: value})
@@ -353,3 +353,20 @@ def test_matched_lesion_found_by_the_pixel_model_on_both_films_far_apart_is_meas
     (row,) = match_lesions(base, core, reg, CompareParams(paired_matched_ratio=0.0))
     assert row.status is Status.SHRUNK
     assert row.area_followup_mm2 == pytest.approx(core.lesions[0].area_mm2)
+
+
+@pytest.mark.parametrize("spacing", [0.1, 0.2])
+def test_lesion_the_rule_hardly_sees_on_its_own_film_gets_the_rule_area_there(spacing: float) -> None:
+    # The baseline labels a 3 mm disc where a dense 0.8 mm core is all the rule finds (7 % of
+    # the footprint); the follow-up holds an unlabelled 3 mm disc. Scaled by the rule's ratio
+    # (about 7) the follow-up reads some 235 mm²; the rule's own area there is the disc's
+    # 28 mm² plus the noise pixels at the edge level along its rim (about 36 mm²).
+    base = _film(spacing, 200.0, labelled=True, seed=29, radius_mm=0.8, label_radius_mm=3.0)
+    follow = _film(spacing, 30.0, labelled=False, seed=30, radius_mm=3.0)
+    reg = _registration(spacing, spacing)
+    (row,) = match_lesions(base, follow, reg)
+    assert row.relation is Relation.UNLABELLED
+    assert math.pi * 3.0**2 <= row.area_followup_mm2 <= math.pi * 3.5**2
+    # With the share at 0 the ratio is used whatever it is.
+    (row,) = match_lesions(base, follow, reg, CompareParams(paired_min_own_share=0.0))
+    assert row.area_followup_mm2 > 5 * math.pi * 3.0**2
