@@ -187,8 +187,9 @@ class SegmentParams:
         ``pixel_min_gap_mm`` from every lesion found by the steps above, the region is added
         as a lesion (lesions that anatomy hides from the rules: a plaque beside a cortical
         line). 0 (the default) switches it off; 0.7 is the value tuned on films. Off by
-        default because it triples segmentation time and adds about 500 MB at peak on a
-        300 × 350 mm film at 0.1 mm (docs/performance.md, *Session 14*). A comparison
+        default because it takes segmentation about 1.5× as long and adds about 120 MB at
+        peak on a 300 × 350 mm film at 0.1 mm, which takes a comparison over the 600 MB
+        per-process target (docs/performance.md, *Session 15*). A comparison
         measures a lesion it found on one film and the rules found on the other with one
         rule on both (``CompareParams.paired_pixel_model``). ``pixel_model``: path of a
         JSON model (``benchmarks/train_pixels.py``); None is the shipped one.
