@@ -1545,63 +1545,14 @@ def _add_pixel_lesions(seg: Segmentation, film: Film, sp: tuple[float, float],
         return seg
     rows, cols = seg.labels.shape
     prob = cv2.resize(prob_g, (cols, rows), interpolation=cv2.INTER_LINEAR)
-    gap_px = 2 * params.pixel_min_gap_mm / seg.scale_spacing_mm + 1
-    near_disc = disc(max(gap_px, 3.0))
-    # Everything up to the choice of regions is done in the box of the confident pixels,
-    # grown by more than the gap: what lies farther cannot touch a region or be near one.
-    win = _box(prob >= params.pixel_min_prob, pad=near_disc.shape[0] // 2 + 2)
-    if win is None:  # a lone confident cell can interpolate to no confident pixel
+    chosen = _pixel_regions(seg, prob, sp)
+    if chosen is None:
         return seg
-    found, n = ndi.label(prob[win] >= params.pixel_min_prob, structure=np.ones((3, 3), bool),
-                         output=np.int32)
-    pixel_area = sp[0] * sp[1]
-    areas = np.bincount(found.ravel(), minlength=n + 1)
-    # What the rules keep out stays out: regions within ``pixel_min_gap_mm`` of a lesion
-    # already found (a piece of it: a separate label would split it in matching), the film
-    # frame, a collimator, a marker or the outside (where the background is extrapolated),
-    # and long thin ridges (cortex, a fat plane's edge).
-    edge = _left_out(seg)
-    _set_frame(edge, int(math.ceil(params.film_edge_mm / seg.scale_spacing_mm)) + 1, True)
-    labels_w = seg.labels[win]
-    near = cv2.dilate((labels_w > 0).view(np.uint8), near_disc) > 0
-    at_edge = cv2.dilate(edge[win].astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    del edge
-    min_area_mm2 = max(params.pixel_min_area_mm2, params.min_area_mm2)  # never under the film's minimum
-    cand = (areas * pixel_area >= min_area_mm2) & (np.bincount(found[at_edge], minlength=n + 1) == 0)
-    cand[0] = False
-    touched = np.bincount(found[near], minlength=n + 1)
-    on_lesion = np.bincount(found[labels_w > 0], minlength=n + 1)
-    # A region near a lesion is left out unless it reaches the lesion and the lesion covers
-    # less than ``pixel_extend_max`` of it: the rules found a piece of it; the lesion then
-    # becomes the union of the two.
-    extend = cand & (on_lesion > 0) & (on_lesion < params.pixel_extend_max * areas)
-    cand &= (touched == 0) | extend
-    n_old = seg.n_lesions
-    # Each lesion an extending region reaches joins it (one pass over the lesions' pixels in
-    # the box; a lesion two regions reach joins the later one). Its pixels may leave the box,
-    # so the regions are measured in the box that also holds those lesions.
-    on = (labels_w > 0) & extend[found]
-    region_of = np.zeros(n_old + 1, np.int32)
-    box = win
-    if on.any():
-        pairs = np.unique(np.stack([found[on], labels_w[on]]), axis=1)  # sorted by region
-        region_of[pairs[1]] = pairs[0]
-        lesion_boxes = ndi.find_objects(seg.labels, max_label=n_old)
-        box = _union_box([win] + [lesion_boxes[k - 1] for k in pairs[1]])
-    del near, at_edge
-    found[~cand[found]] = 0  # in place: these maps can be most of the film
+    added, box = chosen
     r0, c0 = box[0].start, box[1].start
-    if box == win:
-        added = found
-    else:
-        added = np.zeros((box[0].stop - box[0].start, box[1].stop - box[1].start), np.int32)
-        added[win[0].start - r0:win[0].stop - r0, win[1].start - c0:win[1].stop - c0] = found
-    del found
-    if on.any():
-        joins = region_of[seg.labels[box]]
-        added[joins > 0] = joins[joins > 0]
-        del joins
     prob = prob[box]
+    pixel_area = sp[0] * sp[1]
+    n_old = seg.n_lesions
     kinds = list(seg.kinds)
     scores = list(seg.scores)  # empty when no candidate model ran (min_score 0): stays so
     new_labels = np.zeros(seg.labels.shape, np.int32)
@@ -1610,7 +1561,7 @@ def _add_pixel_lesions(seg: Segmentation, film: Film, sp: tuple[float, float],
         major, minor, _ = axes_mm(coords, sp)
         area_mm2 = rp.area * pixel_area
         if _long_thin(major, area_mm2, params) or major > params.pixel_max_length_mm:
-            continue
+            continue  # a long thin ridge (cortex, a fat plane's edge) or longer than trained on
         new_labels[coords[:, 0], coords[:, 1]] = len(kinds) + 1 - n_old
         kinds.append(_region_kind(rp, area_mm2, major, minor, params))
         if seg.scores:
@@ -1631,6 +1582,68 @@ def _add_pixel_lesions(seg: Segmentation, film: Film, sp: tuple[float, float],
                    features=features[order] if features is not None else None,
                    scores=tuple(scores[i] for i in order) if scores else (),
                    pixel_added=new)
+
+
+def _pixel_regions(seg: Segmentation, prob: np.ndarray,
+                   sp: tuple[float, float]) -> tuple[np.ndarray, tuple[slice, slice]] | None:
+    """The regions step 9 adds, as labels (1..n, gaps allowed) on a box of the film, with the
+    box; a region that extends a lesion holds that lesion's pixels too. None when no pixel of
+    ``prob`` (full size) reaches ``pixel_min_prob``.
+
+    Everything is done in the box of the confident pixels grown by more than the gap (what
+    lies farther cannot touch a region or be near one), and in the box that also holds the
+    lesions the regions extend."""
+    params = seg.params
+    gap_px = 2 * params.pixel_min_gap_mm / seg.scale_spacing_mm + 1
+    near_disc = disc(max(gap_px, 3.0))
+    win = _box(prob >= params.pixel_min_prob, pad=near_disc.shape[0] // 2 + 2)
+    if win is None:  # a lone confident cell can interpolate to no confident pixel
+        return None
+    found, n = ndi.label(prob[win] >= params.pixel_min_prob, structure=np.ones((3, 3), bool),
+                         output=np.int32)
+    areas = np.bincount(found.ravel(), minlength=n + 1)
+    # What the rules keep out stays out: regions within ``pixel_min_gap_mm`` of a lesion
+    # already found (a piece of it: a separate label would split it in matching), the film
+    # frame, a collimator, a marker or the outside (where the background is extrapolated).
+    edge = _left_out(seg)
+    _set_frame(edge, int(math.ceil(params.film_edge_mm / seg.scale_spacing_mm)) + 1, True)
+    labels_w = seg.labels[win]
+    lesion_w = labels_w > 0
+    near = cv2.dilate(lesion_w.view(np.uint8), near_disc) > 0
+    at_edge = cv2.dilate(edge[win].astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    del edge
+    min_area_mm2 = max(params.pixel_min_area_mm2, params.min_area_mm2)  # never under the film's minimum
+    cand = (areas * sp[0] * sp[1] >= min_area_mm2) & (np.bincount(found[at_edge], minlength=n + 1) == 0)
+    cand[0] = False
+    touched = np.bincount(found[near], minlength=n + 1)
+    on_lesion = np.bincount(found[lesion_w], minlength=n + 1)
+    del near, at_edge
+    # A region near a lesion is left out unless it reaches the lesion and the lesion covers
+    # less than ``pixel_extend_max`` of it: the rules found a piece of it; the lesion then
+    # becomes the union of the two.
+    extend = cand & (on_lesion > 0) & (on_lesion < params.pixel_extend_max * areas)
+    cand &= (touched == 0) | extend
+    # Each lesion an extending region reaches joins it (one pass over the lesions' pixels in
+    # the box; a lesion two regions reach joins the later one).
+    on = lesion_w & extend[found]
+    region_of = np.zeros(seg.n_lesions + 1, np.int32)
+    box = win
+    if on.any():
+        pairs = np.unique(np.stack([found[on], labels_w[on]]), axis=1)  # sorted by region
+        region_of[pairs[1]] = pairs[0]
+        lesion_boxes = ndi.find_objects(seg.labels, max_label=seg.n_lesions)
+        box = _union_box([win] + [lesion_boxes[k - 1] for k in pairs[1]])
+    found[~cand[found]] = 0  # in place: these maps can be most of the film
+    if box == win:
+        added = found
+    else:
+        r0, c0 = box[0].start, box[1].start
+        added = np.zeros((box[0].stop - r0, box[1].stop - c0), np.int32)
+        added[win[0].start - r0:win[0].stop - r0, win[1].start - c0:win[1].stop - c0] = found
+    if on.any():
+        joins = region_of[seg.labels[box]]
+        added[joins > 0] = joins[joins > 0]
+    return added, box
 
 
 def _pixel_probability_map(seg: Segmentation) -> np.ndarray:
