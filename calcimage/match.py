@@ -550,26 +550,27 @@ def _paired_area(source: Measurement, lesion_id: int, target: Measurement, matri
     return there.signal_sigma, seg_area * there_mm2 / _area_mm2(source, here.area_px)
 
 
+def _mostly_in(mask: Any, m: Measurement, lesion_ids: tuple[int, ...]) -> bool:
+    """Whether most pixels of lesions ``lesion_ids`` of ``m`` lie in ``mask`` (False when
+    there is no mask of the film's shape, or no such pixel)."""
+    labels = np.asarray(m.labels)
+    if mask is None or np.shape(mask) != labels.shape:
+        return False
+    sel = np.isin(labels, np.asarray(lesion_ids, dtype=labels.dtype))
+    return bool(np.asarray(mask)[sel].mean() > 0.5) if sel.any() else False
+
+
 def _over_bone(m: Measurement, lesion_ids: tuple[int, ...]) -> bool:
     """Whether most pixels of lesions ``lesion_ids`` of ``m`` lie in its bone mask (False when
     the measurement has none)."""
     bone = dict(m.segmentation.excluded).get("bone") if m.segmentation is not None else None
-    labels = np.asarray(m.labels)
-    if bone is None or np.shape(bone) != labels.shape:
-        return False
-    sel = np.isin(labels, np.asarray(lesion_ids, dtype=labels.dtype))
-    return bool(np.asarray(bone)[sel].mean() > 0.5) if sel.any() else False
+    return _mostly_in(bone, m, lesion_ids)
 
 
 def _by_pixel_model(m: Measurement, lesion_ids: tuple[int, ...]) -> bool:
     """Whether most pixels of lesions ``lesion_ids`` of ``m`` are lesions its segmentation's
     pixel model added or extended (False when it added none)."""
-    added = getattr(m.segmentation, "pixel_added", None)
-    labels = np.asarray(m.labels)
-    if added is None or np.shape(added) != labels.shape:
-        return False
-    sel = np.isin(labels, np.asarray(lesion_ids, dtype=labels.dtype))
-    return bool(np.asarray(added)[sel].mean() > 0.5) if sel.any() else False
+    return _mostly_in(getattr(m.segmentation, "pixel_added", None), m, lesion_ids)
 
 
 def _one_rule(base: Measurement, follow: Measurement, g: Any, ratio: float, params: CompareParams) -> bool:

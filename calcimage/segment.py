@@ -1626,9 +1626,10 @@ def _pixel_regions(seg: Segmentation, prob: np.ndarray,
     # Each lesion an extending region reaches joins it (one pass over the lesions' pixels in
     # the box; a lesion two regions reach joins the later one).
     on = lesion_w & extend[found]
+    extends = bool(on.any())
     region_of = np.zeros(seg.n_lesions + 1, np.int32)
     box = win
-    if on.any():
+    if extends:
         pairs = np.unique(np.stack([found[on], labels_w[on]]), axis=1)  # sorted by region
         region_of[pairs[1]] = pairs[0]
         lesion_boxes = ndi.find_objects(seg.labels, max_label=seg.n_lesions)
@@ -1640,7 +1641,7 @@ def _pixel_regions(seg: Segmentation, prob: np.ndarray,
         r0, c0 = box[0].start, box[1].start
         added = np.zeros((box[0].stop - r0, box[1].stop - c0), np.int32)
         added[win[0].start - r0:win[0].stop - r0, win[1].start - c0:win[1].stop - c0] = found
-    if on.any():
+    if extends:
         joins = region_of[seg.labels[box]]
         added[joins > 0] = joins[joins > 0]
     return added, box
