@@ -206,8 +206,10 @@ def predict_proba(model: TreeModel, x: np.ndarray) -> np.ndarray:
 
 def component_features(labels: np.ndarray, flat: np.ndarray, sigma_c: np.ndarray,
                        bone_c: np.ndarray, tissue_c: np.ndarray,
-                       spacing_mm: tuple[float, float], bone_axis: float | None) -> np.ndarray:
-    """Feature rows (:data:`FEATURES`) of the components of ``labels`` (1..n, no gaps).
+                       spacing_mm: tuple[float, float], bone_axis: float | None,
+                       first: int = 1) -> np.ndarray:
+    """Feature rows (:data:`FEATURES`) of the components ``first``..n of ``labels`` (1..n;
+    a missing id gets a row of zeros).
 
     Parameters
     ----------
@@ -222,12 +224,17 @@ def component_features(labels: np.ndarray, flat: np.ndarray, sigma_c: np.ndarray
     bone_axis
         Angle of the bone's principal axis (:func:`calcimage.segment.axes_mm` convention), or
         None without bone.
+    first
+        The first id given a row (row ``i`` is id ``first + i``): a label image can hold
+        components whose rows are known already.
     """
     from calcimage.segment import _bilinear_at, axes_mm, robust_sigma  # segment imports this module
 
+    if first < 1:
+        raise ValueError(f"first must be at least 1, got {first}")
     n = int(labels.max()) if labels.size else 0
-    out = np.zeros((n, len(FEATURES)), np.float64)
-    if n == 0:
+    out = np.zeros((max(n - first + 1, 0), len(FEATURES)), np.float64)
+    if len(out) == 0:
         return out
     rows, cols = labels.shape
     wshape = sigma_c.shape
@@ -245,12 +252,12 @@ def component_features(labels: np.ndarray, flat: np.ndarray, sigma_c: np.ndarray
     smooth_c = cv2.GaussianBlur(flat_c, (0, 0), SMOOTH_MM / ws)
     s_sig = robust_sigma(smooth_c[tissue_c]) if tissue_c.any() else 0.0
     s_sig = s_sig if s_sig > 0 else 1e-6
-    objects = ndi.find_objects(labels)
+    objects = ndi.find_objects(labels)[first - 1:]
     pixel_area = spacing_mm[0] * spacing_mm[1]
     for i, sl in enumerate(objects):
         if sl is None:
             continue
-        rr, cc = np.nonzero(labels[sl] == i + 1)
+        rr, cc = np.nonzero(labels[sl] == first + i)
         rr = rr + sl[0].start
         cc = cc + sl[1].start
         # Nearest working-grid pixel for the masks, bilinear for the smooth maps.

@@ -39,7 +39,8 @@ import numpy as np
 
 from calcimage.candidates import TreeModel, load_tree_model, model_digest, predict_proba
 
-__all__ = ["PIXEL_FEATURES", "GRID_MM", "PixelGrid", "pixel_features", "pixel_probability",
+__all__ = ["PIXEL_FEATURES", "GRID_MM", "PixelGrid", "pixel_features", "examined_pixel_features",
+           "pixel_probability",
            "load_pixel_model", "pixel_model_digest"]
 
 PIXEL_FEATURES = (
@@ -75,6 +76,18 @@ class PixelGrid:
         """``a`` (any grid) brought to this grid as float32."""
         return cv2.resize(np.asarray(a, np.float32), (self.shape[1], self.shape[0]),
                           interpolation=interp)
+
+    def resize_mask(self, mask: np.ndarray, band: int = 256) -> np.ndarray:
+        """bool: where more than half of each cell of this grid is ``mask`` (any grid).
+
+        The mask is averaged along its rows first, ``band`` rows at a time, then down its
+        columns: as ``resize(mask) > 0.5`` without a float copy of the whole mask."""
+        rows = np.empty((mask.shape[0], self.shape[1]), np.float32)
+        for r in range(0, mask.shape[0], band):
+            rows[r:r + band] = cv2.resize(mask[r:r + band].astype(np.float32),
+                                          (self.shape[1], min(band, mask.shape[0] - r)),
+                                          interpolation=cv2.INTER_AREA)
+        return cv2.resize(rows, (self.shape[1], self.shape[0]), interpolation=cv2.INTER_AREA) > 0.5
 
 
 def _line_means(img: np.ndarray, length_px: float) -> np.ndarray:
@@ -122,22 +135,54 @@ def pixel_features(flattened: np.ndarray, sigma_c: np.ndarray, body: np.ndarray,
         (the only cells the model is asked about).
     grid
         The grid the model rates.
+
+    See Also
+    --------
+    examined_pixel_features : the rows of the examined cells only (what the model rates).
     """
+    x, examined, grid = _features(flattened, sigma_c, body, bone, background, noise_sigma,
+                                  spacing_mm, examined_only=False)
+    return x.reshape(grid.shape + (len(PIXEL_FEATURES),)), examined, grid
+
+
+def examined_pixel_features(flattened: np.ndarray, sigma_c: np.ndarray, body: np.ndarray,
+                            bone: np.ndarray, background: np.ndarray, noise_sigma: float,
+                            spacing_mm: float) -> tuple[np.ndarray, np.ndarray, PixelGrid]:
+    """:func:`pixel_features` of the examined cells only: float32 (n, len(PIXEL_FEATURES)),
+    one row per ``True`` of ``examined`` in raster order, the same values. A film's
+    examined cells are a small part of it: this is what segmentation rates (peak memory)."""
+    return _features(flattened, sigma_c, body, bone, background, noise_sigma, spacing_mm,
+                     examined_only=True)
+
+
+def _features(flattened: np.ndarray, sigma_c: np.ndarray, body: np.ndarray, bone: np.ndarray,
+              background: np.ndarray, noise_sigma: float, spacing_mm: float, *,
+              examined_only: bool) -> tuple[np.ndarray, np.ndarray, PixelGrid]:
+    """Feature rows of every cell of the rated grid (raster order) or of its examined cells."""
     g = PixelGrid(flattened.shape, spacing_mm)
     rate = PixelGrid(flattened.shape, spacing_mm, RATE_GRID_MM)
     mm = g.grid_mm
+    # The cells examined come first: only their rows are kept when asked.
+    sig = np.maximum(g.resize(sigma_c, cv2.INTER_LINEAR), 1e-6)
+    body_g = g.resize_mask(body)
+    z = np.where(body_g, g.resize(flattened) / sig, 0.0).astype(np.float32)
+    z05 = cv2.GaussianBlur(z, (0, 0), 0.5 / mm)
+    examined = body_g & (z05 >= MIN_Z)
+    if rate.shape != g.shape:
+        examined = rate.resize(examined) > 0
+    keep = examined.ravel() if examined_only else slice(None)
     # Each feature goes to the rated grid as soon as it is made (a 2 x 2 mean when the grids
     # differ): a full stack on ``g`` would be 24 maps of a quarter of the film's pixels.
-    out = np.empty(rate.shape + (len(PIXEL_FEATURES),), np.float32)
+    out = np.empty((int(np.count_nonzero(examined)) if examined_only else examined.size,
+                    len(PIXEL_FEATURES)), np.float32)
     column = {name: i for i, name in enumerate(PIXEL_FEATURES)}
 
     def put(name: str, a: np.ndarray) -> None:
-        out[..., column[name]] = a if rate.shape == g.shape else rate.resize(a)
+        out[:, column[name]] = (a if rate.shape == g.shape else rate.resize(a)).ravel()[keep]
 
-    # The order keeps few maps alive at once (full-size masks become float32 to be resized).
-    sig = np.maximum(g.resize(sigma_c, cv2.INTER_LINEAR), 1e-6)
+    # The order keeps few maps alive at once.
     put("sig_rel", sig / max(noise_sigma, 1e-6))
-    bone_g = g.resize(bone) > 0.5
+    bone_g = g.resize_mask(bone)
     if bone_g.any():
         bu = bone_g.astype(np.uint8)
         inside = cv2.distanceTransform(bu, cv2.DIST_L2, 5) * mm
@@ -147,45 +192,53 @@ def pixel_features(flattened: np.ndarray, sigma_c: np.ndarray, body: np.ndarray,
     else:
         put("bone_sd", np.full(g.shape, NO_BONE_SD_MM, np.float32))
     del bone_g
-    body_g = g.resize(body) > 0.5
     skin = cv2.distanceTransform(np.pad(body_g.astype(np.uint8), 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
     put("skin", np.minimum(skin * mm, 40.0))
-    del skin
-    z = np.where(body_g, g.resize(flattened) / sig, 0.0).astype(np.float32)
+    del skin, body_g
     put("z0", z)
     put("z8", cv2.GaussianBlur(z, (0, 0), 8.0 / mm))
     for s in (0.5, 1.0, 2.0, 4.0):
-        gs, s_px = cv2.GaussianBlur(z, (0, 0), s / mm), s / mm
+        gs, s_px = (z05 if s == 0.5 else cv2.GaussianBlur(z, (0, 0), s / mm)), s / mm
         put(f"z{s:g}", gs)
-        dxx = cv2.Sobel(gs, cv2.CV_32F, 2, 0, ksize=3) / 4.0
-        dyy = cv2.Sobel(gs, cv2.CV_32F, 0, 2, ksize=3) / 4.0
-        dxy = cv2.Sobel(gs, cv2.CV_32F, 1, 1, ksize=3) / 4.0
-        half_tr, root = (dxx + dyy) / 2.0, np.sqrt(((dxx - dyy) / 2.0) ** 2 + dxy**2)
+        # Hessian eigenvalues, computed in place (five maps of the grid at most).
+        dxx = cv2.Sobel(gs, cv2.CV_32F, 2, 0, ksize=3)
+        dxx /= 4.0
+        dyy = cv2.Sobel(gs, cv2.CV_32F, 0, 2, ksize=3)
+        dyy /= 4.0
+        dxy = cv2.Sobel(gs, cv2.CV_32F, 1, 1, ksize=3)
+        dxy /= 4.0
+        half_tr = dxx + dyy
+        half_tr /= 2.0
+        dxx -= dyy  # (dxx - dyy) / 2 from here on
+        del dyy
+        dxx /= 2.0
+        dxx **= 2
+        dxy **= 2
+        dxx += dxy
+        del dxy
+        root = np.sqrt(dxx, out=dxx)
         put(f"l1_{s:g}", (half_tr - root) * s_px**2)
-        put(f"l2_{s:g}", (half_tr + root) * s_px**2)
-        del dxx, dyy, dxy, half_tr, root
-        if s == 0.5:
-            z05 = gs
-        elif s == 1.0:
+        half_tr += root
+        half_tr *= s_px**2
+        put(f"l2_{s:g}", half_tr)
+        del root, half_tr
+        if s == 1.0:
             d3 = int(6.0 / mm) | 1
             put("zmax3", cv2.dilate(gs, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d3, d3))))
     del z, gs
     # Line means on a coarser grid (smooth at that scale anyway), brought back.
     line = PixelGrid(g.shape, mm, LINE_GRID_MM)
     z_line = line.resize(z05)
+    del z05
     for length in (8, 30):
         put(f"line{length}", g.resize(_line_means(z_line, length / line.grid_mm), cv2.INTER_LINEAR))
-    examined = body_g & (z05 >= MIN_Z)
-    del z05, body_g
     bg = g.resize(background)
     for s in (1.0, 3.0):
         gb = cv2.GaussianBlur(bg, (0, 0), s / mm)
         grad = np.hypot(cv2.Sobel(gb, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(gb, cv2.CV_32F, 0, 1, ksize=3))
         put(f"bggrad{s:g}", grad / 8.0 / sig)
         put(f"bglap{s:g}", cv2.Laplacian(gb, cv2.CV_32F) * (s / mm) ** 2 / sig)
-    if rate.shape == g.shape:
-        return out, examined, g
-    return out, rate.resize(examined) > 0, rate
+    return out, examined, rate if rate.shape != g.shape else g
 
 
 @functools.lru_cache(maxsize=4)
@@ -202,8 +255,9 @@ def pixel_model_digest(path: str | Path | None = None) -> str:
 
 def pixel_probability(model: TreeModel, features: np.ndarray, examined: np.ndarray) -> np.ndarray:
     """float32 map (grid) of the probability that each examined pixel is on a lesion; 0
-    elsewhere."""
+    elsewhere. ``features`` are the maps of :func:`pixel_features` or the rows of
+    :func:`examined_pixel_features`."""
     prob = np.zeros(examined.shape, np.float32)
     if examined.any():
-        prob[examined] = predict_proba(model, features[examined])
+        prob[examined] = predict_proba(model, features if features.ndim == 2 else features[examined])
     return prob

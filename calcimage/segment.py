@@ -44,7 +44,8 @@ from skimage import filters, measure as skmeasure
 from calcimage.candidates import component_features, load_model, predict_proba
 from calcimage.film import Film
 from calcimage.params import require, require_positive, require_range
-from calcimage.pixels import PixelGrid, load_pixel_model, pixel_features, pixel_probability
+from calcimage.pixels import (PixelGrid, examined_pixel_features, load_pixel_model, pixel_features,
+                              pixel_probability)
 
 __all__ = ["LesionKind", "ThresholdMethod", "SegmentParams", "Segmentation", "segment"]
 
@@ -1509,147 +1510,213 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
 
     # 9. the pixel model adds what the rules lost (docs/method.md, step 10) ----------------
     if params.pixel_min_prob > 0 and thr_c is not None:
-        seg = _add_pixel_lesions(seg, film, sp, lambda lab: component_features(
-            lab, flat, sig_c, bone_c, tis_c, sp, bone_axis))
+        seg = _add_pixel_lesions(seg, film, sp, lambda lab, first: component_features(
+            lab, flat, sig_c, bone_c, tis_c, sp, bone_axis, first))
     logger.debug("segment %s: %d lesions, threshold %.4g (low %.4g), sigma %.4g",
                  film.name, seg.n_lesions, threshold, threshold_low, noise_sigma)
     return seg
 
 
-def segmentation_pixel_features(seg: Segmentation) -> tuple[np.ndarray, np.ndarray, PixelGrid]:
+def segmentation_pixel_features(seg: Segmentation, *, examined_only: bool = False,
+                                ) -> tuple[np.ndarray, np.ndarray, PixelGrid]:
     """:func:`calcimage.pixels.pixel_features` of an ``auto`` segmentation (what step 9 of
-    :func:`segment` rates, and what ``benchmarks/train_pixels.py`` trains on)."""
+    :func:`segment` rates, and what ``benchmarks/train_pixels.py`` trains on); with
+    ``examined_only`` the rows of the examined cells
+    (:func:`calcimage.pixels.examined_pixel_features`)."""
     if seg.threshold_map is None or seg.threshold_k is None or seg.background is None:
         raise ValueError("the pixel model needs an 'auto' segmentation (a local threshold map)")
     ex = seg.excluded
-    return pixel_features(seg.flattened, seg.threshold_map / seg.threshold_k, ~_left_out(seg),
-                          ex["bone"], seg.background, seg.noise_sigma, seg.scale_spacing_mm)
+    of = examined_pixel_features if examined_only else pixel_features
+    return of(seg.flattened, seg.threshold_map / seg.threshold_k, ~_left_out(seg),
+              ex["bone"], seg.background, seg.noise_sigma, seg.scale_spacing_mm)
 
 
-def _left_out(seg: Segmentation) -> np.ndarray:
-    """bool: what segmentation does not examine (outside the body, collimation, markers)."""
+def _left_out(seg: Segmentation, box: tuple[slice, slice] | None = None) -> np.ndarray:
+    """bool: what segmentation does not examine (outside the body, collimation, markers), on
+    ``box`` of the film only when given."""
     ex = seg.excluded
-    return ex["outside_body"] | ex["collimation"] | ex["marker"]
+    at = box if box is not None else (slice(None), slice(None))
+    return ex["outside_body"][at] | ex["collimation"][at] | ex["marker"][at]
+
+
+def _frame_in_box(box: tuple[slice, slice], shape: tuple[int, int], width: int) -> np.ndarray:
+    """bool on ``box``: the pixels within ``width`` of the edge of a film of ``shape``."""
+    rr = np.arange(box[0].start, box[0].stop)
+    cc = np.arange(box[1].start, box[1].stop)
+    return (((rr < width) | (rr >= shape[0] - width))[:, None]
+            | ((cc < width) | (cc >= shape[1] - width))[None, :])
 
 
 def _add_pixel_lesions(seg: Segmentation, film: Film, sp: tuple[float, float],
-                       features_of: Callable[[np.ndarray], np.ndarray]) -> Segmentation:
+                       features_of: Callable[[np.ndarray, int], np.ndarray]) -> Segmentation:
     """Step 9 of :func:`segment`: connected regions where the pixel model reaches
     ``pixel_min_prob``, of at least ``pixel_min_area_mm2``, farther than ``pixel_min_gap_mm``
     from every lesion, touching no excluded area and not long thin ridges, become lesions;
     all labels are renumbered in raster order. Their ``scores`` are their mean pixel
-    probability; ``features_of(labels)`` gives the feature rows of a label image."""
+    probability; ``features_of(labels, first)`` gives the feature rows of the components
+    ``first``.. of a label image.
+
+    ``seg.labels`` is edited in place when a region is added (:func:`segment` owns it; a full
+    copy would add a label image to the peak memory)."""
     params = seg.params
-    prob_g = _pixel_probability_map(seg)
-    if not (prob_g >= params.pixel_min_prob).any():
-        return seg
-    rows, cols = seg.labels.shape
-    prob = cv2.resize(prob_g, (cols, rows), interpolation=cv2.INTER_LINEAR)
-    chosen = _pixel_regions(seg, prob, sp)
-    if chosen is None:
-        return seg
-    added, box = chosen
-    r0, c0 = box[0].start, box[1].start
-    prob = prob[box]
+    groups = _pixel_regions(seg, _pixel_probability_map(seg), sp)
     pixel_area = sp[0] * sp[1]
     n_old = seg.n_lesions
     kinds = list(seg.kinds)
     scores = list(seg.scores)  # empty when no candidate model ran (min_score 0): stays so
-    new_labels = np.zeros(seg.labels.shape, np.int32)
-    for rp in skmeasure.regionprops(added):
-        coords = rp.coords + (r0, c0)
-        major, minor, _ = axes_mm(coords, sp)
-        area_mm2 = rp.area * pixel_area
-        if _long_thin(major, area_mm2, params) or major > params.pixel_max_length_mm:
-            continue  # a long thin ridge (cortex, a fat plane's edge) or longer than trained on
-        new_labels[coords[:, 0], coords[:, 1]] = len(kinds) + 1 - n_old
-        kinds.append(_region_kind(rp, area_mm2, major, minor, params))
-        if seg.scores:
-            scores.append(float(prob[rp.coords[:, 0], rp.coords[:, 1]].mean()))
-    del added, prob
-    n_new = len(kinds) - n_old
-    if n_new == 0:
+    picked = []
+    for added, box, prob in groups:
+        r0, c0 = box[0].start, box[1].start
+        for rp in skmeasure.regionprops(added):
+            coords = rp.coords + (r0, c0)
+            major, minor, _ = axes_mm(coords, sp)
+            area_mm2 = rp.area * pixel_area
+            if _long_thin(major, area_mm2, params) or major > params.pixel_max_length_mm:
+                continue  # a long thin ridge (cortex, a fat plane's edge) or longer than trained on
+            picked.append(coords)
+            kinds.append(_region_kind(rp, area_mm2, major, minor, params))
+            if seg.scores:
+                scores.append(float(prob[rp.coords[:, 0], rp.coords[:, 1]].mean()))
+    del groups
+    if not picked:
         return seg
-    # Feature rows of the old lesions stand; the added regions' are computed (ids 1..n_new).
-    features = np.concatenate([seg.features, features_of(new_labels)]) if seg.features is not None else None
-    # An old lesion inside an extended one is gone (its id is dropped in the renumbering).
-    labels = seg.labels.copy()
-    new = new_labels > 0
-    labels[new] = new_labels[new] + n_old
+    # The added regions take ids after the old lesions'; an old lesion inside an extended
+    # one is gone (its id is dropped in the renumbering).
+    labels = seg.labels
+    new = np.zeros(labels.shape, bool)
+    for k, coords in enumerate(picked, n_old + 1):
+        labels[coords[:, 0], coords[:, 1]] = k
+        new[coords[:, 0], coords[:, 1]] = True
+    # Feature rows of the old lesions stand; the added regions' are computed.
+    features = (np.concatenate([seg.features, features_of(labels, n_old + 1)])
+                if seg.features is not None else None)
     order = renumber_in_raster_order(labels)
-    logger.debug("segment %s: the pixel model adds %d lesions", film.name, n_new)
+    logger.debug("segment %s: the pixel model adds %d lesions", film.name, len(picked))
     return replace(seg, labels=labels, kinds=tuple(kinds[i] for i in order),
                    features=features[order] if features is not None else None,
                    scores=tuple(scores[i] for i in order) if scores else (),
                    pixel_added=new)
 
 
-def _pixel_regions(seg: Segmentation, prob: np.ndarray,
-                   sp: tuple[float, float]) -> tuple[np.ndarray, tuple[slice, slice]] | None:
-    """The regions step 9 adds, as labels (1..n, gaps allowed) on a box of the film, with the
-    box; a region that extends a lesion holds that lesion's pixels too. None when no pixel of
-    ``prob`` (full size) reaches ``pixel_min_prob``.
+def _confident_boxes(prob_g: np.ndarray, shape: tuple[int, int], min_prob: float,
+                     pad: int) -> list[tuple[slice, slice]]:
+    """Boxes of a film of ``shape`` holding every pixel where ``prob_g`` (a coarser grid),
+    resized bilinearly to ``shape``, reaches ``min_prob``: one per cluster of confident
+    cells, grown by ``pad`` (clipped) and merged until no two overlap, so that each holds
+    its regions whole with ``pad`` around them.
 
-    Everything is done in the box of the confident pixels grown by more than the gap (what
-    lies farther cannot touch a region or be near one), and in the box that also holds the
-    lesions the regions extend."""
+    The confident pixels are a small part of a film but can be spread over most of it: boxes
+    per cluster keep step 9's full-size maps to the size of its regions."""
+    cells = prob_g >= min_prob
+    if not cells.any():
+        return []
+    # A resized pixel interpolates its 2 x 2 nearest cells: a confident pixel lies next to a
+    # confident cell, so within its cluster of the cells grown by one.
+    n, _, stats, _ = cv2.connectedComponentsWithStats(
+        cv2.dilate(cells.view(np.uint8), np.ones((3, 3), np.uint8)), connectivity=8)
+    fr, fc = shape[0] / prob_g.shape[0], shape[1] / prob_g.shape[1]
+    boxes = []
+    for c0, r0, w, h, _ in stats[1:n]:
+        near = (slice(max(0, int(r0 * fr) - 1), min(shape[0], int(math.ceil((r0 + h) * fr)) + 1)),
+                slice(max(0, int(c0 * fc) - 1), min(shape[1], int(math.ceil((c0 + w) * fc)) + 1)))
+        b = _box(_bilinear_box(prob_g, shape, near) >= min_prob)
+        if b is None:  # a lone confident cell can interpolate to no confident pixel
+            continue
+        a0, b0 = near[0].start + b[0].start, near[1].start + b[1].start
+        a1, b1 = near[0].start + b[0].stop, near[1].start + b[1].stop
+        boxes.append((slice(max(0, a0 - pad), min(shape[0], a1 + pad)),
+                      slice(max(0, b0 - pad), min(shape[1], b1 + pad))))
+    merged = True
+    while merged:  # a union can reach a third box: repeat until none overlap
+        merged = False
+        out: list[tuple[slice, slice]] = []
+        for b in boxes:
+            for i, o in enumerate(out):
+                if (b[0].start < o[0].stop and o[0].start < b[0].stop
+                        and b[1].start < o[1].stop and o[1].start < b[1].stop):
+                    out[i] = _union_box([o, b])
+                    merged = True
+                    break
+            else:
+                out.append(b)
+        boxes = out
+    return boxes
+
+
+def _pixel_regions(seg: Segmentation, prob_g: np.ndarray, sp: tuple[float, float],
+                   ) -> list[tuple[np.ndarray, tuple[slice, slice], np.ndarray]]:
+    """The regions step 9 adds: for each box of :func:`_confident_boxes`, the regions as
+    labels (1..n, gaps allowed) on a box of the film, that box, and the probability resized
+    to it. A region that extends a lesion holds that lesion's pixels too, and its box holds
+    the lesion.
+
+    Within each box everything is as on the whole film (what lies farther than the gap from
+    a region cannot touch it or be near it); the probability map is resized to the boxes
+    only."""
     params = seg.params
+    shape = seg.labels.shape
     gap_px = 2 * params.pixel_min_gap_mm / seg.scale_spacing_mm + 1
     near_disc = disc(max(gap_px, 3.0))
-    win = _box(prob >= params.pixel_min_prob, pad=near_disc.shape[0] // 2 + 2)
-    if win is None:  # a lone confident cell can interpolate to no confident pixel
-        return None
-    found, n = ndi.label(prob[win] >= params.pixel_min_prob, structure=np.ones((3, 3), bool),
-                         output=np.int32)
-    areas = np.bincount(found.ravel(), minlength=n + 1)
-    # What the rules keep out stays out: regions within ``pixel_min_gap_mm`` of a lesion
-    # already found (a piece of it: a separate label would split it in matching), the film
-    # frame, a collimator, a marker or the outside (where the background is extrapolated).
-    edge = _left_out(seg)
-    _set_frame(edge, int(math.ceil(params.film_edge_mm / seg.scale_spacing_mm)) + 1, True)
-    labels_w = seg.labels[win]
-    lesion_w = labels_w > 0
-    near = cv2.dilate(lesion_w.view(np.uint8), near_disc) > 0
-    at_edge = cv2.dilate(edge[win].astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    del edge
+    frame_px = int(math.ceil(params.film_edge_mm / seg.scale_spacing_mm)) + 1
     min_area_mm2 = max(params.pixel_min_area_mm2, params.min_area_mm2)  # never under the film's minimum
-    cand = (areas * sp[0] * sp[1] >= min_area_mm2) & (np.bincount(found[at_edge], minlength=n + 1) == 0)
-    cand[0] = False
-    touched = np.bincount(found[near], minlength=n + 1)
-    on_lesion = np.bincount(found[lesion_w], minlength=n + 1)
-    del near, at_edge
-    # A region near a lesion is left out unless it reaches the lesion and the lesion covers
-    # less than ``pixel_extend_max`` of it: the rules found a piece of it; the lesion then
-    # becomes the union of the two.
-    extend = cand & (on_lesion > 0) & (on_lesion < params.pixel_extend_max * areas)
-    cand &= (touched == 0) | extend
-    # Each lesion an extending region reaches joins it (one pass over the lesions' pixels in
-    # the box; a lesion two regions reach joins the later one).
-    on = lesion_w & extend[found]
-    extends = bool(on.any())
-    region_of = np.zeros(seg.n_lesions + 1, np.int32)
-    box = win
-    if extends:
-        pairs = np.unique(np.stack([found[on], labels_w[on]]), axis=1)  # sorted by region
-        region_of[pairs[1]] = pairs[0]
-        lesion_boxes = ndi.find_objects(seg.labels, max_label=seg.n_lesions)
-        box = _union_box([win] + [lesion_boxes[k - 1] for k in pairs[1]])
-    found[~cand[found]] = 0  # in place: these maps can be most of the film
-    if box == win:
-        added = found
-    else:
-        r0, c0 = box[0].start, box[1].start
-        added = np.zeros((box[0].stop - r0, box[1].stop - c0), np.int32)
-        added[win[0].start - r0:win[0].stop - r0, win[1].start - c0:win[1].stop - c0] = found
-    if extends:
-        joins = region_of[seg.labels[box]]
-        added[joins > 0] = joins[joins > 0]
-    return added, box
+    lesion_boxes: list[tuple[slice, slice] | None] | None = None
+    out = []
+    for win in _confident_boxes(prob_g, shape, params.pixel_min_prob, near_disc.shape[0] // 2 + 2):
+        prob = _bilinear_box(prob_g, shape, win)
+        found, n = ndi.label(prob >= params.pixel_min_prob, structure=np.ones((3, 3), bool),
+                             output=np.int32)
+        areas = np.bincount(found.ravel(), minlength=n + 1)
+        # What the rules keep out stays out: regions within ``pixel_min_gap_mm`` of a lesion
+        # already found (a piece of it: a separate label would split it in matching), the film
+        # frame, a collimator, a marker or the outside (where the background is extrapolated).
+        edge = _left_out(seg, win) | _frame_in_box(win, shape, frame_px)
+        labels_w = seg.labels[win]
+        lesion_w = labels_w > 0
+        near = cv2.dilate(lesion_w.view(np.uint8), near_disc) > 0
+        at_edge = cv2.dilate(edge.view(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        del edge
+        cand = (areas * sp[0] * sp[1] >= min_area_mm2) & (np.bincount(found[at_edge], minlength=n + 1) == 0)
+        cand[0] = False
+        touched = np.bincount(found[near], minlength=n + 1)
+        on_lesion = np.bincount(found[lesion_w], minlength=n + 1)
+        del near, at_edge
+        # A region near a lesion is left out unless it reaches the lesion and the lesion covers
+        # less than ``pixel_extend_max`` of it: the rules found a piece of it; the lesion then
+        # becomes the union of the two.
+        extend = cand & (on_lesion > 0) & (on_lesion < params.pixel_extend_max * areas)
+        cand &= (touched == 0) | extend
+        if not cand.any():
+            continue
+        # Each lesion an extending region reaches joins it (one pass over the lesions' pixels in
+        # the box; a lesion two regions reach joins the later one).
+        on = lesion_w & extend[found]
+        box = win
+        region_of = None
+        if on.any():
+            pairs = np.unique(np.stack([found[on], labels_w[on]]), axis=1)  # sorted by region
+            region_of = np.zeros(seg.n_lesions + 1, np.int32)
+            region_of[pairs[1]] = pairs[0]
+            if lesion_boxes is None:
+                lesion_boxes = ndi.find_objects(seg.labels, max_label=seg.n_lesions)
+            box = _union_box([win] + [lesion_boxes[k - 1] for k in pairs[1]])
+        found[~cand[found]] = 0  # in place
+        if box == win:
+            added = found
+        else:
+            r0, c0 = box[0].start, box[1].start
+            added = np.zeros((box[0].stop - r0, box[1].stop - c0), np.int32)
+            added[win[0].start - r0:win[0].stop - r0, win[1].start - c0:win[1].stop - c0] = found
+            prob = _bilinear_box(prob_g, shape, box)
+        if region_of is not None:
+            joins = region_of[seg.labels[box]]
+            added[joins > 0] = joins[joins > 0]
+        out.append((added, box, prob))
+    return out
 
 
 def _pixel_probability_map(seg: Segmentation) -> np.ndarray:
     """The pixel model's probability map (its grid) of an ``auto`` segmentation."""
-    x, examined, _ = segmentation_pixel_features(seg)
+    x, examined, _ = segmentation_pixel_features(seg, examined_only=True)
     return pixel_probability(load_pixel_model(seg.params.pixel_model), x, examined)
 
 
@@ -1775,22 +1842,38 @@ def _mass_gate(mask: np.ndarray, flat: np.ndarray, resid_c: np.ndarray, body_c: 
     return out
 
 
+def _bilinear_axis(idx: np.ndarray, n_src: int, n_dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Along one axis, the two source indices and the weight of the second for destination
+    pixels ``idx`` of a bilinear resize from ``n_src`` to ``n_dst`` (pixel centres aligned,
+    edges replicated, as cv2.resize)."""
+    x = (idx + 0.5) * (n_src / n_dst) - 0.5
+    x = np.clip(x, 0.0, n_src - 1)
+    i0 = np.minimum(np.floor(x).astype(np.intp), n_src - 1)
+    i1 = np.minimum(i0 + 1, n_src - 1)
+    return i0, i1, x - i0
+
+
 def _bilinear_at(img: np.ndarray, rows: np.ndarray, cols: np.ndarray,
                  shape: tuple[int, int]) -> np.ndarray:
     """Values of ``img`` resized bilinearly to ``shape`` (pixel centres aligned, edges
     replicated, as cv2.resize) at the pixels (``rows``, ``cols``) only."""
-    def axis(idx: np.ndarray, n_src: int, n_dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x = (idx + 0.5) * (n_src / n_dst) - 0.5
-        x = np.clip(x, 0.0, n_src - 1)
-        i0 = np.minimum(np.floor(x).astype(np.intp), n_src - 1)
-        i1 = np.minimum(i0 + 1, n_src - 1)
-        return i0, i1, x - i0
-
-    r0, r1, wr = axis(rows, img.shape[0], shape[0])
-    c0, c1, wc = axis(cols, img.shape[1], shape[1])
+    r0, r1, wr = _bilinear_axis(rows, img.shape[0], shape[0])
+    c0, c1, wc = _bilinear_axis(cols, img.shape[1], shape[1])
     top = img[r0, c0] * (1 - wc) + img[r0, c1] * wc
     bottom = img[r1, c0] * (1 - wc) + img[r1, c1] * wc
     return top * (1 - wr) + bottom * wr
+
+
+def _bilinear_box(img: np.ndarray, shape: tuple[int, int], box: tuple[slice, slice]) -> np.ndarray:
+    """float32: ``img`` resized bilinearly to ``shape`` (as :func:`_bilinear_at`) on ``box``
+    of the result only."""
+    r0, r1, wr = _bilinear_axis(np.arange(box[0].start, box[0].stop), img.shape[0], shape[0])
+    c0, c1, wc = _bilinear_axis(np.arange(box[1].start, box[1].stop), img.shape[1], shape[1])
+    lo = int(r0[0]) if len(r0) else 0
+    src = img[lo:int(r1[-1]) + 1 if len(r1) else lo].astype(np.float64)
+    across = src[:, c0] * (1 - wc) + src[:, c1] * wc  # the source rows the box needs
+    wr = wr[:, None]
+    return (across[r0 - lo] * (1 - wr) + across[r1 - lo] * wr).astype(np.float32)
 
 
 def _trim_edges(mask: np.ndarray, flat: np.ndarray, fraction: float,

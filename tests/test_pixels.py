@@ -142,8 +142,9 @@ def test_step_9_adds_untouched_regions_in_raster_order(tmp_path: Path, spacing: 
     old = ((rr - 20.0) ** 2 + (cc - 20.0) ** 2 <= 9.0).astype(np.int32)
     params = SegmentParams(pixel_model=_z1_model(tmp_path / "m.json"), pixel_min_prob=0.7)
     none = np.zeros((n, n), bool)
+    # Step 9 edits the labels in place (segment owns them): each call gets its own copy.
     seg = Segmentation(
-        labels=old, kinds=(LesionKind.PLAQUE,), threshold=3.0, threshold_low=1.0,
+        labels=old.copy(), kinds=(LesionKind.PLAQUE,), threshold=3.0, threshold_low=1.0,
         flattened=flat, params=params, background=np.zeros((n, n), np.float32),
         excluded={"outside_body": none, "collimation": none, "marker": none, "bone": none},
         noise_sigma=1.0, threshold_k=3.0, scale_spacing_mm=spacing,
@@ -151,7 +152,7 @@ def test_step_9_adds_untouched_regions_in_raster_order(tmp_path: Path, spacing: 
         features=np.array([[-1.0]]))
     film = Film(flat, (spacing, spacing), SpacingSource.USER)
     out = _seg._add_pixel_lesions(seg, film, (spacing, spacing),
-                                  lambda lab: np.arange(lab.max(), dtype=float)[:, None])
+                                  lambda lab, first: np.arange(lab.max() - first + 1, dtype=float)[:, None])
     assert out.n_lesions == 3
     # Raster order: the disc at row 8 mm, then the old one (20 mm), then row 32 mm.
     for k, (r, c) in enumerate(discs, 1):
@@ -177,15 +178,15 @@ def test_step_9_adds_untouched_regions_in_raster_order(tmp_path: Path, spacing: 
     flat2[(rr - 20.0) ** 2 + (cc - 27.5) ** 2 <= 4.0] = 10.0  # 2 mm disc, 2.5 mm from the lesion
     coll = np.zeros((n, n), bool)
     coll[int(32.0 / spacing):, :int(6.0 / spacing)] = True  # overlaps the disc at (32, 8) mm
-    seg2 = replace(seg, flattened=flat2, params=replace(params, ridge_min_length_mm=30.0),
+    seg2 = replace(seg, labels=old.copy(), flattened=flat2, params=replace(params, ridge_min_length_mm=30.0),
                    excluded={**seg.excluded, "collimation": coll})
     out2 = _seg._add_pixel_lesions(seg2, film, (spacing, spacing),
-                                   lambda lab: np.zeros((int(lab.max()), 1)))
+                                   lambda lab, first: np.zeros((int(lab.max()) - first + 1, 1)))
     assert out2.n_lesions == 2  # the disc at (8, 20) mm and the old lesion only
     assert out2.labels[int(8.0 / spacing), int(20.0 / spacing)] == 1
     assert out2.labels[int(20.0 / spacing), int(20.0 / spacing)] == 2
-    off = _seg._add_pixel_lesions(replace(seg, params=replace(params, pixel_min_area_mm2=40.0)),
-                                  film, (spacing, spacing), lambda lab: np.zeros((0, 1)))
+    off = _seg._add_pixel_lesions(replace(seg, labels=old.copy(), params=replace(params, pixel_min_area_mm2=40.0)),
+                                  film, (spacing, spacing), lambda lab, first: np.zeros((0, 1)))
     assert off is not None and off.n_lesions == 1  # the discs are under 40 mm²
 
 
@@ -216,7 +217,7 @@ def test_step_9_extends_a_lesion_the_rules_found_in_part(tmp_path: Path, spacing
     seg = _one_lesion_segmentation(flat, old, spacing, params)
     film = Film(flat, (spacing, spacing), SpacingSource.USER)
     out = _seg._add_pixel_lesions(seg, film, (spacing, spacing),
-                                  lambda lab: np.full((int(lab.max()), 1), 5.0))
+                                  lambda lab, first: np.full((int(lab.max()) - first + 1, 1), 5.0))
     assert out.n_lesions == 1 and out.kinds == (LesionKind.PLAQUE,)
     assert (out.labels[old] == 1).all()  # the rules' pixels stay in the lesion
     # The region: where the film smoothed at 1 mm exceeds 3, within 10 % (0.5 mm cells).
@@ -225,18 +226,19 @@ def test_step_9_extends_a_lesion_the_rules_found_in_part(tmp_path: Path, spacing
     assert out.features.tolist() == [[5.0]]  # computed for the extended lesion
     assert out.scores[0] > 0.9  # its mean pixel probability
     np.testing.assert_array_equal(out.pixel_added, out.labels > 0)
-    kept = _seg._add_pixel_lesions(replace(seg, params=replace(params, pixel_extend_max=0.0)), film,
-                                   (spacing, spacing), lambda lab: np.zeros((0, 1)))
+    # Step 9 edits the labels in place (segment owns them): each call gets its own copy.
+    kept = _seg._add_pixel_lesions(replace(seg, labels=old.astype(np.int32), params=replace(params, pixel_extend_max=0.0)), film,
+                                   (spacing, spacing), lambda lab, first: np.zeros((0, 1)))
     assert kept is not None and kept.n_lesions == 1 and kept.pixel_added is None
     np.testing.assert_array_equal(kept.labels, old)
     # Longer than pixel_max_length_mm (the plaque is 12 mm): left out, the lesion stays.
-    short = _seg._add_pixel_lesions(replace(seg, params=replace(params, pixel_max_length_mm=10.0)), film,
-                                    (spacing, spacing), lambda lab: np.zeros((0, 1)))
+    short = _seg._add_pixel_lesions(replace(seg, labels=old.astype(np.int32), params=replace(params, pixel_max_length_mm=10.0)), film,
+                                    (spacing, spacing), lambda lab, first: np.zeros((0, 1)))
     assert short.pixel_added is None
     np.testing.assert_array_equal(short.labels, old)
     # The rules found most of it (the whole plaque): nothing changes.
     full = _seg._add_pixel_lesions(_one_lesion_segmentation(flat, plaque, spacing, params), film,
-                                   (spacing, spacing), lambda lab: np.zeros((0, 1)))
+                                   (spacing, spacing), lambda lab, first: np.zeros((0, 1)))
     np.testing.assert_array_equal(full.labels, plaque)
 
 
