@@ -1374,6 +1374,7 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
 
     # 6. threshold + hysteresis ---------------------------------------------------------
     threshold_k: float | None = None
+    prob_g: np.ndarray | None = None  # the pixel model's probability map (its grid), when on
     thr_c: np.ndarray | None = None  # the local threshold on the working grid (auto only)
     rule_c: np.ndarray | None = None  # the contrast unit of the hand rules (auto only)
     if params.method is ThresholdMethod.AUTO:
@@ -1381,6 +1382,14 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
         factor_c = np.where(bone_c, params.bone_factor, 1.0)
         thr_c = (sig_c * factor_c * params.k_sigma).astype(np.float32)
         rule_c = (sig_c * factor_c * params.rule_k_sigma).astype(np.float32)
+        if params.pixel_min_prob > 0:
+            # The pixel model rates the film now, before the rules label it: fewer full-size
+            # maps are alive here than at step 9, which adds its regions (peak memory). Its
+            # inputs are final: the same as segmentation_pixel_features of the result.
+            prob_g = _rate_pixels(flat, thr_c, threshold_k, ~outside & ~collimation & ~marker,
+                                  _mask_resize(bone_c, (rows, cols)) & body,
+                                  upsample(bg_c + bias_c, (rows, cols)), noise_sigma, spacing,
+                                  params.pixel_model)
         thr_map = _resize(thr_c, (rows, cols), cv2.INTER_LINEAR)
         if thr_map is thr_c:  # same grid: scaled in place below, so not the map kept in thr_c
             thr_map = thr_map.copy()
@@ -1509,26 +1518,36 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
     )
 
     # 9. the pixel model adds what the rules lost (docs/method.md, step 10) ----------------
-    if params.pixel_min_prob > 0 and thr_c is not None:
+    if prob_g is not None:
         seg = _add_pixel_lesions(seg, film, sp, lambda lab, first: component_features(
-            lab, flat, sig_c, bone_c, tis_c, sp, bone_axis, first))
+            lab, flat, sig_c, bone_c, tis_c, sp, bone_axis, first), prob_g)
     logger.debug("segment %s: %d lesions, threshold %.4g (low %.4g), sigma %.4g",
                  film.name, seg.n_lesions, threshold, threshold_low, noise_sigma)
     return seg
 
 
-def segmentation_pixel_features(seg: Segmentation, *, examined_only: bool = False,
-                                ) -> tuple[np.ndarray, np.ndarray, PixelGrid]:
+def segmentation_pixel_features(seg: Segmentation) -> tuple[np.ndarray, np.ndarray, PixelGrid]:
     """:func:`calcimage.pixels.pixel_features` of an ``auto`` segmentation (what step 9 of
-    :func:`segment` rates, and what ``benchmarks/train_pixels.py`` trains on); with
-    ``examined_only`` the rows of the examined cells
-    (:func:`calcimage.pixels.examined_pixel_features`)."""
+    :func:`segment` rates, and what ``benchmarks/train_pixels.py`` trains on)."""
+    _need_auto(seg)
+    ex = seg.excluded
+    return pixel_features(seg.flattened, seg.threshold_map / seg.threshold_k, ~_left_out(seg),
+                          ex["bone"], seg.background, seg.noise_sigma, seg.scale_spacing_mm)
+
+
+def _need_auto(seg: Segmentation) -> None:
     if seg.threshold_map is None or seg.threshold_k is None or seg.background is None:
         raise ValueError("the pixel model needs an 'auto' segmentation (a local threshold map)")
-    ex = seg.excluded
-    of = examined_pixel_features if examined_only else pixel_features
-    return of(seg.flattened, seg.threshold_map / seg.threshold_k, ~_left_out(seg),
-              ex["bone"], seg.background, seg.noise_sigma, seg.scale_spacing_mm)
+
+
+def _rate_pixels(flat: np.ndarray, thr_c: np.ndarray, threshold_k: float, body: np.ndarray,
+                 bone: np.ndarray, background: np.ndarray, noise_sigma: float, spacing: float,
+                 model: str | None) -> np.ndarray:
+    """The pixel model's probability map (its grid): the arguments are those of
+    :func:`segmentation_pixel_features`, taken from a segmentation or before it is made."""
+    x, examined, _ = examined_pixel_features(flat, thr_c / threshold_k, body, bone, background,
+                                             noise_sigma, spacing)
+    return pixel_probability(load_pixel_model(model), x, examined)
 
 
 def _left_out(seg: Segmentation, box: tuple[slice, slice] | None = None) -> np.ndarray:
@@ -1548,18 +1567,20 @@ def _frame_in_box(box: tuple[slice, slice], shape: tuple[int, int], width: int) 
 
 
 def _add_pixel_lesions(seg: Segmentation, film: Film, sp: tuple[float, float],
-                       features_of: Callable[[np.ndarray, int], np.ndarray]) -> Segmentation:
+                       features_of: Callable[[np.ndarray, int], np.ndarray],
+                       prob_g: np.ndarray | None = None) -> Segmentation:
     """Step 9 of :func:`segment`: connected regions where the pixel model reaches
     ``pixel_min_prob``, of at least ``pixel_min_area_mm2``, farther than ``pixel_min_gap_mm``
     from every lesion, touching no excluded area and not long thin ridges, become lesions;
     all labels are renumbered in raster order. Their ``scores`` are their mean pixel
     probability; ``features_of(labels, first)`` gives the feature rows of the components
-    ``first``.. of a label image.
+    ``first``.. of a label image. ``prob_g`` is the model's probability map of ``seg``
+    (:func:`_pixel_probability_map`, computed when not given).
 
     ``seg.labels`` is edited in place when a region is added (:func:`segment` owns it; a full
     copy would add a label image to the peak memory)."""
     params = seg.params
-    groups = _pixel_regions(seg, _pixel_probability_map(seg), sp)
+    groups = _pixel_regions(seg, _pixel_probability_map(seg) if prob_g is None else prob_g, sp)
     pixel_area = sp[0] * sp[1]
     n_old = seg.n_lesions
     kinds = list(seg.kinds)
@@ -1716,8 +1737,11 @@ def _pixel_regions(seg: Segmentation, prob_g: np.ndarray, sp: tuple[float, float
 
 def _pixel_probability_map(seg: Segmentation) -> np.ndarray:
     """The pixel model's probability map (its grid) of an ``auto`` segmentation."""
-    x, examined, _ = segmentation_pixel_features(seg, examined_only=True)
-    return pixel_probability(load_pixel_model(seg.params.pixel_model), x, examined)
+    _need_auto(seg)
+    assert seg.threshold_map is not None and seg.threshold_k is not None and seg.background is not None
+    return _rate_pixels(seg.flattened, seg.threshold_map, seg.threshold_k, ~_left_out(seg),
+                        seg.excluded["bone"], seg.background, seg.noise_sigma,
+                        seg.scale_spacing_mm, seg.params.pixel_model)
 
 
 def _long_thin(major_mm: float, area_mm2: float, params: SegmentParams) -> bool:
