@@ -187,9 +187,10 @@ class SegmentParams:
         region of at least ``pixel_min_area_mm2`` (and ``min_area_mm2``), farther than
         ``pixel_min_gap_mm`` from every lesion found by the steps above, the region is added
         as a lesion (lesions that anatomy hides from the rules: a plaque beside a cortical
-        line). 0.7 (the default) is the value tuned on films; 0 switches it off. It takes
-        segmentation about 1.4× as long on a 300 × 350 mm film at 0.1 mm and adds little at
-        peak memory (docs/performance.md, *Session 16*). A comparison
+        line). 0 (the default) switches it off; 0.7 is the value tuned on films. Off by
+        default because it takes segmentation about 1.5× as long and adds about 120 MB at
+        peak on a 300 × 350 mm film at 0.1 mm, which takes a comparison over the 600 MB
+        per-process target (docs/performance.md, *Session 15*). A comparison
         measures a lesion it found on one film and the rules found on the other with one
         rule on both (``CompareParams.paired_pixel_model``). ``pixel_model``: path of a
         JSON model (``benchmarks/train_pixels.py``); None is the shipped one.
@@ -271,7 +272,7 @@ class SegmentParams:
     min_score: float = 0.6
     score_model: str | None = None
     rule_k_sigma: float = 4.5
-    pixel_min_prob: float = 0.7
+    pixel_min_prob: float = 0.0
     pixel_min_area_mm2: float = 2.0
     pixel_min_gap_mm: float = 3.0
     pixel_model: str | None = None

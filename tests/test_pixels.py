@@ -271,6 +271,6 @@ def test_provenance_names_the_pixel_model_only_when_it_runs() -> None:
     from calcimage.pixels import pixel_model_digest
     from calcimage.report.tables import provenance
 
-    assert "pixel_model" not in provenance(SegmentParams(pixel_min_prob=0.0))
-    on = provenance(SegmentParams())  # on by default (session 16)
+    assert "pixel_model" not in provenance(SegmentParams())  # off by default
+    on = provenance(SegmentParams(pixel_min_prob=0.7))
     assert on["pixel_model"] == pixel_model_digest() and len(on["pixel_model"]) == 16
