@@ -187,10 +187,10 @@ class SegmentParams:
         region of at least ``pixel_min_area_mm2`` (and ``min_area_mm2``), farther than
         ``pixel_min_gap_mm`` from every lesion found by the steps above, the region is added
         as a lesion (lesions that anatomy hides from the rules: a plaque beside a cortical
-        line). 0 (the default) switches it off; 0.7 is the value tuned on films. Off by
-        default because it takes segmentation about 1.5× as long and adds about 120 MB at
-        peak on a 300 × 350 mm film at 0.1 mm, which takes a comparison over the 600 MB
-        per-process target (docs/performance.md, *Session 15*). A comparison
+        line). 0 (the default) switches it off; 0.7 is the value tuned on films. It takes
+        segmentation about 1.4× as long on a 300 × 350 mm film at 0.1 mm and adds little
+        peak memory (docs/performance.md, *Session 16*); it stays off because on fresh
+        pairs it made the worst retest worse (docs/accuracy.md, *Session 16*). A comparison
         measures a lesion it found on one film and the rules found on the other with one
         rule on both (``CompareParams.paired_pixel_model``). ``pixel_model``: path of a
         JSON model (``benchmarks/train_pixels.py``); None is the shipped one.
