@@ -1386,10 +1386,10 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
             # The pixel model rates the film now, before the rules label it: fewer full-size
             # maps are alive here than at step 9, which adds its regions (peak memory). Its
             # inputs are final: the same as segmentation_pixel_features of the result.
-            prob_g = _rate_pixels(flat, thr_c, threshold_k, ~outside & ~collimation & ~marker,
+            prob_g = _rate_pixels(params.pixel_model, flat, thr_c / threshold_k,
+                                  ~outside & ~collimation & ~marker,
                                   _mask_resize(bone_c, (rows, cols)) & body,
-                                  upsample(bg_c + bias_c, (rows, cols)), noise_sigma, spacing,
-                                  params.pixel_model)
+                                  upsample(bg_c + bias_c, (rows, cols)), noise_sigma, spacing)
         thr_map = _resize(thr_c, (rows, cols), cv2.INTER_LINEAR)
         if thr_map is thr_c:  # same grid: scaled in place below, so not the map kept in thr_c
             thr_map = thr_map.copy()
@@ -1529,24 +1529,24 @@ def segment(film: Film, params: SegmentParams = SegmentParams(), *,
 def segmentation_pixel_features(seg: Segmentation) -> tuple[np.ndarray, np.ndarray, PixelGrid]:
     """:func:`calcimage.pixels.pixel_features` of an ``auto`` segmentation (what step 9 of
     :func:`segment` rates, and what ``benchmarks/train_pixels.py`` trains on)."""
-    _need_auto(seg)
-    ex = seg.excluded
-    return pixel_features(seg.flattened, seg.threshold_map / seg.threshold_k, ~_left_out(seg),
-                          ex["bone"], seg.background, seg.noise_sigma, seg.scale_spacing_mm)
+    return pixel_features(*_pixel_inputs(seg))
 
 
-def _need_auto(seg: Segmentation) -> None:
+def _pixel_inputs(seg: Segmentation) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                              np.ndarray, float, float]:
+    """The arguments of :func:`calcimage.pixels.pixel_features` for an ``auto`` segmentation."""
     if seg.threshold_map is None or seg.threshold_k is None or seg.background is None:
         raise ValueError("the pixel model needs an 'auto' segmentation (a local threshold map)")
+    ex = seg.excluded
+    return (seg.flattened, seg.threshold_map / seg.threshold_k, ~_left_out(seg), ex["bone"],
+            seg.background, seg.noise_sigma, seg.scale_spacing_mm)
 
 
-def _rate_pixels(flat: np.ndarray, thr_c: np.ndarray, threshold_k: float, body: np.ndarray,
-                 bone: np.ndarray, background: np.ndarray, noise_sigma: float, spacing: float,
-                 model: str | None) -> np.ndarray:
-    """The pixel model's probability map (its grid): the arguments are those of
-    :func:`segmentation_pixel_features`, taken from a segmentation or before it is made."""
-    x, examined, _ = examined_pixel_features(flat, thr_c / threshold_k, body, bone, background,
-                                             noise_sigma, spacing)
+def _rate_pixels(model: str | None, *inputs: Any) -> np.ndarray:
+    """The pixel model's probability map (its grid) from the arguments of
+    :func:`calcimage.pixels.pixel_features` (:func:`_pixel_inputs` of a segmentation, or
+    the same maps before it is made)."""
+    x, examined, _ = examined_pixel_features(*inputs)
     return pixel_probability(load_pixel_model(model), x, examined)
 
 
@@ -1737,11 +1737,7 @@ def _pixel_regions(seg: Segmentation, prob_g: np.ndarray, sp: tuple[float, float
 
 def _pixel_probability_map(seg: Segmentation) -> np.ndarray:
     """The pixel model's probability map (its grid) of an ``auto`` segmentation."""
-    _need_auto(seg)
-    assert seg.threshold_map is not None and seg.threshold_k is not None and seg.background is not None
-    return _rate_pixels(seg.flattened, seg.threshold_map, seg.threshold_k, ~_left_out(seg),
-                        seg.excluded["bone"], seg.background, seg.noise_sigma,
-                        seg.scale_spacing_mm, seg.params.pixel_model)
+    return _rate_pixels(seg.params.pixel_model, *_pixel_inputs(seg))
 
 
 def _long_thin(major_mm: float, area_mm2: float, params: SegmentParams) -> bool:
