@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as exc:
             print(f"--pairs: benchmarks/accuracy_pairs.py is not available ({exc})")
             return 2
-        pairs_report, pairs_ok = accuracy_pairs.run_pairs()
+        pairs_report, pairs_ok = accuracy_pairs.run_pairs(seg_params=seg_params)
         report["pairs"] = pairs_report
         ok &= bool(pairs_ok)
     args.out.parent.mkdir(parents=True, exist_ok=True)

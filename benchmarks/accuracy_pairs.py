@@ -50,13 +50,16 @@ gitignored). Exit status 1 when a target is missed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import functools
 import json
 import math
 import statistics
 import sys
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -281,8 +284,10 @@ def segmentation_errors(m: Measurement, truth: Any) -> dict[str, float]:
     }
 
 
-def run_pair(seed: int, params: CompareParams = CompareParams()) -> dict[str, Any]:
-    """Render, segment, measure and compare the pair of ``seed``; score against the truth."""
+def run_pair(seed: int, params: CompareParams = CompareParams(),
+             seg_params: SegmentParams = SegmentParams()) -> dict[str, Any]:
+    """Render, segment (``seg_params``), measure and compare the pair of ``seed``; score
+    against the truth."""
     case = pair_case(seed)
     base = make_phantom(seed, case.phantom_params())
     follow = make_followup(base, seed + 50_000, case.followup)
@@ -290,8 +295,8 @@ def run_pair(seed: int, params: CompareParams = CompareParams()) -> dict[str, An
     if case.follow_spacing_mm is not None:
         follow_film, follow_truth = resampled_followup(follow_film, follow_truth, case.follow_spacing_mm)
     t0 = time.perf_counter()
-    mb = measure(base.film, segment(base.film))
-    mf = measure(follow_film, segment(follow_film))
+    mb = measure(base.film, segment(base.film, seg_params))
+    mf = measure(follow_film, segment(follow_film, seg_params))
     measure_seconds = time.perf_counter() - t0
     true_pct = float(follow.truth.true_change_pct)
     pipeline = _run_compare(mb, mf, follow_truth, case.spacing_mm, params)
@@ -406,18 +411,22 @@ def print_table(results: list[dict[str, Any]], pipeline: dict[str, Any], unpaire
 
 
 def run_pairs(seeds: list[int] | None = None, params: CompareParams = CompareParams(),
-              verbose: bool = True) -> tuple[dict[str, Any], bool]:
-    """The pair section: run every seed, print the table; returns (report, targets met)."""
+              verbose: bool = True, seg_params: SegmentParams = SegmentParams(),
+              workers: int = 1) -> tuple[dict[str, Any], bool]:
+    """The pair section: run every seed (in ``workers`` processes), print the table; returns
+    (report, targets met). Results are in seed order whatever ``workers`` is."""
     seeds = list(HELD_OUT_SEEDS) if seeds is None else seeds
+    job = functools.partial(run_pair, params=params, seg_params=seg_params)
     results = []
-    for s in seeds:
-        results.append(run_pair(s, params))
-        if verbose:
-            print(f"pair {s} done", file=sys.stderr)
+    with ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        for s, res in zip(seeds, pool.map(job, seeds) if pool is not None else map(job, seeds)):
+            results.append(res)
+            if verbose:
+                print(f"pair {s} done", file=sys.stderr)
     pipeline = summarise(results, "pipeline")
     unpaired = summarise(results, "unpaired")
     oracle = summarise(results, "oracle")
-    prov = provenance(SegmentParams(), params)
+    prov = provenance(seg_params, params)
     if verbose:
         print_table(results, pipeline, unpaired, oracle)
         print("versions:", ", ".join(f"{k} {v}" for k, v in prov.items()))
@@ -495,11 +504,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default=f"{HELD_OUT_SEEDS.start}-{HELD_OUT_SEEDS.stop - 1}",
                     help="pair seeds: 2000-2023 (held out, default) or within 100-199 (development)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output file")
-    ap.add_argument("--config", type=Path, default=None, help="TOML parameters ([compare])")
+    ap.add_argument("--config", type=Path, default=None,
+                    help="TOML parameters ([segment] and [compare])")
+    ap.add_argument("--workers", type=int, default=1, help="pairs run in this many processes")
     ap.add_argument("--markdown", action="store_true", help="also print the figures as Markdown tables")
     args = ap.parse_args(argv)
-    params = CompareParams() if args.config is None else calcimage.load_config(args.config).compare
-    report, ok = run_pairs(parse_seeds(args.seeds), params)
+    config = None if args.config is None else calcimage.load_config(args.config)
+    params = CompareParams() if config is None else config.compare
+    seg_params = SegmentParams() if config is None else config.segment
+    report, ok = run_pairs(parse_seeds(args.seeds), params, seg_params=seg_params, workers=args.workers)
     if args.markdown:
         print()
         print(markdown(_finite(report)))
