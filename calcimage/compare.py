@@ -175,6 +175,19 @@ class CompareParams:
         So is one the model found on both films when its two areas differ by more than
         ``paired_matched_ratio``: its regions follow the probability's level, which each
         film's noise moves.
+    paired_all_matched
+        Every matched lesion (or merge/split group) is measured by paired measurement's rule
+        on both films, over the union of both footprints: the larger segmented area is kept
+        and the other side follows from the rule's ratio (session 17). Segmentation takes a
+        different share of a lesion on each film (its threshold follows each film's noise)
+        and adds a blurred rim whose width does not grow with the lesion, so the ratio of
+        segmented areas compresses growth. Hand-made labellings (no segmentation scale, e.g.
+        the phantom's true labels) keep their areas. False: only the groups of
+        ``paired_matched_ratio`` and ``paired_pixel_model``.
+    paired_edge_fraction
+        The rule cuts a lesion's edge at this fraction of its peak contrast, above the
+        blurred rim (0: at segmentation's ``edge_fraction``, 0.1, which follows the rim and
+        pulls every ratio towards 1).
     share_bone
         Segment both films with one bone mask: a film to which the other film's registered
         bone adds at least ``share_bone_min_mm2`` (in its body) is segmented again with that
@@ -209,6 +222,8 @@ class CompareParams:
     paired_grow_mm: float = 4.0
     paired_matched_ratio: float = 3.0
     paired_pixel_model: bool = True
+    paired_all_matched: bool = True
+    paired_edge_fraction: float = 0.3
     share_bone: bool = True
     share_bone_min_mm2: float = 500.0
 
@@ -253,6 +268,9 @@ class CompareParams:
             self.paired_matched_ratio, "0 (off) or a factor > 1")
         require(isinstance(self.paired_pixel_model, bool), "paired_pixel_model", self.paired_pixel_model,
                 "true or false")
+        require(isinstance(self.paired_all_matched, bool), "paired_all_matched", self.paired_all_matched,
+                "true or false")
+        require_range("paired_edge_fraction", self.paired_edge_fraction, 0.0, 0.95)
         require(isinstance(self.share_bone, bool), "share_bone", self.share_bone, "true or false")
         require_positive("share_bone_min_mm2", self.share_bone_min_mm2, allow_zero=True)
 

@@ -352,12 +352,12 @@ def _background_removed(pixels: np.ndarray, ring: np.ndarray) -> np.ndarray:
 
 
 def _component_area(resid: np.ndarray, allowed: np.ndarray, seeds: np.ndarray, seg: Any,
-                    sigma_px: float) -> np.ndarray:
-    """Pixels of ``allowed`` at segmentation's edge level (hysteresis level at local noise
-    ``sigma_px``, ``edge_fraction`` of the peak) in components that touch ``seeds``."""
+                    sigma_px: float, edge_fraction: float) -> np.ndarray:
+    """Pixels of ``allowed`` at the edge level (segmentation's hysteresis level at local noise
+    ``sigma_px``, and ``edge_fraction`` of the peak) in components that touch ``seeds``."""
     low = _local_levels(seg, sigma_px)
     peak = float(resid[allowed].max(initial=0.0))
-    level = max(low, seg.params.edge_fraction * peak)
+    level = max(low, edge_fraction * peak)
     above = (resid >= level) & allowed
     _, lab = cv2.connectedComponents(above.astype(np.uint8), connectivity=8)
     touching = np.unique(lab[seeds & above])
@@ -379,8 +379,9 @@ def measure_at(footprints: Sequence[Footprint], target: Measurement, params: Com
       correlated noise and anatomy count);
     - area: what segmentation's edge rule keeps within ``paired_margin_mm`` of the footprint
       (contrast at least the hysteresis level, i.e. local noise × the segmentation's
-      ``threshold_k`` × ``low_ratio``, and ``edge_fraction`` of the peak) in components
-      touching the footprint. When that fills at least half of the zone's edge (the lesion
+      ``threshold_k`` × ``low_ratio``, and ``paired_edge_fraction`` of the peak, or the
+      segmentation's ``edge_fraction`` when that is 0) in components touching the footprint.
+      When that fills at least half of the zone's edge (the lesion
       grew), or when ``force_grow``, the background is fitted again on a ring beyond what was
       found and the area may reach ``paired_grow_mm`` from the footprint (``grew`` is then
       true).
@@ -472,7 +473,10 @@ def measure_at(footprints: Sequence[Footprint], target: Measurement, params: Com
     if not math.isfinite(t):
         t = 0.0
 
-    comp = _component_area(resid, zone & ~bad & ~near_others, free, seg, sigma_px)
+    # The rule's own edge level (``paired_edge_fraction``) sits above the blurred rim, whose
+    # width does not grow with the lesion: its areas' ratio follows the lesion's growth.
+    edge_fraction = params.paired_edge_fraction or seg.params.edge_fraction
+    comp = _component_area(resid, zone & ~bad & ~near_others, free, seg, sigma_px, edge_fraction)
     edge = zone & (dist > gap_px - 1.0)
     grew = False
     if grow_px > gap_px and (force_grow or np.count_nonzero(comp & edge) >= 0.5 * np.count_nonzero(edge)):
@@ -485,7 +489,8 @@ def measure_at(footprints: Sequence[Footprint], target: Measurement, params: Com
             grew = True
             resid, ring = _background_removed(pixels, ring2), ring2
             sigma_px = _robust_sigma(resid[ring])
-            comp = _component_area(resid, (dist <= grow_px) & ~bad & ~near_others, free, seg, sigma_px)
+            comp = _component_area(resid, (dist <= grow_px) & ~bad & ~near_others, free, seg, sigma_px,
+                                   edge_fraction)
             # contrast and ring level against the background beyond the lesion
             mean_core = float(resid[free].mean())
     area_px = int(comp.sum())
@@ -573,12 +578,21 @@ def _by_pixel_model(m: Measurement, lesion_ids: tuple[int, ...]) -> bool:
     return _mostly_in(getattr(m.segmentation, "pixel_added", None), m, lesion_ids)
 
 
+def _segmented(m: Measurement) -> bool:
+    """Whether ``m``'s lesions are :func:`calcimage.segment`'s (a hand-made labelling has no
+    working scale: its areas are taken as drawn)."""
+    return m.segmentation is not None and m.segmentation.scale_spacing_mm > 0
+
+
 def _one_rule(base: Measurement, follow: Measurement, g: Any, ratio: float, params: CompareParams) -> bool:
     """Whether matched group ``g``, whose segmented areas differ by the factor ``ratio``, is
-    measured by one rule on both films: over bone when ``ratio`` exceeds
+    measured by one rule on both films: always with ``paired_all_matched`` when both films'
+    lesions are segmentation's; otherwise over bone when ``ratio`` exceeds
     ``paired_matched_ratio``; found by the pixel model on one film and by the rules on the
     other; or found by the model on both with ``ratio`` over ``paired_matched_ratio`` (the
     model's regions follow its probability's level, which the films' noise moves)."""
+    if params.paired_all_matched and _segmented(base) and _segmented(follow):
+        return True
     far = params.paired_matched_ratio > 0 and ratio > params.paired_matched_ratio
     if far and _over_bone(base, g.baseline_ids):
         return True

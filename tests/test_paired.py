@@ -7,6 +7,7 @@ by hand, so a disc can be present on a film without being labelled there.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import cv2
@@ -23,6 +24,8 @@ from calcimage.segment import LesionKind, Segmentation
 FIELD_MM = 30.0
 CENTRE_MM = (15.0, 15.0)
 RADIUS_MM = 2.0
+#: The selective one-rule measurement of matched groups (over bone, by the pixel model) alone.
+SELECTIVE = CompareParams(paired_all_matched=False)
 NOISE = 2.0
 
 
@@ -226,18 +229,21 @@ def test_labelled_neighbour_is_not_counted() -> None:
     assert found[0].area_followup_mm2 == pytest.approx(base.lesions[0].area_mm2, rel=0.06)
 
 
-def test_measure_at_own_film_and_outside() -> None:
+@pytest.mark.parametrize("edge_fraction, level", [(0.3, 0.3), (0.0, 0.1)])
+def test_measure_at_own_film_and_outside(edge_fraction: float, level: float) -> None:
     base = _film(0.1, 30.0, labelled=True, seed=13)
     ident = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    here = measure_at([footprint(base, (1,), ident)], base, CompareParams(), target_ids=(1,))
+    params = CompareParams(paired_edge_fraction=edge_fraction)
+    here = measure_at([footprint(base, (1,), ident)], base, params, target_ids=(1,))
     assert here.footprint_px == base.lesions[0].area_px
     # segmentation's 0.3 mm smoothing takes contrast from the rim: the noise-free expectation
     disc = (base.labels == 1).astype(np.float32)
     expected = 30.0 * float(cv2.GaussianBlur(disc, (0, 0), 0.3 / 0.1)[disc > 0].mean())
     assert here.mean_contrast == pytest.approx(expected, abs=0.2)
-    # the area is the smoothed disc above edge_fraction (0.1) of its peak: wider than the label
+    # the area is the smoothed disc above paired_edge_fraction of its peak (0: segmentation's
+    # edge_fraction, 0.1, wider than the label)
     blurred = 30.0 * cv2.GaussianBlur(disc, (0, 0), 0.3 / 0.1)
-    assert here.area_px == pytest.approx(int((blurred >= 0.1 * blurred.max()).sum()), rel=0.03)
+    assert here.area_px == pytest.approx(int((blurred >= level * blurred.max()).sum()), rel=0.03)
     # mapped 100 mm away: off the film, nothing measured
     away = np.array([[1.0, 0.0, 1000.0], [0.0, 1.0, 0.0]])
     off = measure_at([footprint(base, (1,), away)], base, CompareParams())
@@ -278,15 +284,15 @@ def test_matched_lesion_cut_on_one_film_over_bone_is_measured_by_one_rule(spacin
     base = _over_bone(_film(spacing, 30.0, labelled=True, seed=21))
     follow = _over_bone(_film(spacing, 30.0, labelled=True, seed=22, label_radius_mm=0.9))
     reg = _registration(spacing, spacing)
-    (row,) = match_lesions(base, follow, reg)
+    (row,) = match_lesions(base, follow, reg, SELECTIVE)
     assert row.relation is Relation.ONE_TO_ONE and row.status is Status.STABLE
     # the larger (baseline) side is kept; the follow-up follows from the rule's ratio
     assert row.area_baseline_mm2 == pytest.approx(base.lesions[0].area_mm2)
     assert row.area_followup_mm2 == pytest.approx(row.area_baseline_mm2, rel=0.1)
     # off, or not over bone: the segmented areas stand
-    for b, f, params in ((base, follow, CompareParams(paired_matched_ratio=0.0)),
+    for b, f, params in ((base, follow, dataclasses.replace(SELECTIVE, paired_matched_ratio=0.0)),
                          (_film(spacing, 30.0, labelled=True, seed=21),
-                          _film(spacing, 30.0, labelled=True, seed=22, label_radius_mm=0.9), CompareParams())):
+                          _film(spacing, 30.0, labelled=True, seed=22, label_radius_mm=0.9), SELECTIVE)):
         (row,) = match_lesions(b, f, reg, params)
         assert row.status is Status.SHRUNK
         assert row.area_followup_mm2 == pytest.approx(follow.lesions[0].area_mm2)
@@ -296,7 +302,7 @@ def test_matched_lesion_cut_on_one_film_over_bone_is_measured_by_one_rule(spacin
 def test_matched_lesion_grown_less_than_the_ratio_keeps_its_segmented_areas(spacing: float) -> None:
     base = _over_bone(_film(spacing, 30.0, labelled=True, seed=23))
     follow = _over_bone(_film(spacing, 30.0, labelled=True, seed=24, radius_mm=RADIUS_MM * math.sqrt(2.5)))
-    (row,) = match_lesions(base, follow, _registration(spacing, spacing))
+    (row,) = match_lesions(base, follow, _registration(spacing, spacing), SELECTIVE)
     assert row.status is Status.GROWN
     assert (row.area_baseline_mm2, row.area_followup_mm2) == (
         pytest.approx(base.lesions[0].area_mm2), pytest.approx(follow.lesions[0].area_mm2))
@@ -322,14 +328,14 @@ def test_matched_lesion_found_by_the_pixel_model_on_one_film_is_measured_by_one_
     base = _film(spacing, 30.0, labelled=True, seed=25)
     part = _film(spacing, 30.0, labelled=True, seed=26, label_radius_mm=1.4)
     reg = _registration(spacing, spacing)
-    (row,) = match_lesions(base, _by_pixel_model(part), reg)
+    (row,) = match_lesions(base, _by_pixel_model(part), reg, SELECTIVE)
     assert row.relation is Relation.ONE_TO_ONE and row.status is Status.STABLE
     assert row.area_baseline_mm2 == pytest.approx(base.lesions[0].area_mm2)  # the larger side
     assert row.area_followup_mm2 == pytest.approx(row.area_baseline_mm2, rel=0.1)
     # Off, found the same way on both films, or by the rules on both: the areas stand.
-    for b, f, params in ((base, _by_pixel_model(part), CompareParams(paired_pixel_model=False)),
-                         (_by_pixel_model(base), _by_pixel_model(part), CompareParams()),
-                         (base, part, CompareParams())):
+    for b, f, params in ((base, _by_pixel_model(part), dataclasses.replace(SELECTIVE, paired_pixel_model=False)),
+                         (_by_pixel_model(base), _by_pixel_model(part), SELECTIVE),
+                         (base, part, SELECTIVE)):
         (row,) = match_lesions(b, f, reg, params)
         assert row.status is Status.SHRUNK
         assert row.area_followup_mm2 == pytest.approx(part.lesions[0].area_mm2)
@@ -345,12 +351,12 @@ def test_matched_lesion_found_by_the_pixel_model_on_both_films_far_apart_is_meas
     base = _by_pixel_model(_film(spacing, 30.0, labelled=True, seed=27))
     core = _by_pixel_model(_film(spacing, 30.0, labelled=True, seed=28, label_radius_mm=0.9))
     reg = _registration(spacing, spacing)
-    (row,) = match_lesions(base, core, reg)
+    (row,) = match_lesions(base, core, reg, SELECTIVE)
     assert row.relation is Relation.ONE_TO_ONE and row.status is Status.STABLE
     assert row.area_baseline_mm2 == pytest.approx(base.lesions[0].area_mm2)  # the larger side
     assert row.area_followup_mm2 == pytest.approx(row.area_baseline_mm2, rel=0.1)
     # With the ratio rule off, the segmented areas stand.
-    (row,) = match_lesions(base, core, reg, CompareParams(paired_matched_ratio=0.0))
+    (row,) = match_lesions(base, core, reg, dataclasses.replace(SELECTIVE, paired_matched_ratio=0.0))
     assert row.status is Status.SHRUNK
     assert row.area_followup_mm2 == pytest.approx(core.lesions[0].area_mm2)
 
@@ -370,3 +376,52 @@ def test_lesion_the_rule_hardly_sees_on_its_own_film_gets_the_rule_area_there(sp
     # With the share at 0 the ratio is used whatever it is.
     (row,) = match_lesions(base, follow, reg, CompareParams(paired_min_own_share=0.0))
     assert row.area_followup_mm2 > 5 * math.pi * 3.0**2
+
+
+def _by_segmentation(m: Measurement) -> Measurement:
+    """``m`` as segmentation's labelling (a working scale; hand-made labels have none)."""
+    spacing = m.film.spacing_mm[0]
+    return dataclasses.replace(m, segmentation=dataclasses.replace(m.segmentation, scale_spacing_mm=spacing))
+
+
+@pytest.mark.parametrize("spacing", [0.1, 0.2])
+def test_every_matched_lesion_is_measured_by_one_rule_by_default(spacing: float) -> None:
+    # The same disc on both films, in soft tissue, the rules' labels: segmentation found the
+    # whole disc on the baseline and its centre only on the follow-up (6.2 of 12.6 mm2).
+    drawn = _film(spacing, 30.0, labelled=True, seed=25)
+    drawn_part = _film(spacing, 30.0, labelled=True, seed=26, label_radius_mm=1.4)
+    base, part = _by_segmentation(drawn), _by_segmentation(drawn_part)
+    reg = _registration(spacing, spacing)
+    (row,) = match_lesions(base, part, reg)
+    assert row.relation is Relation.ONE_TO_ONE and row.status is Status.STABLE
+    assert row.area_baseline_mm2 == pytest.approx(base.lesions[0].area_mm2)  # the larger side
+    assert row.area_followup_mm2 == pytest.approx(row.area_baseline_mm2, rel=0.1)
+    # selectively (not over bone, not the pixel model's), or hand-made labels: the areas stand
+    for b, f, params in ((base, part, SELECTIVE), (drawn, drawn_part, CompareParams())):
+        (row,) = match_lesions(b, f, reg, params)
+        assert row.status is Status.SHRUNK
+        assert row.area_followup_mm2 == pytest.approx(part.lesions[0].area_mm2)
+
+
+@pytest.mark.parametrize("spacing", [0.1, 0.2])
+def test_the_rule_edge_above_the_rim_follows_growth(spacing: float) -> None:
+    # A disc grown 2.5x in area, labelled whole on both films: the rule's ratio with its edge
+    # at 30 % of the peak is near 2.5; at segmentation's 10 % the blurred rim, as wide on both
+    # films, pulls it towards 1.
+    base = _by_segmentation(_film(spacing, 30.0, labelled=True, seed=23))
+    follow = _by_segmentation(_film(spacing, 30.0, labelled=True, seed=24, radius_mm=RADIUS_MM * math.sqrt(2.5)))
+    reg = _registration(spacing, spacing)
+    ratios = {}
+    for fraction in (0.3, 0.0):
+        (row,) = match_lesions(base, follow, reg, CompareParams(paired_edge_fraction=fraction))
+        assert row.status is Status.GROWN
+        ratios[fraction] = row.group_area_followup_mm2 / row.group_area_baseline_mm2
+    assert ratios[0.3] == pytest.approx(2.5, rel=0.08)
+    assert abs(ratios[0.3] - 2.5) < abs(ratios[0.0] - 2.5)
+
+
+@pytest.mark.parametrize("field, value", [("paired_all_matched", 1), ("paired_edge_fraction", -0.1),
+                                          ("paired_edge_fraction", 0.99)])
+def test_all_matched_params_validated(field: str, value: object) -> None:
+    with pytest.raises(ParameterError, match=field):
+        CompareParams(**{field: value})
