@@ -277,6 +277,23 @@ def _over_bone(m: Measurement) -> Measurement:
     return dataclasses.replace(m, segmentation=dataclasses.replace(m.segmentation, excluded={"bone": bone}))
 
 
+def _assert_measured_by_one_rule(row: object, base: Measurement) -> None:
+    """A stable one-to-one row whose larger (baseline) side is kept and whose follow-up
+    follows from the one rule's ratio."""
+    assert row.relation is Relation.ONE_TO_ONE and row.status is Status.STABLE
+    assert row.area_baseline_mm2 == pytest.approx(base.lesions[0].area_mm2)
+    assert row.area_followup_mm2 == pytest.approx(row.area_baseline_mm2, rel=0.1)
+
+
+def _assert_areas_stand(cases: tuple, reg: Registration, followup_mm2: float) -> None:
+    """Each (baseline, follow-up, params) of ``cases`` keeps its segmented areas: the
+    follow-up's ``followup_mm2`` reads as shrunk."""
+    for b, f, params in cases:
+        (row,) = match_lesions(b, f, reg, params)
+        assert row.status is Status.SHRUNK
+        assert row.area_followup_mm2 == pytest.approx(followup_mm2)
+
+
 @pytest.mark.parametrize("spacing", [0.1, 0.2])
 def test_matched_lesion_cut_on_one_film_over_bone_is_measured_by_one_rule(spacing: float) -> None:
     # The same disc on both films; on the follow-up segmentation kept only its centre (what the
@@ -285,17 +302,12 @@ def test_matched_lesion_cut_on_one_film_over_bone_is_measured_by_one_rule(spacin
     follow = _over_bone(_film(spacing, 30.0, labelled=True, seed=22, label_radius_mm=0.9))
     reg = _registration(spacing, spacing)
     (row,) = match_lesions(base, follow, reg, SELECTIVE)
-    assert row.relation is Relation.ONE_TO_ONE and row.status is Status.STABLE
-    # the larger (baseline) side is kept; the follow-up follows from the rule's ratio
-    assert row.area_baseline_mm2 == pytest.approx(base.lesions[0].area_mm2)
-    assert row.area_followup_mm2 == pytest.approx(row.area_baseline_mm2, rel=0.1)
+    _assert_measured_by_one_rule(row, base)
     # off, or not over bone: the segmented areas stand
-    for b, f, params in ((base, follow, dataclasses.replace(SELECTIVE, paired_matched_ratio=0.0)),
+    _assert_areas_stand(((base, follow, dataclasses.replace(SELECTIVE, paired_matched_ratio=0.0)),
                          (_film(spacing, 30.0, labelled=True, seed=21),
-                          _film(spacing, 30.0, labelled=True, seed=22, label_radius_mm=0.9), SELECTIVE)):
-        (row,) = match_lesions(b, f, reg, params)
-        assert row.status is Status.SHRUNK
-        assert row.area_followup_mm2 == pytest.approx(follow.lesions[0].area_mm2)
+                          _film(spacing, 30.0, labelled=True, seed=22, label_radius_mm=0.9), SELECTIVE)),
+                        reg, follow.lesions[0].area_mm2)
 
 
 @pytest.mark.parametrize("spacing", [0.1, 0.2])
@@ -329,16 +341,11 @@ def test_matched_lesion_found_by_the_pixel_model_on_one_film_is_measured_by_one_
     part = _film(spacing, 30.0, labelled=True, seed=26, label_radius_mm=1.4)
     reg = _registration(spacing, spacing)
     (row,) = match_lesions(base, _by_pixel_model(part), reg, SELECTIVE)
-    assert row.relation is Relation.ONE_TO_ONE and row.status is Status.STABLE
-    assert row.area_baseline_mm2 == pytest.approx(base.lesions[0].area_mm2)  # the larger side
-    assert row.area_followup_mm2 == pytest.approx(row.area_baseline_mm2, rel=0.1)
+    _assert_measured_by_one_rule(row, base)
     # Off, found the same way on both films, or by the rules on both: the areas stand.
-    for b, f, params in ((base, _by_pixel_model(part), dataclasses.replace(SELECTIVE, paired_pixel_model=False)),
+    _assert_areas_stand(((base, _by_pixel_model(part), dataclasses.replace(SELECTIVE, paired_pixel_model=False)),
                          (_by_pixel_model(base), _by_pixel_model(part), SELECTIVE),
-                         (base, part, SELECTIVE)):
-        (row,) = match_lesions(b, f, reg, params)
-        assert row.status is Status.SHRUNK
-        assert row.area_followup_mm2 == pytest.approx(part.lesions[0].area_mm2)
+                         (base, part, SELECTIVE)), reg, part.lesions[0].area_mm2)
     with pytest.raises(ParameterError, match="paired_pixel_model"):
         CompareParams(paired_pixel_model=1)
 
@@ -352,9 +359,7 @@ def test_matched_lesion_found_by_the_pixel_model_on_both_films_far_apart_is_meas
     core = _by_pixel_model(_film(spacing, 30.0, labelled=True, seed=28, label_radius_mm=0.9))
     reg = _registration(spacing, spacing)
     (row,) = match_lesions(base, core, reg, SELECTIVE)
-    assert row.relation is Relation.ONE_TO_ONE and row.status is Status.STABLE
-    assert row.area_baseline_mm2 == pytest.approx(base.lesions[0].area_mm2)  # the larger side
-    assert row.area_followup_mm2 == pytest.approx(row.area_baseline_mm2, rel=0.1)
+    _assert_measured_by_one_rule(row, base)
     # With the ratio rule off, the segmented areas stand.
     (row,) = match_lesions(base, core, reg, dataclasses.replace(SELECTIVE, paired_matched_ratio=0.0))
     assert row.status is Status.SHRUNK
@@ -393,14 +398,10 @@ def test_every_matched_lesion_is_measured_by_one_rule_by_default(spacing: float)
     base, part = _by_segmentation(drawn), _by_segmentation(drawn_part)
     reg = _registration(spacing, spacing)
     (row,) = match_lesions(base, part, reg)
-    assert row.relation is Relation.ONE_TO_ONE and row.status is Status.STABLE
-    assert row.area_baseline_mm2 == pytest.approx(base.lesions[0].area_mm2)  # the larger side
-    assert row.area_followup_mm2 == pytest.approx(row.area_baseline_mm2, rel=0.1)
+    _assert_measured_by_one_rule(row, base)
     # selectively (not over bone, not the pixel model's), or hand-made labels: the areas stand
-    for b, f, params in ((base, part, SELECTIVE), (drawn, drawn_part, CompareParams())):
-        (row,) = match_lesions(b, f, reg, params)
-        assert row.status is Status.SHRUNK
-        assert row.area_followup_mm2 == pytest.approx(part.lesions[0].area_mm2)
+    _assert_areas_stand(((base, part, SELECTIVE), (drawn, drawn_part, CompareParams())), reg,
+                        part.lesions[0].area_mm2)
 
 
 @pytest.mark.parametrize("spacing", [0.1, 0.2])
