@@ -399,6 +399,9 @@ def test_every_matched_lesion_is_measured_by_one_rule_by_default(spacing: float)
     reg = _registration(spacing, spacing)
     (row,) = match_lesions(base, part, reg)
     _assert_measured_by_one_rule(row, base)
+    # whatever the selective rules are set to
+    (row,) = match_lesions(base, part, reg, CompareParams(paired_matched_ratio=0.0, paired_pixel_model=False))
+    _assert_measured_by_one_rule(row, base)
     # selectively (not over bone, not the pixel model's), or hand-made labels: the areas stand
     _assert_areas_stand(((base, part, SELECTIVE), (drawn, drawn_part, CompareParams())), reg,
                         part.lesions[0].area_mm2)
