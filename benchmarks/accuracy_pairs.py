@@ -418,8 +418,10 @@ def run_pairs(seeds: list[int] | None = None, params: CompareParams = ComparePar
     seeds = list(HELD_OUT_SEEDS) if seeds is None else seeds
     job = functools.partial(run_pair, params=params, seg_params=seg_params)
     results = []
-    with ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
-        for s, res in zip(seeds, pool.map(job, seeds) if pool is not None else map(job, seeds)):
+    with contextlib.ExitStack() as stack:
+        # in this process when workers is 1 (no pickling; what accuracy.py --pairs runs)
+        run = stack.enter_context(ProcessPoolExecutor(workers)).map if workers > 1 else map
+        for s, res in zip(seeds, run(job, seeds)):
             results.append(res)
             if verbose:
                 print(f"pair {s} done", file=sys.stderr)

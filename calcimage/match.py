@@ -672,12 +672,10 @@ def match_lesions(base: Measurement, follow: Measurement, reg: Registration,
     to_follow = reg.inverse_matrix()
     outside_follow = _outside_field(base, follow, to_follow)
 
-    # lesion bounding boxes, for the paired measurement of lesions labelled on one film only
-    unmatched = params.paired and (
-        params.paired_all_matched or params.paired_matched_ratio > 0 or params.paired_pixel_model
-        or any(g.relation in (Relation.NEW, Relation.RESOLVED) for g in groups))
-    boxes_b = ndi.find_objects(np.asarray(base.labels)) if unmatched else []
-    boxes_f = ndi.find_objects(np.asarray(follow.labels)) if unmatched else []
+    # Lesion bounding boxes, once per film, for the footprints of paired measurement. Always
+    # made: a footprint looked up in boxes that were skipped is silently empty.
+    boxes_b = ndi.find_objects(np.asarray(base.labels))
+    boxes_f = ndi.find_objects(np.asarray(follow.labels))
 
     rows: list[LesionChange] = []
     for g_index, g in enumerate(groups, start=1):

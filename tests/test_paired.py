@@ -269,12 +269,14 @@ def test_not_paired_when_the_rule_cannot_see_the_lesion_on_its_own_film() -> Non
     assert row.other_film_signal_sigma is not None and row.other_film_signal_sigma > 10.0
 
 
+def _with_segmentation(m: Measurement, **changes: object) -> Measurement:
+    """``m`` with fields of its segmentation replaced."""
+    return dataclasses.replace(m, segmentation=dataclasses.replace(m.segmentation, **changes))
+
+
 def _over_bone(m: Measurement) -> Measurement:
     """``m`` with a bone mask over the whole film."""
-    import dataclasses
-
-    bone = np.ones(m.labels.shape, bool)
-    return dataclasses.replace(m, segmentation=dataclasses.replace(m.segmentation, excluded={"bone": bone}))
+    return _with_segmentation(m, excluded={"bone": np.ones(m.labels.shape, bool)})
 
 
 def _assert_measured_by_one_rule(row: object, base: Measurement) -> None:
@@ -328,9 +330,7 @@ def test_paired_matched_ratio_validation() -> None:
 
 def _by_pixel_model(m: Measurement) -> Measurement:
     """``m`` with all its lesions marked as found by segmentation's pixel model."""
-    import dataclasses
-
-    return dataclasses.replace(m, segmentation=dataclasses.replace(m.segmentation, pixel_added=m.labels > 0))
+    return _with_segmentation(m, pixel_added=m.labels > 0)
 
 
 @pytest.mark.parametrize("spacing", [0.1, 0.2])
@@ -385,8 +385,7 @@ def test_lesion_the_rule_hardly_sees_on_its_own_film_gets_the_rule_area_there(sp
 
 def _by_segmentation(m: Measurement) -> Measurement:
     """``m`` as segmentation's labelling (a working scale; hand-made labels have none)."""
-    spacing = m.film.spacing_mm[0]
-    return dataclasses.replace(m, segmentation=dataclasses.replace(m.segmentation, scale_spacing_mm=spacing))
+    return _with_segmentation(m, scale_spacing_mm=m.film.spacing_mm[0])
 
 
 @pytest.mark.parametrize("spacing", [0.1, 0.2])
