@@ -236,8 +236,76 @@ def matching_score(rows: Any, base_truth: Any, follow_truth: Any) -> tuple[int, 
     return correct, len(ids_b | ids_f)
 
 
+#: The sources of :func:`error_sources`, in the order they are printed.
+ERROR_SOURCES = ("matched", "one_film", "unsegmented", "false", "baseline_total")
+
+
+def error_sources(rows: Any, change: dict[str, Any], base_labels: np.ndarray, follow_labels: np.ndarray,
+                  base_truth: Any, follow_truth: Any, true_pct: float) -> dict[str, float]:
+    """Where a pair's change error comes from, in percentage points that sum to it exactly.
+
+    Each true lesion belongs to the comparison group (``LesionChange.group``) whose labels
+    cover most of its pixels on the two films. A group's error is its estimated change (the
+    sum of its rows' follow-up less baseline areas, at the baseline's magnification) less the
+    true change of its lesions. The sources, in points of the true baseline total:
+
+    - ``matched``: groups labelled on both films (the one rule's ratio and the side kept);
+    - ``one_film``: groups labelled on one film only, new, resolved or found at their place on
+      the other film (what segmentation missed on one film);
+    - ``unsegmented``: true lesions in no group, less their true change;
+    - ``false``: groups on no true lesion, their whole estimate (a piece of a lesion that
+      another group owns counts under its own relation, with no true change of its own);
+    - ``baseline_total``: the estimate divides by its own baseline total, not the true one
+      (what is left: estimated minus true change in percent, less the sum above).
+    """
+    base_total_true = float(base_truth.total_area_mm2)
+    mag2 = float(follow_truth.magnification) ** 2
+    true_b = dict(zip(base_truth.lesion_ids, base_truth.areas_mm2))
+    true_f = {i: a / mag2 for i, a in zip(follow_truth.lesion_ids, follow_truth.areas_mm2)}
+    est: dict[int, float] = {}
+    both: dict[int, bool] = {}
+    cover: dict[tuple[int, int], int] = {}  # (true lesion id, group) -> pixels on both films
+
+    def add_cover(labels: np.ndarray, truth: Any, label: int | None, group: int) -> None:
+        if label is None:
+            return
+        hit = np.asarray(truth.labels)[np.asarray(labels) == label]
+        counts = np.bincount(hit[hit > 0], minlength=truth.n_lesions + 1)
+        for k in np.flatnonzero(counts):
+            key = (truth.lesion_ids[k - 1], group)
+            cover[key] = cover.get(key, 0) + int(counts[k])
+
+    for r in rows:
+        est[r.group] = est.get(r.group, 0.0) + (r.area_followup_mm2 or 0.0) - (r.area_baseline_mm2 or 0.0)
+        both[r.group] = both.get(r.group, False) or (r.baseline_id is not None and r.followup_id is not None)
+        add_cover(base_labels, base_truth, r.baseline_id, r.group)
+        add_cover(follow_labels, follow_truth, r.followup_id, r.group)
+    owner: dict[int, int] = {}
+    for (lesion, group), n in sorted(cover.items()):
+        if lesion not in owner or n > cover[(lesion, owner[lesion])]:
+            owner[lesion] = group
+    true_change = {i: true_f.get(i, 0.0) - true_b.get(i, 0.0) for i in set(true_b) | set(true_f)}
+    out = dict.fromkeys(ERROR_SOURCES, 0.0)
+    for group, delta in est.items():
+        mine = [i for i, g in owner.items() if g == group]
+        on_truth = any(g == group for _, g in cover)
+        source = "false" if not on_truth else "matched" if both[group] else "one_film"
+        out[source] += delta - sum(true_change[i] for i in mine)
+    out["unsegmented"] = -sum(d for i, d in true_change.items() if i not in owner)
+    scale = 100.0 / base_total_true if base_total_true > 0 else 0.0
+    for k in ("matched", "one_film", "unsegmented", "false"):
+        out[k] *= scale
+    est_pct = change.get("total_area_pct")
+    rest = (est_pct - true_pct) if est_pct is not None else 0.0
+    out["baseline_total"] = rest - sum(out[k] for k in ("matched", "one_film", "unsegmented", "false"))
+    return out
+
+
 def _run_compare(base: Measurement, follow: Measurement, truth: Any, spacing: float,
-                 params: CompareParams, truths: tuple[Any, Any] | None = None) -> dict[str, Any]:
+                 params: CompareParams, truths: tuple[Any, Any] | None = None,
+                 sources: tuple[Any, Any, float] | None = None) -> dict[str, Any]:
+    """Compare and score one pair; ``truths`` (both films' truth) scores the lesion fates,
+    ``sources`` (both films' truth and the true change) adds :func:`error_sources`."""
     t0 = time.perf_counter()
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -261,6 +329,8 @@ def _run_compare(base: Measurement, follow: Measurement, truth: Any, spacing: fl
                      for s in ("new", "resolved", "grown", "shrunk", "stable")},
         "compare_seconds": dt,
         "matching": None if truths is None else list(matching_score(c.lesions, *truths)),
+        "error_sources": None if sources is None else error_sources(
+            c.lesions, c.change, base.labels, follow.labels, *sources),
         "warnings": [str(w.message) for w in caught],
     }
 
@@ -299,7 +369,8 @@ def run_pair(seed: int, params: CompareParams = CompareParams(),
     mf = measure(follow_film, segment(follow_film, seg_params))
     measure_seconds = time.perf_counter() - t0
     true_pct = float(follow.truth.true_change_pct)
-    pipeline = _run_compare(mb, mf, follow_truth, case.spacing_mm, params)
+    pipeline = _run_compare(mb, mf, follow_truth, case.spacing_mm, params,
+                            sources=(base.truth, follow_truth, true_pct))
     # The same measurements without paired measurement: what pairing changes, on the same labels.
     unpaired = _run_compare(mb, mf, follow_truth, case.spacing_mm, dataclasses.replace(params, paired=False))
     oracle = _run_compare(truth_measurement(base.film, base.truth), truth_measurement(follow_film, follow_truth),
@@ -355,9 +426,20 @@ def summarise(results: list[dict[str, Any]], which: str) -> dict[str, Any]:
         "max_registration_error_mm": max(reg) if reg else inf,
         "median_registration_error_mm": statistics.median(reg) if reg else inf,
         "median_compare_seconds": statistics.median(x["compare_seconds"] for _, x in runs),
+        # Pairs over the maximum's target, by the source that made most of their error.
+        "largest_error_source": _largest_sources(x for _, x in ok if x["abs_error_pp"] > TARGETS["max_abs_change_error_pp"]),
         "lesion_fates_correct": [sum(x["matching"][0] for _, x in ok if x.get("matching")),
                                  sum(x["matching"][1] for _, x in ok if x.get("matching"))],
     }
+
+
+def _largest_sources(runs: Any) -> dict[str, int]:
+    """How many of ``runs`` have each of :data:`ERROR_SOURCES` as their largest (absolute)."""
+    out = dict.fromkeys(ERROR_SOURCES, 0)
+    for x in runs:
+        if x.get("error_sources"):
+            out[max(ERROR_SOURCES, key=lambda k: abs(x["error_sources"][k]))] += 1
+    return out
 
 
 def targets_met(summary: dict[str, Any]) -> bool:
@@ -394,6 +476,9 @@ def print_table(results: list[dict[str, Any]], pipeline: dict[str, Any], unpaire
                   f"({sb['false_mm2']:.0f} false, {sb['missed_mm2']:.0f} missed); follow-up "
                   f"{sf['measured_mm2']:.0f} vs {sf['true_mm2']:.0f} ({sf['false_mm2']:.0f} false, "
                   f"{sf['missed_mm2']:.0f} missed)")
+        if "error" not in p and p["abs_error_pp"] > 3.0 and p.get("error_sources"):
+            print("      error sources (pp): " + ", ".join(
+                f"{k.replace('_', ' ')} {p['error_sources'][k]:+.1f}" for k in ERROR_SOURCES))
     print("(* = true change within 15-35 %: category not scored)")
     print()
     for label, s in (("pipeline", pipeline), ("pipeline without paired measurement", unpaired),
@@ -405,6 +490,9 @@ def print_table(results: list[dict[str, Any]], pipeline: dict[str, Any], unpaire
         if s["lesion_fates_correct"][1]:
             c, n = s["lesion_fates_correct"]
             print(f"  lesion fates (paired / new / resolved) correct: {c} of {n}")
+        if any(s["largest_error_source"].values()):
+            print("  pairs over the maximum, by their largest error source: " + ", ".join(
+                f"{k.replace('_', ' ')} {n}" for k, n in s["largest_error_source"].items() if n))
         print(f"  median registration error {s['median_registration_error_mm']:.3f} mm; "
               f"median compare time {s['median_compare_seconds']:.2f} s; failed {s['failed']}; "
               f"category errors on {s['category_error_seeds']}")
