@@ -256,7 +256,8 @@ def error_sources(rows: Any, change: dict[str, Any], base_labels: np.ndarray, fo
     - ``false``: groups on no true lesion, their whole estimate (a piece of a lesion that
       another group owns counts under its own relation, with no true change of its own);
     - ``baseline_total``: the estimate divides by its own baseline total, not the true one
-      (what is left: estimated minus true change in percent, less the sum above).
+      (what is left: estimated minus true change in percent, less the sum above; for a
+      follow-up resampled to another detector it also holds the resampled truth's rounding).
     """
     base_total_true = float(base_truth.total_area_mm2)
     mag2 = float(follow_truth.magnification) ** 2
@@ -265,10 +266,12 @@ def error_sources(rows: Any, change: dict[str, Any], base_labels: np.ndarray, fo
     est: dict[int, float] = {}
     both: dict[int, bool] = {}
     cover: dict[tuple[int, int], int] = {}  # (true lesion id, group) -> pixels on both films
+    seen: set[tuple[int, int]] = set()  # (film, label): a split's lesion is on several rows
 
     def add_cover(labels: np.ndarray, truth: Any, label: int | None, group: int) -> None:
-        if label is None:
+        if label is None or (id(labels), label) in seen:
             return
+        seen.add((id(labels), label))
         hit = np.asarray(truth.labels)[np.asarray(labels) == label]
         counts = np.bincount(hit[hit > 0], minlength=truth.n_lesions + 1)
         for k in np.flatnonzero(counts):

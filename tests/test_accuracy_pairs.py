@@ -69,3 +69,23 @@ def test_a_lesion_split_over_groups_belongs_to_the_one_covering_most() -> None:
     assert out["matched"] == pytest.approx(100.0 * (1.0 + 0.5) / 5.0)  # both groups' estimates, one truth
     assert out["false"] == 0.0 and out["unsegmented"] == 0.0 and out["one_film"] == 0.0
     assert sum(out.values()) == pytest.approx(est_pct)
+
+
+def test_a_split_lesion_covers_its_true_lesion_once() -> None:
+    # True lesion 5 (7 -> 9 mm²): 3 px under baseline label 1, which splits into follow-up
+    # labels 1 and 2 (group 1, two rows), and 4 px under baseline label 2, resolved (group 2).
+    # Group 2 covers more of it and owns its change, however many rows group 1 has.
+    t = np.zeros((4, 4), np.int32)
+    t[0, 0:3], t[1, 0:4] = 1, 1
+    truth = _truth(t, (5,), (7.0,))
+    follow_truth = _truth(t, (5,), (9.0,))
+    sb = np.zeros((4, 4), np.int32)
+    sb[0, 0:3], sb[1, 0:4] = 1, 2
+    sf = np.zeros((4, 4), np.int32)
+    sf[3, 0], sf[3, 2] = 1, 2  # on no true lesion
+    rows = [_row(1, 1, 1, 1.0, 1.0), _row(1, 1, 2, 1.0, 1.0), _row(2, 2, None, 4.0, 0.0)]
+    est_pct = 100.0 * (2.0 - 6.0) / 6.0
+    out = error_sources(rows, {"total_area_pct": est_pct}, sb, sf, truth, follow_truth, 100.0 * 2.0 / 7.0)
+    assert out["one_film"] == pytest.approx(100.0 * (-4.0 - 2.0) / 7.0)
+    assert out["matched"] == pytest.approx(0.0, abs=1e-12)
+    assert sum(out.values()) == pytest.approx(est_pct - 100.0 * 2.0 / 7.0)
