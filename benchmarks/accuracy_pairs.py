@@ -74,6 +74,7 @@ import calcimage  # noqa: E402
 from calcimage.compare import Category, CompareParams, classify_change, compare  # noqa: E402
 from calcimage.errors import CalcimageError, CalcimageWarning  # noqa: E402
 from calcimage.film import Film  # noqa: E402
+from calcimage.match import overlap_table  # noqa: E402
 from calcimage.measure import Lesion, Measurement, RegionTotal, measure  # noqa: E402
 from calcimage.phantom import ChangeMode, FollowupParams, PhantomParams, make_followup, make_phantom  # noqa: E402
 from calcimage.report.tables import provenance  # noqa: E402
@@ -263,37 +264,38 @@ def error_sources(rows: Any, change: dict[str, Any], base_labels: np.ndarray, fo
     mag2 = float(follow_truth.magnification) ** 2
     true_b = dict(zip(base_truth.lesion_ids, base_truth.areas_mm2))
     true_f = {i: a / mag2 for i, a in zip(follow_truth.lesion_ids, follow_truth.areas_mm2)}
+    # Pixels each film's labels share with its true lesions, in one pass per film.
+    tables = {film: overlap_table(labels, truth.labels, int(np.max(labels, initial=0)), truth.n_lesions)
+              for film, labels, truth in (("b", base_labels, base_truth), ("f", follow_labels, follow_truth))}
+    ids = {"b": base_truth.lesion_ids, "f": follow_truth.lesion_ids}
     est: dict[int, float] = {}
     both: dict[int, bool] = {}
     cover: dict[tuple[int, int], int] = {}  # (true lesion id, group) -> pixels on both films
-    seen: set[tuple[int, int]] = set()  # (film, label): a split's lesion is on several rows
-
-    def add_cover(labels: np.ndarray, truth: Any, label: int | None, group: int) -> None:
-        if label is None or (id(labels), label) in seen:
-            return
-        seen.add((id(labels), label))
-        hit = np.asarray(truth.labels)[np.asarray(labels) == label]
-        counts = np.bincount(hit[hit > 0], minlength=truth.n_lesions + 1)
-        for k in np.flatnonzero(counts):
-            key = (truth.lesion_ids[k - 1], group)
-            cover[key] = cover.get(key, 0) + int(counts[k])
-
+    seen: set[tuple[str, int]] = set()  # (film, label): a split's lesion is on several rows
     for r in rows:
         est[r.group] = est.get(r.group, 0.0) + (r.area_followup_mm2 or 0.0) - (r.area_baseline_mm2 or 0.0)
         both[r.group] = both.get(r.group, False) or (r.baseline_id is not None and r.followup_id is not None)
-        add_cover(base_labels, base_truth, r.baseline_id, r.group)
-        add_cover(follow_labels, follow_truth, r.followup_id, r.group)
-    owner: dict[int, int] = {}
+        for film, label in (("b", r.baseline_id), ("f", r.followup_id)):
+            if label is None or (film, label) in seen:
+                continue
+            seen.add((film, label))
+            counts = tables[film][label, 1:]
+            for k in np.flatnonzero(counts):
+                key = (ids[film][k], r.group)
+                cover[key] = cover.get(key, 0) + int(counts[k])
+    owner: dict[int, int] = {}  # true lesion id -> the group covering most of it
     for (lesion, group), n in sorted(cover.items()):
         if lesion not in owner or n > cover[(lesion, owner[lesion])]:
             owner[lesion] = group
     true_change = {i: true_f.get(i, 0.0) - true_b.get(i, 0.0) for i in set(true_b) | set(true_f)}
+    owned_change: dict[int, float] = {}
+    for lesion, group in owner.items():
+        owned_change[group] = owned_change.get(group, 0.0) + true_change[lesion]
+    on_truth = {group for _, group in cover}
     out = dict.fromkeys(ERROR_SOURCES, 0.0)
     for group, delta in est.items():
-        mine = [i for i, g in owner.items() if g == group]
-        on_truth = any(g == group for _, g in cover)
-        source = "false" if not on_truth else "matched" if both[group] else "one_film"
-        out[source] += delta - sum(true_change[i] for i in mine)
+        source = "false" if group not in on_truth else "matched" if both[group] else "one_film"
+        out[source] += delta - owned_change.get(group, 0.0)
     out["unsegmented"] = -sum(d for i, d in true_change.items() if i not in owner)
     scale = 100.0 / base_total_true if base_total_true > 0 else 0.0
     for k in ("matched", "one_film", "unsegmented", "false"):
@@ -333,7 +335,7 @@ def _run_compare(base: Measurement, follow: Measurement, truth: Any, spacing: fl
         "compare_seconds": dt,
         "matching": None if truths is None else list(matching_score(c.lesions, *truths)),
         "error_sources": None if sources is None else error_sources(
-            c.lesions, c.change, base.labels, follow.labels, *sources),
+            c.lesions, c.change, c.baseline.labels, c.followup.labels, *sources),
         "warnings": [str(w.message) for w in caught],
     }
 
